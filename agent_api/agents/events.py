@@ -1,0 +1,53 @@
+"""What a running team reports, in the order it happens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent_api.models.chat import ChatMessage, Usage
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """A piece of text the model produced, as it produced it."""
+
+    agent: str
+    text: str
+
+
+@dataclass(frozen=True)
+class MessageEvent:
+    """An agent's complete message."""
+
+    message: ChatMessage
+
+
+@dataclass(frozen=True)
+class ToolCallEvent:
+    agent: str
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolResultEvent:
+    agent: str
+    call_id: str
+    content: str
+
+
+@dataclass
+class RunOutcome:
+    """The result of one run: the new messages and the final answer."""
+
+    messages: list[ChatMessage]
+    response: str
+    turns_used: int
+    finished: bool
+    usage: Usage = field(default_factory=Usage)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+RunEvent = TokenEvent | MessageEvent | ToolCallEvent | ToolResultEvent

@@ -1,0 +1,90 @@
+"""The one LLM configuration shared by every agent, and the one HTTP pool under it."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from agent_api.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class SharedHTTPClient(httpx.Client):
+    """An httpx client that survives AutoGen's deep copy of ``llm_config``.
+
+    AutoGen deep-copies the configuration of every agent it builds; without this each agent
+    would get a copy of the client, and with it a new connection pool and SSL context (most of
+    the cost of building an agent).
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SharedHTTPClient:
+        return self
+
+
+@dataclass
+class LLMProvider:
+    """Builds per-request ``llm_config`` dicts that all share one HTTP connection pool."""
+
+    entries: list[dict[str, Any]]
+    http_client: SharedHTTPClient
+    model: str
+    backend: str  # "offline" or "openai-compatible"
+    temperature: float | None = None
+
+    def config(self, *, stream: bool) -> dict[str, Any]:
+        """An AutoGen ``llm_config``; ``stream`` makes the model send tokens as it writes them."""
+        config_list = [{**entry, "http_client": self.http_client, "stream": stream} for entry in self.entries]
+        llm_config: dict[str, Any] = {"config_list": config_list, "cache_seed": None}
+        if self.temperature is not None:
+            llm_config["temperature"] = self.temperature
+        return llm_config
+
+    def close(self) -> None:
+        self.http_client.close()
+
+
+def create_llm_provider(settings: Settings, *, offline_base_url: str | None = None) -> LLMProvider:
+    """The provider for the configured model, or for the offline model at ``offline_base_url``."""
+    limits = httpx.Limits(max_connections=settings.thread_pool_size + 10,
+                          max_keepalive_connections=settings.thread_pool_size + 10)
+    client = SharedHTTPClient(limits=limits, timeout=settings.llm_timeout)
+    common = {"timeout": settings.llm_timeout, "max_retries": settings.llm_max_retries}
+    if offline_base_url is not None:
+        entries = [{"model": "offline-model", "api_key": "offline", "base_url": offline_base_url,
+                    "price": [0, 0], **common}]
+        return LLMProvider(entries, client, "offline-model", "offline", settings.llm_temperature)
+
+    entries = copy.deepcopy(settings.load_config_list())
+    if not entries:
+        entry: dict[str, Any] = {"model": settings.openai_model}
+        if settings.openai_api_key is not None:
+            entry["api_key"] = settings.openai_api_key.get_secret_value()
+        else:
+            entry["api_key"] = "not-needed"  # local OpenAI-compatible servers (Ollama, vLLM) ignore it
+        if settings.openai_base_url:
+            entry["base_url"] = settings.openai_base_url
+        entries = [entry]
+    for entry in entries:
+        for key, value in common.items():
+            entry.setdefault(key, value)
+    return LLMProvider(entries, client, entries[0]["model"], "openai-compatible", settings.llm_temperature)
+
+
+class _DropCostWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "The cost will be 0" not in record.getMessage()
+
+
+def quiet_autogen_logging() -> None:
+    """Route AutoGen's loggers through the service's logging instead of straight to stdout."""
+    for name in ("autogen.oai.client", "autogen.oai.cohere"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
+        logger.addFilter(_DropCostWarnings())

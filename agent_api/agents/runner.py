@@ -1,0 +1,119 @@
+"""TeamRunner: runs teams in the service's own thread pool and bridges their events to asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import openai
+
+from agent_api.agents.events import RunEvent, RunOutcome
+from agent_api.agents.llm import LLMProvider
+from agent_api.agents.messages import trim_history
+from agent_api.agents.teams import Team, TeamRun
+from agent_api.errors import (
+    AgentAPIError,
+    AgentRunError,
+    ModelError,
+    ModelRateLimited,
+    ModelTimeout,
+    RunCancelled,
+)
+from agent_api.models.chat import ChatMessage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    """The last item of a run's event stream."""
+
+    outcome: RunOutcome
+
+
+_END = object()
+
+
+def translate_model_error(exc: BaseException) -> AgentAPIError | None:
+    """The caller-facing error for a model failure, or None if ``exc`` is not one."""
+    if isinstance(exc, (TimeoutError, openai.APITimeoutError)):
+        return ModelTimeout()
+    if isinstance(exc, openai.RateLimitError):
+        retry_after = exc.response.headers.get("retry-after", "").strip()
+        return ModelRateLimited(headers={"Retry-After": retry_after if retry_after.isdigit() else "5"})
+    if isinstance(exc, openai.OpenAIError):
+        return ModelError()
+    return None
+
+
+class TeamRunner:
+    """Runs one team turn at a time per call, many at once, in a sized thread pool.
+
+    AutoGen is synchronous; each run occupies one thread of ``executor`` for its whole length
+    (mostly waiting on the model), so the pool size is the service's concurrency.
+    """
+
+    def __init__(self, llm: LLMProvider, executor: ThreadPoolExecutor, *, max_history: int) -> None:
+        self.llm = llm
+        self.executor = executor
+        self.max_history = max_history
+
+    async def events(self, team: Team, history: Sequence[ChatMessage], message: str, max_turns: int,
+                     *, stream: bool) -> AsyncIterator[RunEvent | RunFinished]:
+        """Run the team; yield its events as they happen, then a :class:`RunFinished`.
+
+        Closing the iterator early (the caller went away) cancels the run: the model stream is
+        dropped at the next token and no further model call starts.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        run = TeamRun(
+            message=message,
+            # The new message counts against the cap too: the model sees at most max_history.
+            history=trim_history(history, self.max_history - 1),
+            max_turns=max_turns,
+            llm_config=self.llm.config(stream=stream),
+        )
+
+        def emit(event: RunEvent) -> None:
+            if not run.cancelled.is_set():
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        run.emit = emit
+        future = loop.run_in_executor(self.executor, self._run, team, run)
+        future.add_done_callback(lambda f: (f.cancelled() or f.exception(), queue.put_nowait(_END)))
+        try:
+            while (item := await queue.get()) is not _END:
+                yield item  # type: ignore[misc]
+            yield RunFinished(await future)
+        finally:
+            run.cancelled.set()
+
+    async def run(self, team: Team, history: Sequence[ChatMessage], message: str, max_turns: int) -> RunOutcome:
+        """Run the team to the end and return its outcome (no token streaming)."""
+        async for item in self.events(team, history, message, max_turns, stream=False):
+            if isinstance(item, RunFinished):
+                return item.outcome
+        raise AgentRunError()  # pragma: no cover - events always ends with RunFinished
+
+    @staticmethod
+    def _run(team: Team, run: TeamRun) -> RunOutcome:
+        try:
+            return team.run(run)
+        except RunCancelled:
+            raise
+        except Exception as exc:
+            mapped = translate_model_error(exc)
+            if mapped is None:
+                log.exception("team %s failed", team.name)
+                raise AgentRunError() from exc
+            log.warning("team %s: model call failed: %s", team.name, type(exc).__name__)
+            raise mapped from exc
+
+
+def create_executor(size: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=size, thread_name_prefix="agent-run")
+

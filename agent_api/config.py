@@ -1,0 +1,79 @@
+"""Settings: the one place the environment (and ``.env``) is read."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, RedisDsn, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting of agent-api, read from the environment or a ``.env`` file.
+
+    With nothing set the service runs on its embedded defaults: sessions in an in-process store
+    and the offline model. ``REDIS_URL`` switches to a real Redis; ``OPENAI_API_KEY`` (or
+    ``OPENAI_BASE_URL`` or ``OAI_CONFIG_LIST``) to a real model.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore")
+
+    # The model
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o"
+    oai_config_list: str | None = Field(
+        default=None, description="AutoGen config list: a JSON list, or the path of a JSON file holding one."
+    )
+    llm_timeout: float = Field(default=60.0, gt=0, description="Seconds one model request may take.")
+    llm_max_retries: int = Field(default=2, ge=0, le=10, description="Retries of a failed model request.")
+    llm_temperature: float | None = Field(default=None, ge=0, le=2)
+
+    # Sessions
+    redis_url: RedisDsn | None = None
+    redis_max_connections: int = Field(default=200, ge=1)
+    redis_timeout: float = Field(default=5.0, gt=0, description="Seconds to wait for Redis or a free connection.")
+    session_ttl: int = Field(default=3600, ge=1, description="Seconds a session lives after its last turn.")
+    max_history_messages: int = Field(default=100, ge=2, description="Messages kept per session (oldest dropped).")
+
+    # Running agents
+    thread_pool_size: int = Field(default=200, ge=1, le=2000, description="Threads that run AutoGen conversations.")
+    max_turns_limit: int = Field(default=20, ge=1, le=100)
+
+    # Serving
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    log_level: str = "info"
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        value = value.lower()
+        if value not in {"critical", "error", "warning", "info", "debug"}:
+            raise ValueError("must be one of critical, error, warning, info, debug")
+        return value
+
+    @property
+    def uses_offline_model(self) -> bool:
+        return self.openai_api_key is None and self.openai_base_url is None and self.oai_config_list is None
+
+    def load_config_list(self) -> list[dict[str, Any]]:
+        """The user's ``OAI_CONFIG_LIST``: inline JSON or a file path; [] when unset."""
+        if not self.oai_config_list:
+            return []
+        raw = self.oai_config_list.strip()
+        if not raw.startswith("["):
+            raw = Path(raw).read_text()
+        entries = json.loads(raw)
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and e.get("model") for e in entries):
+            raise ValueError("OAI_CONFIG_LIST must be a JSON list of objects, each with a 'model'")
+        return entries
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

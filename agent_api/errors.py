@@ -1,0 +1,104 @@
+"""The domain's exceptions and how each maps to an HTTP status.
+
+    AgentAPIError                 base: carries a status code and a detail safe to show callers
+    ├── SessionNotFound           404  unknown, expired or not the caller's session
+    ├── StoreUnavailable          503  Redis cannot be reached (or no connection came free in time)
+    └── ModelError                502  the model provider failed or answered with an error
+        ├── ModelTimeout          504  the model did not answer within LLM_TIMEOUT
+        └── ModelRateLimited      503  the provider rate-limited us (Retry-After passed on)
+
+    RunCancelled                  not an HTTP error: the caller went away and the run was stopped
+
+Details are fixed sentences written here; the text of the exception that caused one is logged,
+never sent to the caller.
+"""
+
+from __future__ import annotations
+
+
+class AgentAPIError(Exception):
+    """Base of every error agent-api reports to a caller."""
+
+    status_code = 500
+    detail = "Internal server error."
+    error_type = "internal"
+
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail or self.detail)
+        if detail:
+            self.detail = detail
+        self.headers = headers or {}
+
+
+class SessionNotFound(AgentAPIError):
+    """The session does not exist, has expired, or belongs to someone else."""
+
+    status_code = 404
+    detail = "Session not found: it does not exist or has expired."
+    error_type = "not_found"
+
+
+class StoreUnavailable(AgentAPIError):
+    """The session store (Redis) could not be reached."""
+
+    status_code = 503
+    detail = "The session store is unavailable; try again shortly."
+    error_type = "store"
+
+
+class ModelError(AgentAPIError):
+    """The model provider failed or answered with an error."""
+
+    status_code = 502
+    detail = "The model provider returned an error; the session was not changed."
+    error_type = "upstream_error"
+
+
+class ModelTimeout(ModelError):
+    """The model did not answer within ``LLM_TIMEOUT``."""
+
+    status_code = 504
+    detail = "The model did not answer in time; the session was not changed."
+    error_type = "upstream_timeout"
+
+
+class ModelRateLimited(ModelError):
+    """The model provider rate-limited the service."""
+
+    status_code = 503
+    detail = "The model provider is rate-limiting requests; retry later. The session was not changed."
+    error_type = "upstream_rate_limit"
+
+
+class RunCancelled(Exception):
+    """Raised inside a running team when its caller has gone away."""
+
+
+class UnknownTeam(AgentAPIError):
+    """The request names a team that is not registered."""
+
+    status_code = 422
+    error_type = "validation"
+
+    def __init__(self, name: str, valid: list[str]) -> None:
+        super().__init__(f"Unknown agent team {name!r}; valid teams: {', '.join(valid)}.")
+        self.detail_body = [{"loc": ["body", "agent"], "msg": self.detail, "type": "value_error"}]
+
+
+class AgentRunError(AgentAPIError):
+    """The agents failed for a reason other than the model (a bug, a broken tool)."""
+
+    status_code = 500
+    detail = "The agent team failed while running; the session was not changed."
+    error_type = "agent"
+
+
+class SessionTeamMismatch(AgentAPIError):
+    """The request names a different team from the one the session belongs to."""
+
+    status_code = 409
+    error_type = "conflict"
+
+    def __init__(self, session_team: str, requested: str) -> None:
+        super().__init__(f"This session belongs to team {session_team!r}; it cannot be continued with "
+                         f"{requested!r}. Omit 'agent' or start a new session.")

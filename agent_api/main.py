@@ -1,0 +1,101 @@
+"""The FastAPI app: ``create_app(settings)``, and ``app`` for ``uvicorn agent_api.main:app``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from agent_api import __version__
+from agent_api.agents.llm import create_llm_provider, quiet_autogen_logging
+from agent_api.agents.registry import TeamRegistry, builtin_teams
+from agent_api.agents.runner import TeamRunner, create_executor
+from agent_api.config import Settings, get_settings
+from agent_api.exception_handlers import install_exception_handlers
+from agent_api.routers import chat, health, sessions
+from agent_api.routers.deps import AppState
+from agent_api.services.chat import ChatService
+from agent_api.services.sessions import SessionManager
+from agent_api.services.store import create_redis
+
+log = logging.getLogger("agent_api")
+
+DESCRIPTION = """
+Serve AutoGen multi-agent teams over HTTP.
+
+* `POST /chat` runs one user turn through a team and answers when it has finished.
+* Sessions keep each conversation's history (with a TTL) so that the next turn continues it.
+"""
+
+
+def _configure_logging(settings: Settings) -> None:
+    level = settings.log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.setLevel(level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    quiet_autogen_logging()
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    _configure_logging(settings)
+    async with AsyncExitStack() as stack:
+        redis = create_redis(settings)
+        stack.push_async_callback(redis.aclose)
+        offline_url = None
+        if settings.uses_offline_model:
+            from agent_api.offline_llm import OfflineServer
+
+            offline = OfflineServer().start()
+            stack.callback(offline.stop)
+            offline_url = offline.base_url
+            log.warning("No model configured (OPENAI_API_KEY, OPENAI_BASE_URL or OAI_CONFIG_LIST): "
+                        "using the built-in offline model, which gives canned answers.")
+        llm = create_llm_provider(settings, offline_base_url=offline_url)
+        stack.callback(llm.close)
+        executor = create_executor(settings.thread_pool_size)
+        stack.callback(executor.shutdown, wait=False, cancel_futures=True)
+
+        session_manager = SessionManager(redis, ttl=settings.session_ttl, max_history=settings.max_history_messages)
+        teams = TeamRegistry(builtin_teams())
+        runner = TeamRunner(llm, executor, max_history=settings.max_history_messages)
+        app.state.agent_api = AppState(
+            settings=settings, sessions=session_manager, teams=teams, llm=llm,
+            chat=ChatService(session_manager, runner, teams),
+        )
+        log.info("agent-api %s ready: store=%s model=%s (%s), %d run threads",
+                 __version__, "embedded" if settings.redis_url is None else "redis",
+                 llm.model, llm.backend, settings.thread_pool_size)
+        yield
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; its long-lived parts are created when it starts (the lifespan)."""
+    app = FastAPI(
+        title="agent-api",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings or get_settings()
+    install_exception_handlers(app)
+    for module in (chat, sessions, health):
+        app.include_router(module.router)
+    return app
+
+
+_app: FastAPI | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # ``agent_api.main:app`` is built on first access, so importing this module reads no settings.
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = create_app()
+        return _app
+    raise AttributeError(name)

@@ -1,0 +1,93 @@
+"""Request and response bodies of ``POST /chat``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class Usage(BaseModel):
+    """Model tokens spent on one run, as the model reported them."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+        )
+
+
+class ChatMessage(BaseModel):
+    """One message of a conversation, as stored in the session and returned to callers."""
+
+    role: Literal["user", "assistant", "tool", "system"]
+    content: str
+    timestamp: datetime
+    name: str | None = Field(default=None, description="The agent (or user) that wrote the message.")
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class AgentRequest(BaseModel):
+    """One user turn sent to a team of agents."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"message": "What are the main causes of coral bleaching?"},
+                {"message": "And what can be done about it?", "session_id": "4Jk0y6mXQ2m1xS9vT3Zr8w", "max_turns": 3},
+            ]
+        },
+    )
+
+    message: str = Field(min_length=1, max_length=4000, description="The user's message.")
+    session_id: str | None = Field(
+        default=None,
+        pattern=SESSION_ID_PATTERN,
+        description="Continue this session; omit to start a new one.",
+    )
+    max_turns: int = Field(default=5, ge=1, le=20, description="Upper bound on agent replies in this run.")
+    stream: bool = Field(default=False, description="Answer with a Server-Sent-Events stream instead of JSON.")
+    agent: str = Field(default="research", min_length=1, max_length=64, description="The team to run.")
+
+
+class AgentResponse(BaseModel):
+    """The outcome of one run: the final answer and every message the run added."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "session_id": "4Jk0y6mXQ2m1xS9vT3Zr8w",
+                    "response": "Coral bleaching is mainly caused by marine heatwaves ...",
+                    "turns_used": 1,
+                    "messages": [
+                        {"role": "user", "content": "What are the main causes of coral bleaching?",
+                         "timestamp": "2026-11-23T10:00:00Z", "name": "user"},
+                        {"role": "assistant", "content": "Coral bleaching is mainly caused by marine heatwaves ...",
+                         "timestamp": "2026-11-23T10:00:02Z", "name": "research_assistant"},
+                    ],
+                    "finished": True,
+                    "agent": "research",
+                    "usage": {"prompt_tokens": 152, "completion_tokens": 87, "total_tokens": 239},
+                }
+            ]
+        }
+    )
+
+    session_id: str
+    response: str = Field(description="The team's final answer.")
+    turns_used: int = Field(description="Agent replies produced in this run.")
+    messages: list[ChatMessage] = Field(description="The messages this run added to the session, in order.")
+    finished: bool = Field(description="True when the team ended the conversation itself, false when max_turns ran out.")
+    agent: str
+    usage: Usage

@@ -1,0 +1,18 @@
+"""Body of ``GET /health``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class HealthResponse(BaseModel):
+    """What is running and whether it can serve."""
+
+    status: Literal["ok", "degraded"]
+    version: str
+    store: Literal["redis", "embedded"] = Field(description="Where sessions live.")
+    redis_reachable: bool
+    model: str = Field(description="The model the teams use.")
+    model_backend: Literal["openai-compatible", "offline"]

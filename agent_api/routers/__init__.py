@@ -1,0 +1,1 @@
+"""The thin HTTP layer: routes call services and the agents package, nothing else."""

@@ -1,0 +1,28 @@
+"""``GET /health``: what is running and whether it can serve."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from agent_api import __version__
+from agent_api.models.health import HealthResponse
+from agent_api.routers.deps import StateDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health", response_model=HealthResponse,
+            responses={503: {"model": HealthResponse, "description": "Redis is configured but unreachable."}})
+async def health(state: StateDep) -> JSONResponse:
+    """Report the service's version, session store and model, and whether Redis answers."""
+    reachable = await state.sessions.ping()
+    body = HealthResponse(
+        status="ok" if reachable else "degraded",
+        version=__version__,
+        store="embedded" if state.settings.redis_url is None else "redis",
+        redis_reachable=reachable,
+        model=state.llm.model,
+        model_backend="offline" if state.llm.backend == "offline" else "openai-compatible",
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if reachable else 503)

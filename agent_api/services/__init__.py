@@ -1,0 +1,1 @@
+"""Stateful services: the session store and what comes after it."""

@@ -1,0 +1,153 @@
+"""SessionManager: each conversation's history in Redis, with a TTL.
+
+A session is two keys that expire together:
+
+    {prefix}session:{id}           hash: agent, created_at, updated_at, turns
+    {prefix}session:{id}:messages  list: one JSON ChatMessage per entry, oldest first
+
+A turn appends only its new messages (RPUSH), trims the list to ``max_history`` (oldest
+dropped) and refreshes both TTLs, atomically in one Lua script that refuses to write into a
+session that expired meanwhile. Nothing else rewrites the history.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from agent_api.errors import SessionNotFound, StoreUnavailable
+from agent_api.models.chat import ChatMessage
+
+_APPEND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local max, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 4, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+redis.call('LTRIM', KEYS[2], -max, -1)
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
+local turns = redis.call('HINCRBY', KEYS[1], 'turns', 1)
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+return turns
+"""
+
+_TOUCH = """
+if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Session:
+    """A session as loaded: its metadata and its history, oldest message first."""
+
+    id: str
+    agent: str
+    created_at: datetime
+    updated_at: datetime
+    turns: int
+    expires_in: int
+    messages: list[ChatMessage]
+
+
+def new_session_id() -> str:
+    """128 random bits, URL-safe (22 characters)."""
+    return secrets.token_urlsafe(16)
+
+
+@asynccontextmanager
+async def _store_errors() -> AsyncIterator[None]:
+    try:
+        yield
+    except RedisError as exc:
+        raise StoreUnavailable() from exc
+
+
+class SessionManager:
+    """Creates, loads, extends and deletes sessions in Redis."""
+
+    def __init__(self, client: redis.Redis, *, ttl: int, max_history: int, prefix: str = "agent-api:") -> None:
+        self.redis = client
+        self.ttl = ttl
+        self.max_history = max_history
+        self.prefix = prefix
+        self._append = client.register_script(_APPEND)
+        self._touch = client.register_script(_TOUCH)
+
+    def _keys(self, session_id: str) -> tuple[str, str]:
+        base = f"{self.prefix}session:{session_id}"
+        return base, f"{base}:messages"
+
+    async def create(self, agent: str) -> Session:
+        """Start an empty session for ``agent``; it expires after the TTL unless a turn extends it."""
+        session_id = new_session_id()
+        now = datetime.now(UTC)
+        meta, _ = self._keys(session_id)
+        async with _store_errors():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(meta, mapping={"agent": agent, "created_at": now.isoformat(),
+                                         "updated_at": now.isoformat(), "turns": 0})
+                pipe.expire(meta, self.ttl)
+                await pipe.execute()
+        return Session(session_id, agent, now, now, 0, self.ttl, [])
+
+    async def load(self, session_id: str) -> Session:
+        """The session with its history; :class:`SessionNotFound` if unknown or expired."""
+        meta_key, messages_key = self._keys(session_id)
+        async with _store_errors():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hgetall(meta_key)
+                pipe.lrange(messages_key, 0, -1)
+                pipe.ttl(meta_key)
+                meta, raw_messages, ttl = await pipe.execute()
+        if not meta:
+            raise SessionNotFound()
+        return Session(
+            id=session_id,
+            agent=meta["agent"],
+            created_at=datetime.fromisoformat(meta["created_at"]),
+            updated_at=datetime.fromisoformat(meta["updated_at"]),
+            turns=int(meta.get("turns", 0)),
+            expires_in=max(int(ttl), 0),
+            messages=[ChatMessage.model_validate_json(m) for m in raw_messages],
+        )
+
+    async def append_messages(self, session_id: str, messages: Sequence[ChatMessage]) -> int:
+        """Append one turn's new messages, trim to ``max_history``, refresh the TTL.
+
+        Returns the session's turn count; :class:`SessionNotFound` if it expired meanwhile.
+        """
+        keys = self._keys(session_id)
+        args = [self.max_history, self.ttl, datetime.now(UTC).isoformat()]
+        args += [m.model_dump_json(exclude_none=True) for m in messages]
+        async with _store_errors():
+            turns = int(await self._append(keys=list(keys), args=args))
+        if turns < 0:
+            raise SessionNotFound()
+        return turns
+
+    async def touch(self, session_id: str) -> None:
+        """Refresh the TTL (a run is starting); :class:`SessionNotFound` if already gone."""
+        async with _store_errors():
+            alive = await self._touch(keys=list(self._keys(session_id)), args=[self.ttl])
+        if not alive:
+            raise SessionNotFound()
+
+    async def delete(self, session_id: str) -> None:
+        """Delete the session; :class:`SessionNotFound` if there was none."""
+        async with _store_errors():
+            removed = await self.redis.delete(*self._keys(session_id))
+        if not removed:
+            raise SessionNotFound()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except RedisError:
+            return False

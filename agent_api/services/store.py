@@ -1,0 +1,39 @@
+"""The Redis client: a real server when ``REDIS_URL`` is set, an embedded one otherwise."""
+
+from __future__ import annotations
+
+import logging
+
+import redis.asyncio as redis
+from redis.asyncio.connection import BlockingConnectionPool
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from agent_api.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_redis(settings: Settings) -> redis.Redis:
+    """One client with one pool for the process.
+
+    The pool blocks: under load a request waits (up to ``REDIS_TIMEOUT``) for a free connection
+    instead of failing with ``MaxConnectionsError`` as the default pool does.
+    """
+    if settings.redis_url is None:
+        import fakeredis
+
+        log.warning("REDIS_URL is not set: sessions live in an embedded in-process store and "
+                    "are lost when the process exits. Set REDIS_URL for real persistence.")
+        return fakeredis.FakeAsyncRedis(decode_responses=True)
+    pool = BlockingConnectionPool.from_url(
+        str(settings.redis_url),
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_timeout,
+        socket_connect_timeout=settings.redis_timeout,
+        socket_timeout=settings.redis_timeout,
+        health_check_interval=30,
+        decode_responses=True,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+    )
+    return redis.Redis(connection_pool=pool)
