@@ -63,6 +63,7 @@ class OfflineModelConfig:
     fail_status: int = 500
     timeout_rate: float = 0.0
     timeout_seconds: float = 30.0
+    stop_word: bool = True  # end replies with TERMINATE when the system message asks for it
 
 
 @dataclass
@@ -184,7 +185,7 @@ class OfflineModel:
         length = int(found["tokens"]) if "tokens" in found else cfg.reply_tokens
         if length is not None:
             words = (words + FILLER * (length // len(FILLER) + 1))[:length]
-        if "TERMINATE" in system and "say" not in found:
+        if cfg.stop_word and "TERMINATE" in system and "say" not in found:
             words.append("TERMINATE")
         reply.words = words
         return reply
@@ -331,40 +332,59 @@ def create_offline_app(model: OfflineModel | None = None) -> Starlette:
     return app
 
 
-class OfflineServer:
-    """An offline model served by uvicorn on a loopback port in a background thread."""
+class ThreadedServer:
+    """An ASGI app served by uvicorn on a loopback port in a background thread."""
 
-    def __init__(self, model: OfflineModel | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.model = model or OfflineModel()
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *, lifespan: str = "off") -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.host, self.port = self._sock.getsockname()[:2]
-        config = uvicorn.Config(
-            create_offline_app(self.model), log_level="warning", access_log=False,
-            backlog=4096, timeout_keep_alive=60, lifespan="off",
-        )
+        config = uvicorn.Config(app, log_level="warning", access_log=False, backlog=4096,
+                                timeout_keep_alive=60, lifespan=lifespan, loop="asyncio")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
-                                        name="offline-model", daemon=True)
+                                        name=f"server-{self.port}", daemon=True)
 
     @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
 
-    def start(self) -> OfflineServer:
+    def start(self) -> ThreadedServer:
         self._thread.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("offline model server did not start")
+                raise RuntimeError("server did not start")
             time.sleep(0.01)
         return self
 
     def stop(self) -> None:
         self._server.should_exit = True
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=10)
         self._sock.close()
+
+    def __enter__(self) -> ThreadedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class OfflineServer(ThreadedServer):
+    """The offline model on a loopback port in a background thread."""
+
+    def __init__(self, model: OfflineModel | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.model = model or OfflineModel()
+        super().__init__(create_offline_app(self.model), host, port)
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def start(self) -> OfflineServer:
+        super().start()
+        return self
 
 
 @contextmanager

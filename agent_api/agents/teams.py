@@ -33,7 +33,7 @@ from agent_api.models.chat import ChatMessage
 log = logging.getLogger(__name__)
 
 USER = "user"
-CONTINUE = "Continue. If the answer is complete, reply with just TERMINATE."
+CONTINUE = "Please continue. When your answer is complete, put TERMINATE at the end of it."
 
 
 @dataclass
@@ -139,7 +139,6 @@ class AgentSpec:
             name=self.name,
             system_message=self.system_message,
             llm_config=config,
-            is_termination_msg=is_termination,
         )
 
 

@@ -36,4 +36,4 @@ def create_redis(settings: Settings) -> redis.Redis:
         decode_responses=True,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
     )
-    return redis.Redis(connection_pool=pool)
+    return redis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections

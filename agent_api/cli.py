@@ -1,0 +1,46 @@
+"""The ``agent-api`` command: ``serve`` the API, or run the ``offline-llm`` model server."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import uvicorn
+
+from agent_api.config import get_settings
+
+
+def _serve(args: argparse.Namespace) -> None:
+    settings = get_settings()
+    uvicorn.run(
+        "agent_api.main:app",
+        host=args.host or settings.host,
+        port=args.port if args.port is not None else settings.port,
+        workers=args.workers or settings.workers,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="agent-api", description="AutoGen teams behind an HTTP API.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the API (settings from the environment and .env)")
+    serve.add_argument("--host", help="address to bind (default: HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: PORT, 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: WORKERS, 1)")
+    commands.add_parser("offline-llm", help="run the offline OpenAI-compatible model server", add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "offline-llm":
+        from agent_api.offline_llm import main as offline_main
+
+        offline_main(rest)
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    else:
+        _serve(args)
+
+
+if __name__ == "__main__":
+    main()
