@@ -41,7 +41,7 @@ class Settings(BaseSettings):
 
     # Running agents
     thread_pool_size: int = Field(default=200, ge=1, le=2000, description="Threads that run AutoGen conversations.")
-    max_turns_limit: int = Field(default=20, ge=1, le=100)
+    sse_ping_seconds: float = Field(default=15.0, gt=0, description="Keep-alive comment interval on streams.")
 
     # Serving
     host: str = "127.0.0.1"

@@ -10,10 +10,15 @@ from agent_api.models.chat import ChatMessage, Usage
 
 @dataclass(frozen=True)
 class TokenEvent:
-    """A piece of text the model produced, as it produced it."""
+    """A piece of text the model produced, as it produced it.
+
+    ``chunk`` is the part that belongs to the run's final answer: the same text for the
+    answering agents, empty for the others (whose words are still in ``text``).
+    """
 
     agent: str
     text: str
+    chunk: str
 
 
 @dataclass(frozen=True)

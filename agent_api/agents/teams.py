@@ -27,6 +27,7 @@ from agent_api.agents.messages import (
     to_autogen,
     usage_of,
 )
+from agent_api.agents.tokens import REPLY_SEPARATOR, ReplyShaper
 from agent_api.errors import RunCancelled
 from agent_api.models.chat import ChatMessage
 
@@ -46,12 +47,26 @@ class TeamRun:
     llm_config: dict[str, Any]
     emit: Callable[[RunEvent], None] = lambda event: None
     cancelled: threading.Event = field(default_factory=threading.Event)
+    answerers: set[str] = field(default_factory=set)
     speaker: str = ""
     sent: list[tuple[str, datetime]] = field(default_factory=list)
+    _shapers: dict[bool, ReplyShaper] = field(default_factory=lambda: {True: ReplyShaper(), False: ReplyShaper()})
 
     def check_cancelled(self) -> None:
         if self.cancelled.is_set():
             raise RunCancelled()
+
+    def on_token(self, token: str) -> None:
+        answering = self.speaker in self.answerers
+        self._emit_text(self.speaker, self._shapers[answering].feed(token), answering)
+
+    def end_reply(self, agent: str) -> None:
+        answering = agent in self.answerers
+        self._emit_text(agent, self._shapers[answering].end_reply(), answering)
+
+    def _emit_text(self, agent: str, text: str, answering: bool) -> None:
+        if text:
+            self.emit(TokenEvent(agent=agent, text=text, chunk=text if answering else ""))
 
 
 class RunIOStream:
@@ -71,8 +86,10 @@ class RunIOStream:
         if isinstance(message, StreamEvent):
             # Stopping here aborts the model's stream: the caller is gone, stop paying for tokens.
             self.run.check_cancelled()
-            if message.content:
-                self.run.emit(TokenEvent(agent=self.run.speaker, text=str(message.content)))
+            # AutoGen wraps each event: the wrapper's ``content`` is the StreamEvent itself.
+            text = getattr(message.content, "content", message.content)
+            if isinstance(text, str) and text:
+                self.run.on_token(text)
 
     def input(self, prompt: str = "", *, password: bool = False) -> str:
         return ""
@@ -95,6 +112,7 @@ def instrument(run: TeamRun, agents: list[autogen.ConversableAgent]) -> None:
         def before_send(sender: autogen.ConversableAgent, message: dict[str, Any] | str,
                         recipient: autogen.Agent, silent: bool) -> dict[str, Any] | str:
             now = datetime.now(UTC)
+            run.end_reply(sender.name)
             run.sent.append((sender.name, now))
             if sender.name != USER or len(run.sent) > 1:
                 oai = {"content": message} if isinstance(message, str) else message
@@ -169,6 +187,7 @@ class PairTeam(Team):
         return [self.assistant.name, USER]
 
     def run(self, run: TeamRun) -> RunOutcome:
+        run.answerers = {self.assistant.name}
         assistant = self.assistant.build(run.llm_config)
         proxy = user_proxy(run.max_turns)
         instrument(run, [assistant, proxy])
@@ -180,12 +199,10 @@ class PairTeam(Team):
             # clear_history=False: the default would wipe the history restored above.
             proxy.initiate_chat(assistant, message=run.message, clear_history=False,
                                 max_turns=run.max_turns, silent=True, summary_method=None)
-        return collect_outcome(run, assistant.chat_messages[proxy][restored:], {self.assistant.name},
-                               [assistant, proxy])
+        return collect_outcome(run, assistant.chat_messages[proxy][restored:], [assistant, proxy])
 
 
-def collect_outcome(run: TeamRun, new: list[dict[str, Any]], answerers: set[str],
-                    agents: list[Any]) -> RunOutcome:
+def collect_outcome(run: TeamRun, new: list[dict[str, Any]], agents: list[Any]) -> RunOutcome:
     """Turn the agents' new messages (seen from the answering side) into a :class:`RunOutcome`."""
     stamps = iter(run.sent)
     messages: list[ChatMessage] = []
@@ -194,8 +211,10 @@ def collect_outcome(run: TeamRun, new: list[dict[str, Any]], answerers: set[str]
         sender, when = next(stamps, (raw.get("name") or "", datetime.now(UTC)))
         converted = from_autogen(raw, name=raw.get("name") or sender, timestamp=when)
         messages.extend(converted)
-        answers.extend((raw, m) for m in converted if m.role == "assistant" and m.name in answerers)
-    response = next((m.content for _, m in reversed(answers) if m.content), "")
+        answers.extend((raw, m) for m in converted if m.role == "assistant" and m.name in run.answerers)
+    # The answer is every reply of the answering agents in this run ("Please continue" goes on
+    # with the same answer); the streamed chunks add up to exactly this text.
+    response = REPLY_SEPARATOR.join(m.content for _, m in answers if m.content)
     return RunOutcome(
         messages=messages,
         response=response,

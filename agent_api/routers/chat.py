@@ -1,13 +1,17 @@
-"""``POST /chat``: one user turn, answered when the team has finished."""
+"""``POST /chat`` and ``POST /chat/stream``: one user turn through a team."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from agent_api.models.chat import AgentRequest, AgentResponse
-from agent_api.routers.deps import ChatDep
+from agent_api.models.stream import StreamFrame
+from agent_api.routers.deps import ChatDep, StateDep
+from agent_api.services.chat import ChatService, Turn
 
 router = APIRouter(tags=["chat"])
 
@@ -20,8 +24,64 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     504: {"description": "The model did not answer in time; the session was not changed."},
 }
 
+STREAM_DESCRIPTION = """
+Answers `text/event-stream`. Every frame has an `id:` (increasing within the run), an `event:`
+(its type) and a JSON `data:` that always holds `session_id`, `chunk` and `done`, so a client
+that appends `chunk` until `done` gets exactly the final answer.
+
+| event | when | extra fields |
+|---|---|---|
+| `session` | first frame | `agent` (the team) |
+| `token` | the model wrote some text | `agent`, `text`; `chunk` = `text` for the answering agent, `""` for the others |
+| `message` | an agent finished a message | `agent`, `message` |
+| `tool_call` / `tool_result` | an agent called a tool / got its result | `tool_call` / `tool_result` |
+| `usage` | the run finished | `usage` |
+| `error` | the run failed after the stream began | `detail`, `status`, `error_type` |
+| `done` | last frame, always | `done: true`, `response`, `turns_used`, `finished`, `usage` |
+
+A comment line (`: ping`) is sent every 15 s while the model is silent. If the client disconnects,
+the run is cancelled (no further model calls) and the unfinished turn is not saved.
+"""
+
+STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "A stream of Server-Sent Events; the data of each frame is a StreamFrame's `data`.",
+        "content": {"text/event-stream": {"schema": StreamFrame.model_json_schema(ref_template="#/components/schemas/{model}")}},
+    },
+    **{k: v for k, v in ERRORS.items() if k in (404, 409, 422, 503)},
+}
+
+
+async def _sse(frames: AsyncIterator[StreamFrame]) -> AsyncIterator[ServerSentEvent]:
+    number = 0
+    async for frame in frames:
+        number += 1
+        yield ServerSentEvent(data=frame.data.model_dump_json(exclude_none=True), event=frame.event, id=str(number))
+
+
+def stream_response(service: ChatService, turn: Turn, ping_seconds: float) -> EventSourceResponse:
+    # sse-starlette rather than a bare StreamingResponse: it detects the client going away (which
+    # cancels the run), sends keep-alive comments while the model is silent, and lets streams end
+    # with a last frame when the server shuts down.
+    return EventSourceResponse(
+        _sse(service.stream(turn)),
+        ping=ping_seconds,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
 
 @router.post("/chat", response_model=AgentResponse, responses=ERRORS)
-async def chat(request: AgentRequest, service: ChatDep) -> AgentResponse:
-    """Send a message to a team and get its answer when it has finished."""
+async def chat(request: AgentRequest, service: ChatDep, state: StateDep) -> Any:
+    """Send a message to a team; get its answer when it has finished (or a stream if `stream`)."""
+    if request.stream:
+        turn = await service.begin(request)
+        return stream_response(service, turn, state.settings.sse_ping_seconds)
     return await service.chat(request)
+
+
+@router.post("/chat/stream", responses=STREAM_RESPONSES, description=STREAM_DESCRIPTION,
+             response_class=EventSourceResponse)
+async def chat_stream(request: AgentRequest, service: ChatDep, state: StateDep) -> EventSourceResponse:
+    """Send a message to a team and receive its work as Server-Sent Events."""
+    turn = await service.begin(request)
+    return stream_response(service, turn, state.settings.sse_ping_seconds)

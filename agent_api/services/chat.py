@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from agent_api.agents.registry import TeamRegistry
-from agent_api.agents.runner import TeamRunner
+from agent_api.agents.events import MessageEvent, RunOutcome, TokenEvent, ToolCallEvent, ToolResultEvent
+from agent_api.agents.runner import RunFinished, TeamRunner
 from agent_api.agents.teams import Team
-from agent_api.errors import AgentAPIError, SessionTeamMismatch
+from agent_api.errors import AgentAPIError, AgentRunError, SessionTeamMismatch
 from agent_api.models.chat import AgentRequest, AgentResponse
+from agent_api.models.stream import FrameType, StreamFrame, StreamFrameData
 from agent_api.services.sessions import Session, SessionManager
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,3 +68,49 @@ class ChatService:
             agent=turn.team.name,
             usage=outcome.usage,
         )
+
+    async def stream(self, turn: Turn) -> AsyncIterator[StreamFrame]:
+        """Run a turn, yielding frames as the agents work; always ends with a ``done`` frame.
+
+        The history is saved when the run completes, as :meth:`chat` saves it. If the caller
+        goes away (the iterator is closed) the run is cancelled and nothing is saved.
+        """
+        sid = turn.session.id
+
+        def frame(event: FrameType, **data: object) -> StreamFrame:
+            return StreamFrame(event=event, data=StreamFrameData(session_id=sid, **data))  # type: ignore[arg-type]
+
+        yield frame("session", agent=turn.team.name)
+        request = turn.request
+        outcome: RunOutcome | None = None
+        try:
+            async for item in self.runner.events(turn.team, turn.session.messages, request.message,
+                                                 request.max_turns, stream=True):
+                if isinstance(item, TokenEvent):
+                    yield frame("token", agent=item.agent, text=item.text, chunk=item.chunk)
+                elif isinstance(item, MessageEvent):
+                    yield frame("message", agent=item.message.name, message=item.message)
+                elif isinstance(item, ToolCallEvent):
+                    yield frame("tool_call", agent=item.agent, tool_call={
+                        "id": item.call_id, "name": item.name, "arguments": item.arguments})
+                elif isinstance(item, ToolResultEvent):
+                    yield frame("tool_result", agent=item.agent, tool_result={
+                        "id": item.call_id, "content": item.content})
+                elif isinstance(item, RunFinished):
+                    outcome = item.outcome
+            if outcome is None:
+                raise AgentRunError()
+            await self.sessions.append_messages(sid, outcome.messages)
+        except Exception as exc:
+            # The 200 has gone out: report the failure in a frame, without the exception's text.
+            error = exc if isinstance(exc, AgentAPIError) else AgentRunError()
+            if error is exc:
+                log.info("stream %s ended with %s", sid, error.error_type)
+            else:
+                log.exception("stream %s failed", sid)
+            yield frame("error", detail=error.detail, status=error.status_code, error_type=error.error_type)
+            yield frame("done", done=True, turns_used=0, finished=False)
+            return
+        yield frame("usage", usage=outcome.usage)
+        yield frame("done", done=True, response=outcome.response, turns_used=outcome.turns_used,
+                    finished=outcome.finished, usage=outcome.usage)
