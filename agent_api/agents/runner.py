@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import httpx
 import openai
 
 from agent_api.agents.events import RunEvent, RunOutcome
@@ -39,12 +40,13 @@ _END = object()
 
 def translate_model_error(exc: BaseException) -> AgentAPIError | None:
     """The caller-facing error for a model failure, or None if ``exc`` is not one."""
-    if isinstance(exc, (TimeoutError, openai.APITimeoutError)):
+    if isinstance(exc, (TimeoutError, openai.APITimeoutError, httpx.TimeoutException)):
         return ModelTimeout()
     if isinstance(exc, openai.RateLimitError):
         retry_after = exc.response.headers.get("retry-after", "").strip()
         return ModelRateLimited(headers={"Retry-After": retry_after if retry_after.isdigit() else "5"})
-    if isinstance(exc, openai.OpenAIError):
+    # A stream that breaks mid-way surfaces as httpx's error: the OpenAI client does not wrap it.
+    if isinstance(exc, (openai.OpenAIError, httpx.TransportError)):
         return ModelError()
     return None
 

@@ -1,0 +1,46 @@
+"""The token shaper: streamed text adds up to exactly the stored answer."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent_api.agents.messages import strip_termination
+from agent_api.agents.tokens import ReplyShaper
+
+
+def shaped(tokens: list[str]) -> str:
+    shaper = ReplyShaper()
+    return "".join(shaper.feed(t) for t in tokens) + shaper.end_reply()
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        ["Hello", " world", ".", " TERMINATE"],
+        ["Hello world.", " TERM", "INATE"],
+        ["Hello world.", "\n\nTER", "MIN", "ATE", "."],
+        ["  Leading", " space", " T", "ERMINATE", "  "],
+        ["The TERM", " limit is", " high", " TERMINATE"],
+        ["TERMINATE"],
+        ["Say TERMINATE", " when", " done"],
+        ["A", " T"],
+        ["Ends with THE", " END"],
+    ],
+)
+def test_streamed_text_equals_the_stored_reply(tokens: list[str]) -> None:
+    assert shaped(tokens) == strip_termination("".join(tokens))
+
+
+def test_stop_word_is_never_shown_while_streaming() -> None:
+    shaper = ReplyShaper()
+    shown = [shaper.feed(t) for t in ["Done", " TER", "MINATE"]]
+    assert "".join(shown) == "Done"
+    assert shaper.end_reply() == ""
+
+
+def test_later_replies_are_separated_by_a_blank_line() -> None:
+    shaper = ReplyShaper()
+    first = shaper.feed("one") + shaper.end_reply()
+    empty = shaper.feed("TERMINATE") + shaper.end_reply()
+    second = shaper.feed("two") + shaper.end_reply()
+    assert first + empty + second == "one\n\ntwo"
