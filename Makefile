@@ -9,7 +9,9 @@ STAMP := $(VENV)/.installed-stamp
 run: install ## start the API on its embedded defaults (or whatever .env / the environment says)
 	$(BIN)/agent-api serve
 
-test: install redis-server ## install everything and run the test suite
+test: install redis-server ## install everything, lint, and run the test suite
+	$(BIN)/ruff check agent_api tests bench
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 install: $(STAMP)

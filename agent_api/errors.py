@@ -100,5 +100,7 @@ class SessionTeamMismatch(AgentAPIError):
     error_type = "conflict"
 
     def __init__(self, session_team: str, requested: str) -> None:
-        super().__init__(f"This session belongs to team {session_team!r}; it cannot be continued with "
-                         f"{requested!r}. Omit 'agent' or start a new session.")
+        super().__init__(
+            f"This session belongs to team {session_team!r}; it cannot be continued with "
+            f"{requested!r}. Omit 'agent' or start a new session."
+        )

@@ -17,8 +17,9 @@ log = logging.getLogger(__name__)
 
 def _validation_detail(errors: list[Any]) -> list[dict[str, Any]]:
     # Keep where and what; drop the echoed input and the context (it can hold exception objects).
-    return [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-            for e in errors]
+    return [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))} for e in errors
+    ]
 
 
 async def _agent_api_error(request: Request, exc: Exception) -> JSONResponse:

@@ -53,8 +53,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             offline = OfflineServer().start()
             stack.callback(offline.stop)
             offline_url = offline.base_url
-            log.warning("No model configured (OPENAI_API_KEY, OPENAI_BASE_URL or OAI_CONFIG_LIST): "
-                        "using the built-in offline model, which gives canned answers.")
+            log.warning(
+                "No model configured (OPENAI_API_KEY, OPENAI_BASE_URL or OAI_CONFIG_LIST): "
+                "using the built-in offline model, which gives canned answers."
+            )
         llm = create_llm_provider(settings, offline_base_url=offline_url)
         stack.callback(llm.close)
         executor = create_executor(settings.thread_pool_size)
@@ -64,12 +66,20 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         teams = TeamRegistry(builtin_teams())
         runner = TeamRunner(llm, executor, max_history=settings.max_history_messages)
         app.state.agent_api = AppState(
-            settings=settings, sessions=session_manager, teams=teams, llm=llm,
+            settings=settings,
+            sessions=session_manager,
+            teams=teams,
+            llm=llm,
             chat=ChatService(session_manager, runner, teams),
         )
-        log.info("agent-api %s ready: store=%s model=%s (%s), %d run threads",
-                 __version__, "embedded" if settings.redis_url is None else "redis",
-                 llm.model, llm.backend, settings.thread_pool_size)
+        log.info(
+            "agent-api %s ready: store=%s model=%s (%s), %d run threads",
+            __version__,
+            "embedded" if settings.redis_url is None else "redis",
+            llm.model,
+            llm.backend,
+            settings.thread_pool_size,
+        )
         yield
 
 

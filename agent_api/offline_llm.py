@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 from starlette.applications import Starlette
@@ -201,9 +201,7 @@ class OfflineModel:
         tail = _content_text(messages[-1]) if messages else ""
         return "select the next role" in tail or "select the next role" in system
 
-    def _select_speaker(
-        self, reply: Reply, messages: list[dict[str, Any]], found: dict[str, str]
-    ) -> Reply:
+    def _select_speaker(self, reply: Reply, messages: list[dict[str, Any]], found: dict[str, str]) -> Reply:
         if "speaker" in found:
             reply.words = [found["speaker"]]
             return reply
@@ -237,7 +235,9 @@ def _usage(body: dict[str, Any], reply: Reply) -> dict[str, int]:
 
 def _error(status: int) -> JSONResponse:
     kinds = {429: "rate_limit_exceeded", 401: "invalid_api_key", 400: "invalid_request_error"}
-    body = {"error": {"message": f"offline model failure {status}", "type": kinds.get(status, "server_error"), "code": None}}
+    body = {
+        "error": {"message": f"offline model failure {status}", "type": kinds.get(status, "server_error"), "code": None}
+    }
     headers = {"retry-after": "1"} if status == 429 else None
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -274,7 +274,9 @@ def create_offline_app(model: OfflineModel | None = None) -> Starlette:
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": name,
-                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if reply.tool_call else "stop"}],
+                "choices": [
+                    {"index": 0, "message": message, "finish_reason": "tool_calls" if reply.tool_call else "stop"}
+                ],
                 "usage": _usage(body, reply),
             }
         )
@@ -297,13 +299,21 @@ def create_offline_app(model: OfflineModel | None = None) -> Starlette:
                 yield _chunk(rid, name, {"content": word if i == 0 else " " + word})
             yield _chunk(rid, name, {}, "stop")
         if include_usage:
-            usage = {"id": rid, "object": "chat.completion.chunk", "created": int(time.time()), "model": name,
-                     "choices": [], "usage": _usage(body, reply)}
+            usage = {
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": name,
+                "choices": [],
+                "usage": _usage(body, reply),
+            }
             yield f"data: {json.dumps(usage)}\n\n"
         yield "data: [DONE]\n\n"
 
     async def list_models(request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [{"id": model.config.model, "object": "model", "owned_by": "offline"}]})
+        return JSONResponse(
+            {"object": "list", "data": [{"id": model.config.model, "object": "model", "owned_by": "offline"}]}
+        )
 
     async def requests_(request: Request) -> Response:
         if request.method == "DELETE":
@@ -335,16 +345,26 @@ def create_offline_app(model: OfflineModel | None = None) -> Starlette:
 class ThreadedServer:
     """An ASGI app served by uvicorn on a loopback port in a background thread."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *, lifespan: str = "off") -> None:
+    def __init__(
+        self, app: Any, host: str = "127.0.0.1", port: int = 0, *, lifespan: Literal["auto", "on", "off"] = "off"
+    ) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.host, self.port = self._sock.getsockname()[:2]
-        config = uvicorn.Config(app, log_level="warning", access_log=False, backlog=4096,
-                                timeout_keep_alive=60, lifespan=lifespan, loop="asyncio")
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            backlog=4096,
+            timeout_keep_alive=60,
+            lifespan=lifespan,
+            loop="asyncio",
+        )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
-                                        name=f"server-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, name=f"server-{self.port}", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -407,12 +427,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fail-status", type=int, default=500)
     parser.add_argument("--timeout-rate", type=float, default=0.0, help="fraction of requests that hang")
     args = parser.parse_args(argv)
-    model = OfflineModel(OfflineModelConfig(
-        first_token_delay=args.first_token_delay, token_delay=args.token_delay, reply_tokens=args.reply_tokens,
-        fail_rate=args.fail_rate, fail_status=args.fail_status, timeout_rate=args.timeout_rate,
-    ))
-    uvicorn.run(create_offline_app(model), host=args.host, port=args.port, log_level="warning",
-                access_log=False, backlog=4096, timeout_keep_alive=60)
+    model = OfflineModel(
+        OfflineModelConfig(
+            first_token_delay=args.first_token_delay,
+            token_delay=args.token_delay,
+            reply_tokens=args.reply_tokens,
+            fail_rate=args.fail_rate,
+            fail_status=args.fail_status,
+            timeout_rate=args.timeout_rate,
+        )
+    )
+    uvicorn.run(
+        create_offline_app(model),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        backlog=4096,
+        timeout_keep_alive=60,
+    )
 
 
 if __name__ == "__main__":

@@ -47,8 +47,9 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def settings_factory(offline: OfflineServer, redis_server: RedisServer, redis_client: redis.Redis
-                     ) -> Callable[..., Settings]:
+def settings_factory(
+    offline: OfflineServer, redis_server: RedisServer, redis_client: redis.Redis
+) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "openai_base_url": offline.base_url,

@@ -15,13 +15,21 @@ from tests.utils.redis_server import free_port
 
 def test_serve_runs_on_embedded_defaults(tmp_path: Path) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPENAI_", "REDIS_", "OAI_", "API_KEYS", "SESSION_", "MAX_HISTORY", "LLM_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENAI_", "REDIS_", "OAI_", "API_KEYS", "SESSION_", "MAX_HISTORY", "LLM_"))
+    }
     out, err = tmp_path / "stdout", tmp_path / "stderr"
     with out.open("w") as stdout, err.open("w") as stderr:
         # run from an empty directory so that no .env is read
-        process = subprocess.Popen([sys.executable, "-m", "agent_api.cli", "serve", "--port", str(port)],
-                                   cwd=tmp_path, env=env, stdout=stdout, stderr=stderr)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "agent_api.cli", "serve", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+        )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60

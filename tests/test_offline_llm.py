@@ -19,12 +19,16 @@ def test_reply_is_deterministic_and_reports_usage(client: openai.OpenAI) -> None
     second = client.chat.completions.create(model="m", messages=messages)  # type: ignore[arg-type]
     assert first.choices[0].message.content == second.choices[0].message.content
     assert first.choices[0].message.content == 'Offline answer: you asked "hi". I can see 0 earlier messages. TERMINATE'
-    assert first.usage is not None and first.usage.completion_tokens == len(first.choices[0].message.content.split()) == 12
+    assert (
+        first.usage is not None and first.usage.completion_tokens == len(first.choices[0].message.content.split()) == 12
+    )
 
 
 def test_streaming_sends_words_and_usage(client: openai.OpenAI, offline: OfflineServer) -> None:
     stream = client.chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "hi [[tokens:4]]"}], stream=True,
+        model="m",
+        messages=[{"role": "user", "content": "hi [[tokens:4]]"}],
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
@@ -47,8 +51,10 @@ def test_tool_call_then_answer_from_the_result(client: openai.OpenAI) -> None:
     assert answer.choices[0].message.content == "The tool returned 5."
 
 
-@pytest.mark.parametrize(("status", "error"), [(500, openai.InternalServerError), (429, openai.RateLimitError),
-                                                (401, openai.AuthenticationError)])
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(500, openai.InternalServerError), (429, openai.RateLimitError), (401, openai.AuthenticationError)],
+)
 def test_failures_on_request(client: openai.OpenAI, status: int, error: type[Exception]) -> None:
     with pytest.raises(error):
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": f"x [[fail:{status}]]"}])

@@ -50,13 +50,15 @@ class LLMProvider:
 
 def create_llm_provider(settings: Settings, *, offline_base_url: str | None = None) -> LLMProvider:
     """The provider for the configured model, or for the offline model at ``offline_base_url``."""
-    limits = httpx.Limits(max_connections=settings.thread_pool_size + 10,
-                          max_keepalive_connections=settings.thread_pool_size + 10)
+    limits = httpx.Limits(
+        max_connections=settings.thread_pool_size + 10, max_keepalive_connections=settings.thread_pool_size + 10
+    )
     client = SharedHTTPClient(limits=limits, timeout=settings.llm_timeout)
     common = {"timeout": settings.llm_timeout, "max_retries": settings.llm_max_retries}
     if offline_base_url is not None:
-        entries = [{"model": "offline-model", "api_key": "offline", "base_url": offline_base_url,
-                    "price": [0, 0], **common}]
+        entries: list[dict[str, Any]] = [
+            {"model": "offline-model", "api_key": "offline", "base_url": offline_base_url, "price": [0, 0], **common}
+        ]
         return LLMProvider(entries, client, "offline-model", "offline", settings.llm_temperature)
 
     entries = copy.deepcopy(settings.load_config_list())
@@ -72,7 +74,7 @@ def create_llm_provider(settings: Settings, *, offline_base_url: str | None = No
     for entry in entries:
         for key, value in common.items():
             entry.setdefault(key, value)
-    return LLMProvider(entries, client, entries[0]["model"], "openai-compatible", settings.llm_temperature)
+    return LLMProvider(entries, client, str(entries[0]["model"]), "openai-compatible", settings.llm_temperature)
 
 
 class _DropCostWarnings(logging.Filter):

@@ -9,7 +9,7 @@ from typing import Any
 
 from autogen.agentchat.utils import gather_usage_summary
 
-from agent_api.models.chat import ChatMessage, Usage
+from agent_api.models.chat import ChatMessage, Role, Usage
 
 TERMINATE = "TERMINATE"
 _TRAILING_TERMINATE = re.compile(r"\s*\bTERMINATE\b[\s.!]*$")
@@ -70,12 +70,18 @@ def from_autogen(message: dict[str, Any], *, name: str | None, timestamp: dateti
     """
     if message.get("tool_responses"):
         return [
-            ChatMessage(role="tool", content=str(r.get("content", "")), tool_call_id=r.get("tool_call_id"),
-                        name=name, timestamp=timestamp)
+            ChatMessage(
+                role="tool",
+                content=str(r.get("content", "")),
+                tool_call_id=r.get("tool_call_id"),
+                name=name,
+                timestamp=timestamp,
+            )
             for r in message["tool_responses"]
         ]
-    role = message.get("role", "assistant")
-    role = role if role in ("user", "assistant", "system", "tool") else "assistant"
+    role: Role = message.get("role", "assistant")
+    if role not in ("user", "assistant", "system", "tool"):
+        role = "assistant"
     return [
         ChatMessage(
             role=role,

@@ -38,6 +38,11 @@ class RunFinished:
 _END = object()
 
 
+def _consume(future: asyncio.Future[RunOutcome]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def translate_model_error(exc: BaseException) -> AgentAPIError | None:
     """The caller-facing error for a model failure, or None if ``exc`` is not one."""
     if isinstance(exc, (TimeoutError, openai.APITimeoutError, httpx.TimeoutException)):
@@ -63,8 +68,9 @@ class TeamRunner:
         self.executor = executor
         self.max_history = max_history
 
-    async def events(self, team: Team, history: Sequence[ChatMessage], message: str, max_turns: int,
-                     *, stream: bool) -> AsyncIterator[RunEvent | RunFinished]:
+    async def events(
+        self, team: Team, history: Sequence[ChatMessage], message: str, max_turns: int, *, stream: bool
+    ) -> AsyncIterator[RunEvent | RunFinished]:
         """Run the team; yield its events as they happen, then a :class:`RunFinished`.
 
         Closing the iterator early (the caller went away) cancels the run: the model stream is
@@ -86,13 +92,16 @@ class TeamRunner:
 
         run.emit = emit
         future = loop.run_in_executor(self.executor, self._run, team, run)
-        future.add_done_callback(lambda f: (f.cancelled() or f.exception(), queue.put_nowait(_END)))
+        future.add_done_callback(lambda _: queue.put_nowait(_END))
         try:
             while (item := await queue.get()) is not _END:
                 yield item  # type: ignore[misc]
             yield RunFinished(await future)
         finally:
             run.cancelled.set()
+            # A run abandoned by its caller still ends (cancelled) in its thread: collect its
+            # outcome so that asyncio does not log it as an exception never retrieved.
+            future.add_done_callback(_consume)
 
     async def run(self, team: Team, history: Sequence[ChatMessage], message: str, max_turns: int) -> RunOutcome:
         """Run the team to the end and return its outcome (no token streaming)."""
@@ -118,4 +127,3 @@ class TeamRunner:
 
 def create_executor(size: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=size, thread_name_prefix="agent-run")
-

@@ -104,13 +104,17 @@ def run_io(run: TeamRun) -> Iterator[None]:
 def instrument(run: TeamRun, agents: list[autogen.ConversableAgent]) -> None:
     """Hooks that track the speaker, stamp each message and stop a cancelled run between turns."""
     for agent in agents:
-        def before_reply(messages: list[dict[str, Any]], agent: autogen.ConversableAgent = agent) -> list[dict[str, Any]]:
+
+        def before_reply(
+            messages: list[dict[str, Any]], agent: autogen.ConversableAgent = agent
+        ) -> list[dict[str, Any]]:
             run.check_cancelled()
             run.speaker = agent.name
             return messages
 
-        def before_send(sender: autogen.ConversableAgent, message: dict[str, Any] | str,
-                        recipient: autogen.Agent, silent: bool) -> dict[str, Any] | str:
+        def before_send(
+            sender: autogen.ConversableAgent, message: dict[str, Any] | str, recipient: autogen.Agent, silent: bool
+        ) -> dict[str, Any] | str:
             now = datetime.now(UTC)
             run.end_reply(sender.name)
             run.sent.append((sender.name, now))
@@ -197,8 +201,14 @@ class PairTeam(Team):
         restored = len(assistant.chat_messages[proxy])
         with run_io(run):
             # clear_history=False: the default would wipe the history restored above.
-            proxy.initiate_chat(assistant, message=run.message, clear_history=False,
-                                max_turns=run.max_turns, silent=True, summary_method=None)
+            proxy.initiate_chat(
+                assistant,
+                message=run.message,
+                clear_history=False,
+                max_turns=run.max_turns,
+                silent=True,
+                summary_method=None,
+            )
         return collect_outcome(run, assistant.chat_messages[proxy][restored:], [assistant, proxy])
 
 

@@ -63,7 +63,7 @@ class ReplyShaper:
         if not ready.startswith(self._sent):
             log.debug("token shaper: shown text is no longer a prefix of the reply")
             return ""
-        new = ready[len(self._sent):]
+        new = ready[len(self._sent) :]
         prefix = REPLY_SEPARATOR if self._answered and not self._sent else ""
         self._sent = ready
         return prefix + new

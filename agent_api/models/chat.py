@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+Role = Literal["user", "assistant", "tool", "system"]
 
 
 class Usage(BaseModel):
@@ -28,7 +29,7 @@ class Usage(BaseModel):
 class ChatMessage(BaseModel):
     """One message of a conversation, as stored in the session and returned to callers."""
 
-    role: Literal["user", "assistant", "tool", "system"]
+    role: Role
     content: str
     timestamp: datetime
     name: str | None = Field(default=None, description="The agent (or user) that wrote the message.")
@@ -71,10 +72,18 @@ class AgentResponse(BaseModel):
                     "response": "Coral bleaching is mainly caused by marine heatwaves ...",
                     "turns_used": 1,
                     "messages": [
-                        {"role": "user", "content": "What are the main causes of coral bleaching?",
-                         "timestamp": "2026-11-23T10:00:00Z", "name": "user"},
-                        {"role": "assistant", "content": "Coral bleaching is mainly caused by marine heatwaves ...",
-                         "timestamp": "2026-11-23T10:00:02Z", "name": "research_assistant"},
+                        {
+                            "role": "user",
+                            "content": "What are the main causes of coral bleaching?",
+                            "timestamp": "2026-11-23T10:00:00Z",
+                            "name": "user",
+                        },
+                        {
+                            "role": "assistant",
+                            "content": "Coral bleaching is mainly caused by marine heatwaves ...",
+                            "timestamp": "2026-11-23T10:00:02Z",
+                            "name": "research_assistant",
+                        },
                     ],
                     "finished": True,
                     "agent": "research",
@@ -88,6 +97,8 @@ class AgentResponse(BaseModel):
     response: str = Field(description="The team's final answer.")
     turns_used: int = Field(description="Agent replies produced in this run.")
     messages: list[ChatMessage] = Field(description="The messages this run added to the session, in order.")
-    finished: bool = Field(description="True when the team ended the conversation itself, false when max_turns ran out.")
+    finished: bool = Field(
+        description="True when the team ended the conversation itself, false when max_turns ran out."
+    )
     agent: str
     usage: Usage

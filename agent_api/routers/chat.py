@@ -46,7 +46,9 @@ the run is cancelled (no further model calls) and the unfinished turn is not sav
 STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "A stream of Server-Sent Events; the data of each frame is a StreamFrame's `data`.",
-        "content": {"text/event-stream": {"schema": StreamFrame.model_json_schema(ref_template="#/components/schemas/{model}")}},
+        "content": {
+            "text/event-stream": {"schema": StreamFrame.model_json_schema(ref_template="#/components/schemas/{model}")}
+        },
     },
     **{k: v for k, v in ERRORS.items() if k in (404, 409, 422, 503)},
 }
@@ -79,8 +81,9 @@ async def chat(request: AgentRequest, service: ChatDep, state: StateDep) -> Any:
     return await service.chat(request)
 
 
-@router.post("/chat/stream", responses=STREAM_RESPONSES, description=STREAM_DESCRIPTION,
-             response_class=EventSourceResponse)
+@router.post(
+    "/chat/stream", responses=STREAM_RESPONSES, description=STREAM_DESCRIPTION, response_class=EventSourceResponse
+)
 async def chat_stream(request: AgentRequest, service: ChatDep, state: StateDep) -> EventSourceResponse:
     """Send a message to a team and receive its work as Server-Sent Events."""
     turn = await service.begin(request)

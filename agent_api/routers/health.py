@@ -12,8 +12,11 @@ from agent_api.routers.deps import StateDep
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/health", response_model=HealthResponse,
-            responses={503: {"model": HealthResponse, "description": "Redis is configured but unreachable."}})
+@router.get(
+    "/health",
+    response_model=HealthResponse,
+    responses={503: {"model": HealthResponse, "description": "Redis is configured but unreachable."}},
+)
 async def health(state: StateDep) -> JSONResponse:
     """Report the service's version, session store and model, and whether Redis answers."""
     reachable = await state.sessions.ping()

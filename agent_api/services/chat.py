@@ -6,8 +6,8 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from agent_api.agents.registry import TeamRegistry
 from agent_api.agents.events import MessageEvent, RunOutcome, TokenEvent, ToolCallEvent, ToolResultEvent
+from agent_api.agents.registry import TeamRegistry
 from agent_api.agents.runner import RunFinished, TeamRunner
 from agent_api.agents.teams import Team
 from agent_api.errors import AgentAPIError, AgentRunError, SessionTeamMismatch
@@ -84,18 +84,23 @@ class ChatService:
         request = turn.request
         outcome: RunOutcome | None = None
         try:
-            async for item in self.runner.events(turn.team, turn.session.messages, request.message,
-                                                 request.max_turns, stream=True):
+            async for item in self.runner.events(
+                turn.team, turn.session.messages, request.message, request.max_turns, stream=True
+            ):
                 if isinstance(item, TokenEvent):
                     yield frame("token", agent=item.agent, text=item.text, chunk=item.chunk)
                 elif isinstance(item, MessageEvent):
                     yield frame("message", agent=item.message.name, message=item.message)
                 elif isinstance(item, ToolCallEvent):
-                    yield frame("tool_call", agent=item.agent, tool_call={
-                        "id": item.call_id, "name": item.name, "arguments": item.arguments})
+                    yield frame(
+                        "tool_call",
+                        agent=item.agent,
+                        tool_call={"id": item.call_id, "name": item.name, "arguments": item.arguments},
+                    )
                 elif isinstance(item, ToolResultEvent):
-                    yield frame("tool_result", agent=item.agent, tool_result={
-                        "id": item.call_id, "content": item.content})
+                    yield frame(
+                        "tool_result", agent=item.agent, tool_result={"id": item.call_id, "content": item.content}
+                    )
                 elif isinstance(item, RunFinished):
                     outcome = item.outcome
             if outcome is None:
@@ -112,5 +117,11 @@ class ChatService:
             yield frame("done", done=True, turns_used=0, finished=False)
             return
         yield frame("usage", usage=outcome.usage)
-        yield frame("done", done=True, response=outcome.response, turns_used=outcome.turns_used,
-                    finished=outcome.finished, usage=outcome.usage)
+        yield frame(
+            "done",
+            done=True,
+            response=outcome.response,
+            turns_used=outcome.turns_used,
+            finished=outcome.finished,
+            usage=outcome.usage,
+        )

@@ -91,8 +91,10 @@ class SessionManager:
         meta, _ = self._keys(session_id)
         async with _store_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(meta, mapping={"agent": agent, "created_at": now.isoformat(),
-                                         "updated_at": now.isoformat(), "turns": 0})
+                pipe.hset(
+                    meta,
+                    mapping={"agent": agent, "created_at": now.isoformat(), "updated_at": now.isoformat(), "turns": 0},
+                )
                 pipe.expire(meta, self.ttl)
                 await pipe.execute()
         return Session(session_id, agent, now, now, 0, self.ttl, [])
@@ -124,7 +126,7 @@ class SessionManager:
         Returns the session's turn count; :class:`SessionNotFound` if it expired meanwhile.
         """
         keys = self._keys(session_id)
-        args = [self.max_history, self.ttl, datetime.now(UTC).isoformat()]
+        args: list[str | int] = [self.max_history, self.ttl, datetime.now(UTC).isoformat()]
         args += [m.model_dump_json(exclude_none=True) for m in messages]
         async with _store_errors():
             turns = int(await self._append(keys=list(keys), args=args))

@@ -23,8 +23,10 @@ def create_redis(settings: Settings) -> redis.Redis:
     if settings.redis_url is None:
         import fakeredis
 
-        log.warning("REDIS_URL is not set: sessions live in an embedded in-process store and "
-                    "are lost when the process exits. Set REDIS_URL for real persistence.")
+        log.warning(
+            "REDIS_URL is not set: sessions live in an embedded in-process store and "
+            "are lost when the process exits. Set REDIS_URL for real persistence."
+        )
         return fakeredis.FakeAsyncRedis(decode_responses=True)
     pool = BlockingConnectionPool.from_url(
         str(settings.redis_url),

@@ -115,8 +115,9 @@ def test_each_turn_refreshes_the_ttl(serve: Serve, redis_client: redis.Redis) ->
         ({"message": "hi", "agent": "nobody"}, "agent"),
     ],
 )
-def test_invalid_input_is_422_naming_the_field(client: httpx.Client, redis_client: redis.Redis,
-                                               offline: OfflineServer, body: dict[str, Any], field: str) -> None:
+def test_invalid_input_is_422_naming_the_field(
+    client: httpx.Client, redis_client: redis.Redis, offline: OfflineServer, body: dict[str, Any], field: str
+) -> None:
     response = client.post("/chat", json=body)
     assert response.status_code == 422
     detail = response.json()["detail"]
@@ -195,8 +196,9 @@ def test_delete_removes_the_session(client: httpx.Client, redis_client: redis.Re
     assert redis_client.keys(f"*{sid}*") == []
 
 
-def test_no_autogen_output_on_stdout(client: httpx.Client, offline: OfflineServer,
-                                     capfd: pytest.CaptureFixture[str]) -> None:
+def test_no_autogen_output_on_stdout(
+    client: httpx.Client, offline: OfflineServer, capfd: pytest.CaptureFixture[str]
+) -> None:
     capfd.readouterr()
     sid = client.post("/chat", json={"message": "hello"}).json()["session_id"]
     offline.model.configure(stop_word=False)

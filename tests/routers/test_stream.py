@@ -37,7 +37,11 @@ def test_every_frame_follows_the_contract(client: httpx.Client) -> None:
     assert {"token", "message"} <= set(events)
     assert [f.data["done"] for f in frames].count(True) == 1 and frames[-1].data["done"]
     done = frames[-1].data
-    assert answer(frames) == done["response"] == 'Offline answer: you asked "Explain tides.". I can see 0 earlier messages.'
+    assert (
+        answer(frames)
+        == done["response"]
+        == 'Offline answer: you asked "Explain tides.". I can see 0 earlier messages.'
+    )
     assert all(f.data["agent"] == "research_assistant" for f in tokens(frames))
     assert done["turns_used"] == 1 and done["finished"] is True and done["usage"]["completion_tokens"] > 0
 
@@ -99,12 +103,14 @@ def test_concurrent_streams_never_mix(client: httpx.Client) -> None:
         assert not any(other in text for other in results if other != word)
 
 
-def test_disconnect_cancels_the_run(client: httpx.Client, offline: OfflineServer,
-                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_disconnect_cancels_the_run(
+    client: httpx.Client, offline: OfflineServer, caplog: pytest.LogCaptureFixture
+) -> None:
     offline.model.configure(stop_word=False)  # without a disconnect the run would call the model 3 times
     caplog.set_level(logging.INFO)
-    _, frames = read_frames(client, {"message": "marker-disconnect [[latency:0:0.3]] [[tokens:10]]", "max_turns": 3},
-                            stop_after="token")
+    _, frames = read_frames(
+        client, {"message": "marker-disconnect [[latency:0:0.3]] [[tokens:10]]", "max_turns": 3}, stop_after="token"
+    )
     sid = frames[0].data["session_id"]
     assert frames[-1].event == "token"
     time.sleep(4)  # time for the rest of the run, had it gone on

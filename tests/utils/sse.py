@@ -19,8 +19,9 @@ class Frame:
     at: float  # seconds since the request was sent
 
 
-def read_frames(client: httpx.Client, body: dict[str, Any], path: str = "/chat/stream",
-                stop_after: str | None = None) -> tuple[httpx.Response, list[Frame]]:
+def read_frames(
+    client: httpx.Client, body: dict[str, Any], path: str = "/chat/stream", stop_after: str | None = None
+) -> tuple[httpx.Response, list[Frame]]:
     """POST ``body`` and parse the whole stream (or stop after the first ``stop_after`` frame)."""
     frames: list[Frame] = []
     start = time.monotonic()
