@@ -72,7 +72,7 @@ def stream_response(service: ChatService, turn: Turn, ping_seconds: float) -> Ev
     )
 
 
-@router.post("/chat", response_model=AgentResponse, responses=ERRORS)
+@router.post("/chat", response_model=AgentResponse, response_model_exclude_none=True, responses=ERRORS)
 async def chat(request: AgentRequest, service: ChatDep, state: StateDep) -> Any:
     """Send a message to a team; get its answer when it has finished (or a stream if `stream`)."""
     if request.stream:

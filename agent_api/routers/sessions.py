@@ -16,7 +16,9 @@ SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="The id 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown or expired session."}}
 
 
-@router.get("/session/{session_id}", response_model=SessionResponse, responses=NOT_FOUND)
+@router.get(
+    "/session/{session_id}", response_model=SessionResponse, response_model_exclude_none=True, responses=NOT_FOUND
+)
 async def get_session(session_id: SessionId, sessions: SessionsDep) -> SessionResponse:
     """Return a session's stored history, oldest message first."""
     session = await sessions.load(session_id)
