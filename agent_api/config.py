@@ -41,6 +41,8 @@ class Settings(BaseSettings):
 
     # Running agents
     thread_pool_size: int = Field(default=200, ge=1, le=2000, description="Threads that run AutoGen conversations.")
+    teams_dir: Path | None = Field(default=None, description="Directory of extra team files (YAML or JSON).")
+    team_plugins: str = Field(default="", description="Comma-separated 'module:function' returning Team objects.")
     sse_ping_seconds: float = Field(default=15.0, gt=0, description="Keep-alive comment interval on streams.")
 
     # Serving
@@ -56,6 +58,10 @@ class Settings(BaseSettings):
         if value not in {"critical", "error", "warning", "info", "debug"}:
             raise ValueError("must be one of critical, error, warning, info, debug")
         return value
+
+    @property
+    def team_plugin_list(self) -> list[str]:
+        return [p.strip() for p in self.team_plugins.split(",") if p.strip()]
 
     @property
     def uses_offline_model(self) -> bool:

@@ -11,11 +11,12 @@ from fastapi import FastAPI
 
 from agent_api import __version__
 from agent_api.agents.llm import create_llm_provider, quiet_autogen_logging
-from agent_api.agents.registry import TeamRegistry, builtin_teams
+from agent_api.agents.loader import load_teams
+from agent_api.agents.registry import TeamRegistry
 from agent_api.agents.runner import TeamRunner, create_executor
 from agent_api.config import Settings, get_settings
 from agent_api.exception_handlers import install_exception_handlers
-from agent_api.routers import chat, health, sessions
+from agent_api.routers import agents, chat, health, sessions
 from agent_api.routers.deps import AppState
 from agent_api.services.chat import ChatService
 from agent_api.services.sessions import SessionManager
@@ -63,7 +64,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.callback(executor.shutdown, wait=False, cancel_futures=True)
 
         session_manager = SessionManager(redis, ttl=settings.session_ttl, max_history=settings.max_history_messages)
-        teams = TeamRegistry(builtin_teams())
+        teams = TeamRegistry(load_teams(settings.teams_dir, settings.team_plugin_list))
         runner = TeamRunner(llm, executor, max_history=settings.max_history_messages)
         app.state.agent_api = AppState(
             settings=settings,
@@ -93,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     install_exception_handlers(app)
-    for module in (chat, sessions, health):
+    for module in (chat, sessions, agents, health):
         app.include_router(module.router)
     return app
 

@@ -8,8 +8,9 @@ The reply is a pure function of the request, so tests can assert on it:
 
     Offline answer: you asked "<last user message>". I can see <k> earlier messages.
 
-and it ends with ``TERMINATE`` when the system message asks for that word. The last user
-message may carry directives in double brackets that change the answer for that one request:
+and it ends with ``TERMINATE`` when the system message asks for that word. "The last user
+message" is the caller's: in AutoGen's chats, the last message named ``user``. It may carry
+directives in double brackets that change the answer for that one request:
 
     [[say:TEXT]]            reply with exactly TEXT
     [[tokens:N]]            reply with exactly N words (padded or cut)
@@ -17,8 +18,9 @@ message may carry directives in double brackets that change the answer for that 
     [[sleep:S]]             wait S seconds before answering at all (to provoke time-outs)
     [[fail:STATUS]]         answer with HTTP STATUS and an OpenAI-style error body
     [[cut:K]]               when streaming, send K tokens and then drop the connection
-    [[tool:NAME {json}]]    ask for tool NAME with the JSON arguments; once the tool result is
-                            the last message, answer with a sentence that quotes it
+    [[tool:NAME {json}]]    ask for tool NAME with the JSON arguments (if the request offers
+                            that tool and it has not been answered yet); once the tool result
+                            is the last message, answer with a sentence that quotes it
     [[speaker:NAME]]        (group chats) the answer to a speaker-selection request is NAME
 
 Server-wide behaviour (latency, failure rate, reply length) is set at start-up or through
@@ -144,7 +146,7 @@ class OfflineModel:
         elif cfg.timeout_rate and self._every(n, cfg.timeout_rate, offset=1):
             reply.sleep = cfg.timeout_seconds
 
-        user_index = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+        user_index = self._question_index(messages)
         question = _content_text(messages[user_index]) if user_index >= 0 else ""
         found = _directives(question)
         system = " ".join(_content_text(m) for m in messages if m.get("role") == "system")
@@ -163,8 +165,10 @@ class OfflineModel:
             return self._select_speaker(reply, messages, found)
 
         last = messages[-1] if messages else {}
-        if "tool" in found and last.get("role") != "tool":
-            name, _, args = found["tool"].strip().partition(" ")
+        name, _, args = found.get("tool", "").strip().partition(" ")
+        offered = {t.get("function", {}).get("name") for t in body.get("tools") or []}
+        answered = any(m.get("role") == "tool" for m in messages[user_index + 1 :])
+        if name and name in offered and not answered:
             reply.tool_call = {
                 "id": f"call_{uuid.uuid5(uuid.NAMESPACE_OID, question).hex[:16]}",
                 "type": "function",
@@ -189,6 +193,14 @@ class OfflineModel:
             words.append("TERMINATE")
         reply.words = words
         return reply
+
+    @staticmethod
+    def _question_index(messages: list[dict[str, Any]]) -> int:
+        """The caller's latest message: named "user" in AutoGen's chats, else the last user role."""
+        named = [i for i, m in enumerate(messages) if m.get("role") == "user" and m.get("name") == "user"]
+        if named:
+            return named[-1]
+        return max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
 
     @staticmethod
     def _every(n: int, rate: float, offset: int = 0) -> bool:

@@ -40,14 +40,15 @@ def test_streaming_sends_words_and_usage(client: openai.OpenAI, offline: Offline
 
 def test_tool_call_then_answer_from_the_result(client: openai.OpenAI) -> None:
     ask = [{"role": "user", "content": 'add [[tool:calculator {"expression": "2+3"}]]'}]
-    call = client.chat.completions.create(model="m", messages=ask)  # type: ignore[arg-type]
+    tools = [{"type": "function", "function": {"name": "calculator", "parameters": {"type": "object"}}}]
+    call = client.chat.completions.create(model="m", messages=ask, tools=tools)  # type: ignore[arg-type]
     tool_calls = call.choices[0].message.tool_calls
     assert tool_calls and tool_calls[0].function.name == "calculator"  # type: ignore[union-attr]
     follow = ask + [
         {"role": "assistant", "content": None, "tool_calls": [tool_calls[0].model_dump()]},
         {"role": "tool", "tool_call_id": tool_calls[0].id, "content": "5"},
     ]
-    answer = client.chat.completions.create(model="m", messages=follow)  # type: ignore[arg-type]
+    answer = client.chat.completions.create(model="m", messages=follow, tools=tools)  # type: ignore[arg-type]
     assert answer.choices[0].message.content == "The tool returned 5."
 
 

@@ -82,10 +82,13 @@ def from_autogen(message: dict[str, Any], *, name: str | None, timestamp: dateti
     role: Role = message.get("role", "assistant")
     if role not in ("user", "assistant", "system", "tool"):
         role = "assistant"
+    text = content_text(message)
+    if message.get("tool_calls") and text == "None":  # GroupChat stringifies a missing content
+        text = ""
     return [
         ChatMessage(
             role=role,
-            content=strip_termination(content_text(message)),
+            content=strip_termination(text),
             name=message.get("name") or name,
             timestamp=timestamp,
             tool_calls=message.get("tool_calls") or None,

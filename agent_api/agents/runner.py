@@ -14,7 +14,8 @@ import openai
 from agent_api.agents.events import RunEvent, RunOutcome
 from agent_api.agents.llm import LLMProvider
 from agent_api.agents.messages import trim_history
-from agent_api.agents.teams import Team, TeamRun
+from agent_api.agents.run import TeamRun
+from agent_api.agents.teams import Team
 from agent_api.errors import (
     AgentAPIError,
     AgentRunError,
@@ -84,6 +85,7 @@ class TeamRunner:
             history=trim_history(history, self.max_history - 1),
             max_turns=max_turns,
             llm_config=self.llm.config(stream=stream),
+            quiet_llm_config=self.llm.config(stream=False),
         )
 
         def emit(event: RunEvent) -> None:

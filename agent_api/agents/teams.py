@@ -1,167 +1,68 @@
 """Teams: how a named group of AutoGen agents is built and run for one request.
 
-A :class:`Team` is a description; :meth:`Team.run` builds fresh agents from it for each request,
-restores the session's history into them and runs them synchronously (the runner calls it in
-a worker thread). Everything the agents do is reported through the :class:`TeamRun`.
+A :class:`Team` is a description. :meth:`Team.run` builds fresh agents from it for each request
+(sharing one LLM configuration and HTTP pool), restores the session's history into them, and
+runs them synchronously; the runner calls it in a worker thread.
+
+Two patterns come built in: :class:`PairTeam` (an assistant and a user proxy, the classic
+AutoGen pair) and :class:`GroupTeam` (several assistants in a ``GroupChat`` run by a
+``GroupChatManager``). Subclass :class:`Team` for anything else.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import autogen
-from autogen.events.client_events import StreamEvent
-from autogen.io.base import IOStream
 
-from agent_api.agents.events import MessageEvent, RunEvent, RunOutcome, TokenEvent
-from agent_api.agents.messages import (
-    from_autogen,
-    is_termination,
-    to_autogen,
-    usage_of,
-)
-from agent_api.agents.tokens import REPLY_SEPARATOR, ReplyShaper
-from agent_api.errors import RunCancelled
+from agent_api.agents.events import RunOutcome
+from agent_api.agents.messages import is_termination, to_autogen
+from agent_api.agents.run import USER, TeamRun, collect_outcome, instrument, run_io
+from agent_api.agents.tools import get_tool
 from agent_api.models.chat import ChatMessage
 
-log = logging.getLogger(__name__)
-
-USER = "user"
 CONTINUE = "Please continue. When your answer is complete, put TERMINATE at the end of it."
-
-
-@dataclass
-class TeamRun:
-    """One request's run of a team: its inputs and the channel back to the caller."""
-
-    message: str
-    history: list[ChatMessage]
-    max_turns: int
-    llm_config: dict[str, Any]
-    emit: Callable[[RunEvent], None] = lambda event: None
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    answerers: set[str] = field(default_factory=set)
-    speaker: str = ""
-    sent: list[tuple[str, datetime]] = field(default_factory=list)
-    _shapers: dict[bool, ReplyShaper] = field(default_factory=lambda: {True: ReplyShaper(), False: ReplyShaper()})
-
-    def check_cancelled(self) -> None:
-        if self.cancelled.is_set():
-            raise RunCancelled()
-
-    def on_token(self, token: str) -> None:
-        answering = self.speaker in self.answerers
-        self._emit_text(self.speaker, self._shapers[answering].feed(token), answering)
-
-    def end_reply(self, agent: str) -> None:
-        answering = agent in self.answerers
-        self._emit_text(agent, self._shapers[answering].end_reply(), answering)
-
-    def _emit_text(self, agent: str, text: str, answering: bool) -> None:
-        if text:
-            self.emit(TokenEvent(agent=agent, text=text, chunk=text if answering else ""))
-
-
-class RunIOStream:
-    """AutoGen's output for one run: tokens go to the caller, console prints go nowhere.
-
-    Installed with ``IOStream.set_default`` (a ContextVar) in the worker thread, so concurrent
-    runs never see each other's tokens and the server's stdout stays for its own logs.
-    """
-
-    def __init__(self, run: TeamRun) -> None:
-        self.run = run
-
-    def print(self, *objects: Any, sep: str = " ", end: str = "\n", flush: bool = False) -> None:
-        log.debug("autogen: %s", sep.join(map(str, objects)))
-
-    def send(self, message: Any) -> None:
-        if isinstance(message, StreamEvent):
-            # Stopping here aborts the model's stream: the caller is gone, stop paying for tokens.
-            self.run.check_cancelled()
-            # AutoGen wraps each event: the wrapper's ``content`` is the StreamEvent itself.
-            text = getattr(message.content, "content", message.content)
-            if isinstance(text, str) and text:
-                self.run.on_token(text)
-
-    def input(self, prompt: str = "", *, password: bool = False) -> str:
-        return ""
-
-
-@contextmanager
-def run_io(run: TeamRun) -> Iterator[None]:
-    with IOStream.set_default(RunIOStream(run)):
-        yield
-
-
-def instrument(run: TeamRun, agents: list[autogen.ConversableAgent]) -> None:
-    """Hooks that track the speaker, stamp each message and stop a cancelled run between turns."""
-    for agent in agents:
-
-        def before_reply(
-            messages: list[dict[str, Any]], agent: autogen.ConversableAgent = agent
-        ) -> list[dict[str, Any]]:
-            run.check_cancelled()
-            run.speaker = agent.name
-            return messages
-
-        def before_send(
-            sender: autogen.ConversableAgent, message: dict[str, Any] | str, recipient: autogen.Agent, silent: bool
-        ) -> dict[str, Any] | str:
-            now = datetime.now(UTC)
-            run.end_reply(sender.name)
-            run.sent.append((sender.name, now))
-            if sender.name != USER or len(run.sent) > 1:
-                oai = {"content": message} if isinstance(message, str) else message
-                role = "user" if sender.name == USER else "assistant"
-                for chat_message in from_autogen({"role": role, **oai}, name=sender.name, timestamp=now):
-                    run.emit(MessageEvent(chat_message))
-            return message
-
-        agent.register_hook("process_all_messages_before_reply", before_reply)
-        agent.register_hook("process_message_before_send", before_send)
-
-
-class Team(ABC):
-    """A named team of agents that can run one user turn."""
-
-    pattern: str = ""
-
-    def __init__(self, name: str, description: str) -> None:
-        self.name = name
-        self.description = description
-
-    @property
-    @abstractmethod
-    def agent_names(self) -> list[str]: ...
-
-    @abstractmethod
-    def run(self, run: TeamRun) -> RunOutcome:
-        """Run one turn synchronously (in a worker thread) and return what it added."""
 
 
 @dataclass(frozen=True)
 class AgentSpec:
-    """One assistant: its name, its system message and optional model settings."""
+    """One assistant: its name, system message, tools and optional model settings."""
 
     name: str
     system_message: str
-    llm_overrides: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    tools: tuple[str, ...] = ()
+    model_settings: dict[str, Any] = field(default_factory=dict)
 
-    def build(self, llm_config: dict[str, Any]) -> autogen.AssistantAgent:
-        config = {**llm_config, **self.llm_overrides} if self.llm_overrides else llm_config
+    def llm_config(self, base: dict[str, Any]) -> dict[str, Any]:
+        """``base`` with this agent's model settings: ``model`` per entry, the rest top-level."""
+        if not self.model_settings:
+            return base
+        settings = dict(self.model_settings)
+        config = dict(base)
+        if "model" in settings:
+            model = settings.pop("model")
+            config["config_list"] = [{**entry, "model": model} for entry in base["config_list"]]
+        config.update(settings)
+        return config
+
+    def build(self, base_llm_config: dict[str, Any]) -> autogen.AssistantAgent:
         return autogen.AssistantAgent(
             name=self.name,
             system_message=self.system_message,
-            llm_config=config,
+            description=self.description or None,
+            llm_config=self.llm_config(base_llm_config),
         )
+
+    def attach_tools(self, agent: autogen.ConversableAgent, executor: autogen.ConversableAgent) -> None:
+        for name in self.tools:
+            tool = get_tool(name)
+            autogen.register_function(
+                tool.function, caller=agent, executor=executor, name=tool.name, description=tool.description
+            )
 
 
 def user_proxy(max_turns: int) -> autogen.UserProxyAgent:
@@ -177,8 +78,37 @@ def user_proxy(max_turns: int) -> autogen.UserProxyAgent:
     )
 
 
+class Team(ABC):
+    """A named team of agents that can run one user turn."""
+
+    pattern: str = ""
+
+    def __init__(self, name: str, description: str) -> None:
+        self.name = name
+        self.description = description
+
+    @property
+    @abstractmethod
+    def agents(self) -> Sequence[AgentSpec]: ...
+
+    @property
+    def answering_agents(self) -> list[str]:
+        """The agents whose replies make up the answer."""
+        return [self.agents[-1].name]
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+    @abstractmethod
+    def run(self, run: TeamRun) -> RunOutcome:
+        """Run one turn synchronously (in a worker thread) and return what it added."""
+
+
 class PairTeam(Team):
-    """An assistant and a user proxy: the assistant answers until it says TERMINATE."""
+    """An assistant and a user proxy: the assistant answers until it says TERMINATE.
+
+    The proxy executes the assistant's tool calls; it never executes code.
+    """
 
     pattern = "pair"
 
@@ -187,13 +117,14 @@ class PairTeam(Team):
         self.assistant = assistant
 
     @property
-    def agent_names(self) -> list[str]:
-        return [self.assistant.name, USER]
+    def agents(self) -> Sequence[AgentSpec]:
+        return [self.assistant]
 
     def run(self, run: TeamRun) -> RunOutcome:
-        run.answerers = {self.assistant.name}
+        run.answerers = set(self.answering_agents)
         assistant = self.assistant.build(run.llm_config)
         proxy = user_proxy(run.max_turns)
+        self.assistant.attach_tools(assistant, executor=proxy)
         instrument(run, [assistant, proxy])
         for message in run.history:
             assistant.chat_messages[proxy].append(to_autogen(message))
@@ -212,23 +143,109 @@ class PairTeam(Team):
         return collect_outcome(run, assistant.chat_messages[proxy][restored:], [assistant, proxy])
 
 
-def collect_outcome(run: TeamRun, new: list[dict[str, Any]], agents: list[Any]) -> RunOutcome:
-    """Turn the agents' new messages (seen from the answering side) into a :class:`RunOutcome`."""
-    stamps = iter(run.sent)
-    messages: list[ChatMessage] = []
-    answers: list[tuple[dict[str, Any], ChatMessage]] = []
-    for raw in new:
-        sender, when = next(stamps, (raw.get("name") or "", datetime.now(UTC)))
-        converted = from_autogen(raw, name=raw.get("name") or sender, timestamp=when)
-        messages.extend(converted)
-        answers.extend((raw, m) for m in converted if m.role == "assistant" and m.name in run.answerers)
-    # The answer is every reply of the answering agents in this run ("Please continue" goes on
-    # with the same answer); the streamed chunks add up to exactly this text.
-    response = REPLY_SEPARATOR.join(m.content for _, m in answers if m.content)
-    return RunOutcome(
-        messages=messages,
-        response=response,
-        turns_used=sum(1 for m in messages if m.role == "assistant"),
-        finished=bool(answers) and is_termination(answers[-1][0]),
-        usage=usage_of(agents),
-    )
+SpeakerSelection = Literal["round_robin", "auto"]
+
+
+class GroupTeam(Team):
+    """Several assistants in a GroupChat run by a GroupChatManager.
+
+    The caller's message opens each turn; the assistants then speak in order (``round_robin``)
+    or as the model picks (``auto``) until an answering agent ends its message with TERMINATE
+    or the rounds run out. An agent that calls a tool executes it itself and speaks again with
+    the result. The session's history is restored into the group chat and every agent, so a
+    turn continues the same conversation.
+    """
+
+    pattern = "group"
+
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        agents: Sequence[AgentSpec],
+        *,
+        speaker_selection: SpeakerSelection = "round_robin",
+        max_rounds: int | None = None,
+        answer_from: str | None = None,
+    ) -> None:
+        super().__init__(name, description)
+        if len(agents) < 2:
+            raise ValueError("a group needs at least two agents")
+        self._agents = list(agents)
+        self.speaker_selection = speaker_selection
+        self.max_rounds = max_rounds or len(agents)
+        self.answer_from = answer_from or agents[-1].name
+
+    @property
+    def agents(self) -> Sequence[AgentSpec]:
+        return self._agents
+
+    @property
+    def answering_agents(self) -> list[str]:
+        return [self.answer_from]
+
+    def describe(self) -> dict[str, Any]:
+        return {"speaker_selection": self.speaker_selection, "max_rounds": self.max_rounds}
+
+    def run(self, run: TeamRun) -> RunOutcome:
+        run.answerers = set(self.answering_agents)
+        assistants: list[autogen.ConversableAgent] = [spec.build(run.llm_config) for spec in self._agents]
+        for spec, agent in zip(self._agents, assistants, strict=True):
+            spec.attach_tools(agent, executor=agent)
+        proxy = user_proxy(1)
+        history = [to_group_message(m) for m in run.history]
+        groupchat = autogen.GroupChat(
+            agents=list[autogen.Agent](assistants),
+            messages=list(history),
+            max_round=1 + min(self.max_rounds, run.max_turns),
+            speaker_selection_method=self._selector(assistants),
+            select_speaker_auto_llm_config=run.quiet_llm_config,
+            allow_repeat_speaker=True,
+        )
+        # The manager's own model calls (speaker selection) must not stream: their tokens are
+        # not anybody's answer.
+        manager = autogen.GroupChatManager(
+            groupchat=groupchat, llm_config=run.quiet_llm_config, is_termination_msg=is_termination, silent=True
+        )
+        for agent in assistants:
+            agent.chat_messages[manager] = [agent_view(m, agent.name) for m in run.history]
+        instrument(run, [*assistants, proxy])
+        with run_io(run):
+            proxy.initiate_chat(
+                manager, message=run.message, clear_history=False, max_turns=1, silent=True, summary_method=None
+            )
+        return collect_outcome(run, groupchat.messages[len(history) :], [*assistants, manager])
+
+    def _selector(self, assistants: list[autogen.ConversableAgent]) -> Any:
+        method = self.speaker_selection
+        order = {agent.name: i for i, agent in enumerate(assistants)}
+
+        def select(last_speaker: autogen.Agent, groupchat: autogen.GroupChat) -> autogen.Agent | str:
+            last = groupchat.messages[-1] if groupchat.messages else {}
+            if last.get("tool_calls") or last.get("tool_responses") or last.get("role") == "tool":
+                # The caller executes its own tool call, then speaks again with the result.
+                return last_speaker if last_speaker in assistants else assistants[0]
+            if method == "auto":
+                return "auto"
+            if last_speaker.name not in order:  # the caller just spoke: start from the first
+                return assistants[0]
+            return assistants[(order[last_speaker.name] + 1) % len(assistants)]
+
+        return select
+
+
+def to_group_message(message: ChatMessage) -> dict[str, Any]:
+    """A stored message as a GroupChat keeps it: named, text as role user."""
+    out = to_autogen(message)
+    if out.get("role") == "assistant" and not out.get("tool_calls"):
+        out["role"] = "user"
+    out["name"] = message.name or USER
+    return out
+
+
+def agent_view(message: ChatMessage, agent_name: str) -> dict[str, Any]:
+    """A stored message as one group member sees it: its own text as assistant, the rest as user."""
+    out = to_autogen(message)
+    if message.role in ("user", "assistant") and not message.tool_calls:
+        out["role"] = "assistant" if message.name == agent_name else "user"
+    return out

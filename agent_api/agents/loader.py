@@ -1,0 +1,169 @@
+"""Team files: teams described in YAML or JSON, validated when the service starts.
+
+A team file::
+
+    name: research_team                  # letters, digits, _ and -; unique
+    description: What the team is for.
+    pattern: group                       # pair (one assistant + user proxy) or group
+    agents:
+      - name: researcher
+        system_message: You are ...
+        description: Finds the facts.    # optional; used by `auto` speaker selection
+        tools: [calculator]              # optional; names from agent_api.agents.tools
+        model: {model: gpt-4o-mini, temperature: 0.2}   # optional model settings
+    group:                               # group pattern only
+      speaker_selection: round_robin     # or auto
+      max_rounds: 6
+    answer_from: writer                  # optional; default: the last agent
+
+Teams that need code are Python: a module named in ``TEAM_PLUGINS`` exposes ``teams()`` returning
+:class:`~agent_api.agents.teams.Team` objects (and may register tools first).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agent_api.agents.run import USER
+from agent_api.agents.teams import AgentSpec, GroupTeam, PairTeam, Team
+from agent_api.agents.tools import tool_names
+
+BUILTIN_TEAMS_DIR = Path(__file__).resolve().parent.parent / "teams"
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+TEAM_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class TeamConfigError(ValueError):
+    """A team file or plugin is invalid; the message names the file and the problem."""
+
+
+class AgentFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN)
+    system_message: str = Field(min_length=1)
+    description: str = ""
+    tools: list[str] = Field(default_factory=list)
+    model: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> AgentFile:
+        if self.name == USER:
+            raise ValueError(f"agent name {USER!r} is reserved for the user proxy")
+        unknown = [t for t in self.tools if t not in tool_names()]
+        if unknown:
+            raise ValueError(f"unknown tools {unknown}; available: {tool_names()}")
+        return self
+
+
+class GroupFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    speaker_selection: Literal["round_robin", "auto"] = "round_robin"
+    max_rounds: int | None = Field(default=None, ge=1, le=50)
+
+
+class TeamFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = Field(min_length=1)
+    pattern: Literal["pair", "group"]
+    agents: list[AgentFile] = Field(min_length=1)
+    group: GroupFile | None = None
+    answer_from: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> TeamFile:
+        names = [a.name for a in self.agents]
+        if len(set(names)) != len(names):
+            raise ValueError("agent names must be unique")
+        if self.pattern == "pair" and len(self.agents) != 1:
+            raise ValueError("a pair team has exactly one agent (the user proxy is implicit)")
+        if self.pattern == "group" and len(self.agents) < 2:
+            raise ValueError("a group team needs at least two agents")
+        if self.pattern == "pair" and self.group is not None:
+            raise ValueError("'group' options apply to group teams only")
+        if self.answer_from is not None and self.answer_from not in names:
+            raise ValueError(f"answer_from {self.answer_from!r} is not one of the agents {names}")
+        return self
+
+    def build(self) -> Team:
+        specs = [AgentSpec(a.name, a.system_message, a.description, tuple(a.tools), dict(a.model)) for a in self.agents]
+        if self.pattern == "pair":
+            return PairTeam(self.name, self.description, specs[0])
+        group = self.group or GroupFile()
+        return GroupTeam(
+            self.name,
+            self.description,
+            specs,
+            speaker_selection=group.speaker_selection,
+            max_rounds=group.max_rounds,
+            answer_from=self.answer_from,
+        )
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for e in error.errors():
+        where = ".".join(str(part) for part in e["loc"]) or "(file)"
+        problems.append(f"{where}: {e['msg']}")
+    return "; ".join(problems)
+
+
+def load_team_file(path: Path) -> Team:
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise TeamConfigError(f"team file {path}: cannot be read as {path.suffix[1:].upper()}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise TeamConfigError(f"team file {path}: expected a mapping of team fields at the top level")
+    try:
+        return TeamFile.model_validate(data).build()
+    except ValidationError as exc:
+        raise TeamConfigError(f"team file {path}: {_describe(exc)}") from exc
+
+
+def load_team_dir(directory: Path) -> list[Team]:
+    if not directory.is_dir():
+        raise TeamConfigError(f"TEAMS_DIR {directory} is not a directory")
+    files = sorted(p for p in directory.iterdir() if p.suffix in TEAM_FILE_SUFFIXES and p.is_file())
+    return [load_team_file(p) for p in files]
+
+
+def load_plugins(specs: Iterable[str]) -> list[Team]:
+    teams: list[Team] = []
+    for spec in specs:
+        module_name, _, attribute = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+            factory = getattr(module, attribute or "teams")
+            made = list(factory())
+        except Exception as exc:
+            raise TeamConfigError(f"team plugin {spec}: {type(exc).__name__}: {exc}") from exc
+        bad = [t for t in made if not isinstance(t, Team)]
+        if bad:
+            raise TeamConfigError(f"team plugin {spec}: returned {bad!r}, expected Team objects")
+        teams.extend(made)
+    return teams
+
+
+def load_teams(teams_dir: Path | None = None, plugins: Iterable[str] = ()) -> list[Team]:
+    """The built-in teams, then those of ``teams_dir`` and the plugins (a later name replaces an earlier)."""
+    teams = {t.name: t for t in load_team_dir(BUILTIN_TEAMS_DIR)}
+    extra = (load_team_dir(teams_dir) if teams_dir is not None else []) + load_plugins(plugins)
+    seen: set[str] = set()
+    for team in extra:
+        if team.name in seen:
+            raise TeamConfigError(f"team {team.name!r} is defined twice")
+        seen.add(team.name)
+        teams[team.name] = team
+    return list(teams.values())

@@ -1,0 +1,176 @@
+"""One run of a team: its inputs, and the channel from AutoGen's thread back to the caller.
+
+AutoGen runs synchronously in a worker thread. Everything it does reaches the caller through a
+:class:`TeamRun`: tokens through a per-run ``IOStream``, whole messages and tool traffic
+through agent hooks. The same hooks stop a cancelled run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import autogen
+from autogen.events.client_events import StreamEvent
+from autogen.io.base import IOStream
+
+from agent_api.agents.events import (
+    MessageEvent,
+    RunEvent,
+    RunOutcome,
+    TokenEvent,
+    ToolCallEvent,
+    ToolResultEvent,
+)
+from agent_api.agents.messages import from_autogen, is_termination, usage_of
+from agent_api.agents.tokens import REPLY_SEPARATOR, ReplyShaper
+from agent_api.errors import RunCancelled
+from agent_api.models.chat import ChatMessage
+
+log = logging.getLogger(__name__)
+
+USER = "user"
+
+
+@dataclass
+class TeamRun:
+    """One request's run of a team: its inputs and the channel back to the caller."""
+
+    message: str
+    history: list[ChatMessage]
+    max_turns: int
+    llm_config: dict[str, Any]
+    # For agents that must not stream (a group chat's speaker selection): their words are not the answer.
+    quiet_llm_config: dict[str, Any] = field(default_factory=dict)
+    emit: Callable[[RunEvent], None] = lambda event: None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    answerers: set[str] = field(default_factory=set)
+    speaker: str = ""
+    sent: list[tuple[str, datetime]] = field(default_factory=list)
+    _shapers: dict[bool, ReplyShaper] = field(default_factory=lambda: {True: ReplyShaper(), False: ReplyShaper()})
+
+    def check_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise RunCancelled()
+
+    def on_token(self, token: str) -> None:
+        answering = self.speaker in self.answerers
+        self._emit_text(self.speaker, self._shapers[answering].feed(token), answering)
+
+    def end_reply(self, agent: str) -> None:
+        answering = agent in self.answerers
+        self._emit_text(agent, self._shapers[answering].end_reply(), answering)
+
+    def _emit_text(self, agent: str, text: str, answering: bool) -> None:
+        if text:
+            self.emit(TokenEvent(agent=agent, text=text, chunk=text if answering else ""))
+
+
+class RunIOStream:
+    """AutoGen's output for one run: tokens go to the caller, console prints go nowhere.
+
+    Installed with ``IOStream.set_default`` (a ContextVar) in the worker thread, so concurrent
+    runs never see each other's tokens and the server's stdout stays for its own logs.
+    """
+
+    def __init__(self, run: TeamRun) -> None:
+        self.run = run
+
+    def print(self, *objects: Any, sep: str = " ", end: str = "\n", flush: bool = False) -> None:
+        log.debug("autogen: %s", sep.join(map(str, objects)))
+
+    def send(self, message: Any) -> None:
+        if isinstance(message, StreamEvent):
+            # Stopping here aborts the model's stream: the caller is gone, stop paying for tokens.
+            self.run.check_cancelled()
+            # AutoGen wraps each event: the wrapper's ``content`` is the StreamEvent itself.
+            text = getattr(message.content, "content", message.content)
+            if isinstance(text, str) and text:
+                self.run.on_token(text)
+
+    def input(self, prompt: str = "", *, password: bool = False) -> str:
+        return ""
+
+
+@contextmanager
+def run_io(run: TeamRun) -> Iterator[None]:
+    with IOStream.set_default(RunIOStream(run)):
+        yield
+
+
+def role_of(message: dict[str, Any]) -> str:
+    """A message's role in the stored conversation, whoever's view AutoGen kept it in."""
+    if message.get("tool_responses") or message.get("role") == "tool":
+        return "tool"
+    return "user" if message.get("name") == USER else "assistant"
+
+
+def _report_message(run: TeamRun, sender: str, message: dict[str, Any] | str, when: datetime) -> None:
+    oai: dict[str, Any] = {"content": message} if isinstance(message, str) else dict(message)
+    oai.setdefault("name", sender)
+    oai["role"] = role_of(oai)
+    for call in oai.get("tool_calls") or []:
+        function = call.get("function") or {}
+        run.emit(
+            ToolCallEvent(
+                sender, str(call.get("id", "")), str(function.get("name", "")), str(function.get("arguments", ""))
+            )
+        )
+    for response in oai.get("tool_responses") or []:
+        run.emit(ToolResultEvent(sender, str(response.get("tool_call_id", "")), str(response.get("content", ""))))
+    for chat_message in from_autogen(oai, name=sender, timestamp=when):
+        run.emit(MessageEvent(chat_message))
+
+
+def instrument(run: TeamRun, agents: list[autogen.ConversableAgent]) -> None:
+    """Hooks that track the speaker, report each message and stop a cancelled run between turns."""
+    for agent in agents:
+
+        def before_reply(
+            messages: list[dict[str, Any]], agent: autogen.ConversableAgent = agent
+        ) -> list[dict[str, Any]]:
+            run.check_cancelled()
+            run.speaker = agent.name
+            return messages
+
+        def before_send(
+            sender: autogen.ConversableAgent, message: dict[str, Any] | str, recipient: autogen.Agent, silent: bool
+        ) -> dict[str, Any] | str:
+            now = datetime.now(UTC)
+            run.end_reply(sender.name)
+            run.sent.append((sender.name, now))
+            if len(run.sent) > 1:  # the first message is the caller's own
+                _report_message(run, sender.name, message, now)
+            return message
+
+        agent.register_hook("process_all_messages_before_reply", before_reply)
+        agent.register_hook("process_message_before_send", before_send)
+
+
+def collect_outcome(run: TeamRun, new: list[dict[str, Any]], agents: list[Any]) -> RunOutcome:
+    """Turn the run's new messages (AutoGen's dicts, oldest first) into a :class:`RunOutcome`."""
+    stamps = iter(run.sent)
+    messages: list[ChatMessage] = []
+    answers: list[tuple[dict[str, Any], ChatMessage]] = []
+    for raw in new:
+        sender, when = next(stamps, (raw.get("name") or "", datetime.now(UTC)))
+        raw = {**raw, "name": raw.get("name") or sender}
+        raw["role"] = role_of(raw)
+        converted = from_autogen(raw, name=raw["name"], timestamp=when)
+        messages.extend(converted)
+        answers.extend((raw, m) for m in converted if m.role == "assistant" and m.name in run.answerers)
+    # The answer is every reply of the answering agents in this run ("Please continue" goes on
+    # with the same answer); the streamed chunks add up to exactly this text.
+    response = REPLY_SEPARATOR.join(m.content for _, m in answers if m.content)
+    return RunOutcome(
+        messages=messages,
+        response=response,
+        turns_used=sum(1 for m in messages if m.role == "assistant"),
+        finished=bool(answers) and is_termination(answers[-1][0]),
+        usage=usage_of(agents),
+    )

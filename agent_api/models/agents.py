@@ -1,0 +1,30 @@
+"""Body of ``GET /agents``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class AgentInfo(BaseModel):
+    name: str
+    description: str
+    tools: list[str]
+
+
+class TeamInfo(BaseModel):
+    """A team a request can select with ``agent``."""
+
+    name: str
+    description: str
+    pattern: str = Field(description="`pair` (assistant + user proxy), `group` (group chat), or a custom pattern.")
+    agents: list[AgentInfo]
+    answer_from: list[str] = Field(description="The agents whose replies make up the response.")
+    speaker_selection: Literal["round_robin", "auto"] | None = None
+    max_rounds: int | None = None
+    default: bool = Field(description="True for the team used when a request names none.")
+
+
+class TeamsResponse(BaseModel):
+    teams: list[TeamInfo]
