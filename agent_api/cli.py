@@ -6,12 +6,18 @@ import argparse
 import sys
 
 import uvicorn
+from pydantic import ValidationError
 
+from agent_api.agents.loader import TeamConfigError, load_teams
 from agent_api.config import get_settings
 
 
 def _serve(args: argparse.Namespace) -> None:
-    settings = get_settings()
+    try:
+        settings = get_settings()
+        load_teams(settings.teams_dir, settings.team_plugin_list)  # fail here, clearly, not in each worker
+    except (ValidationError, TeamConfigError, ValueError) as exc:
+        sys.exit(f"agent-api: cannot start: {exc}")
     uvicorn.run(
         "agent_api.main:app",
         host=args.host or settings.host,

@@ -64,7 +64,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.callback(executor.shutdown, wait=False, cancel_futures=True)
 
         session_manager = SessionManager(redis, ttl=settings.session_ttl, max_history=settings.max_history_messages)
-        teams = TeamRegistry(load_teams(settings.teams_dir, settings.team_plugin_list))
+        teams: TeamRegistry = app.state.teams
         runner = TeamRunner(llm, executor, max_history=settings.max_history_messages)
         app.state.agent_api = AppState(
             settings=settings,
@@ -92,7 +92,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=_lifespan,
     )
-    app.state.settings = settings or get_settings()
+    app.state.settings = settings = settings or get_settings()
+    # Team files are checked now, so that a bad one stops start-up with its name and problem.
+    app.state.teams = TeamRegistry(load_teams(settings.teams_dir, settings.team_plugin_list))
     install_exception_handlers(app)
     for module in (chat, sessions, agents, health):
         app.include_router(module.router)

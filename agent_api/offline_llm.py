@@ -387,6 +387,7 @@ class ThreadedServer:
         deadline = time.monotonic() + 30
         while not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
+                self.stop()
                 raise RuntimeError("server did not start")
             time.sleep(0.01)
         return self
