@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from agent_api.agents.loader import TeamConfigError, load_teams
 from agent_api.config import get_settings
+from agent_api.security import hash_key
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -37,11 +38,18 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--port", type=int, help="port (default: PORT, 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (default: WORKERS, 1)")
     commands.add_parser("offline-llm", help="run the offline OpenAI-compatible model server", add_help=False)
+    hash_parser = commands.add_parser("hash-key", help="print the sha256: form of an API key, for API_KEYS")
+    hash_parser.add_argument("key", nargs="?", help="the key (default: read from standard input)")
     args, rest = parser.parse_known_args(argv)
     if args.command == "offline-llm":
         from agent_api.offline_llm import main as offline_main
 
         offline_main(rest)
+    elif args.command == "hash-key":
+        key = args.key if args.key is not None else sys.stdin.readline().rstrip("\n")
+        if not key:
+            parser.error("hash-key needs a non-empty key")
+        print(hash_key(key))
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     else:

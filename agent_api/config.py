@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, RedisDsn, SecretStr, field_validator
+from pydantic import Field, RedisDsn, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     ``OPENAI_BASE_URL`` or ``OAI_CONFIG_LIST``) to a real model.
     """
 
-    model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore", hide_input_in_errors=True)
 
     # The model
     openai_api_key: SecretStr | None = None
@@ -45,6 +45,18 @@ class Settings(BaseSettings):
     team_plugins: str = Field(default="", description="Comma-separated 'module:function' returning Team objects.")
     sse_ping_seconds: float = Field(default=15.0, gt=0, description="Keep-alive comment interval on streams.")
 
+    # Security and limits
+    environment: Literal["development", "production"] = "development"
+    api_keys: SecretStr = Field(
+        default=SecretStr(""), description="Comma-separated API keys, plain or as sha256:<hex>; blanks ignored."
+    )
+    rate_limit: str = Field(default="120/minute", description="Requests per key, e.g. 60/minute; empty: no limit.")
+    max_concurrent_runs_per_key: int = Field(default=8, ge=0, description="Runs in progress per key; 0: no limit.")
+    lease_ttl: float = Field(default=30.0, gt=1, description="Seconds a crashed worker's session lock outlives it.")
+    max_body_bytes: int = Field(default=65536, ge=1024)
+    cors_origins: str = Field(default="", description="Comma-separated origins allowed by CORS; empty: none.")
+    docs_enabled: bool = Field(default=True, description="Serve /docs, /redoc and /openapi.json (without a key).")
+
     # Serving
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -58,6 +70,31 @@ class Settings(BaseSettings):
         if value not in {"critical", "error", "warning", "info", "debug"}:
             raise ValueError("must be one of critical, error, warning, info, debug")
         return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _parse_rate(cls, value: str) -> str:
+        if value.strip():
+            from limits import parse
+
+            parse(value)  # raises ValueError with the reason
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _safe_for_production(self) -> Settings:
+        if self.environment == "production" and not self.api_key_list:
+            raise ValueError("ENVIRONMENT=production requires API_KEYS: refusing to serve without authentication")
+        if self.environment == "production" and "*" in self.cors_origin_list:
+            raise ValueError("ENVIRONMENT=production does not allow CORS_ORIGINS=*")
+        return self
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def team_plugin_list(self) -> list[str]:

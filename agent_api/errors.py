@@ -104,3 +104,31 @@ class SessionTeamMismatch(AgentAPIError):
             f"This session belongs to team {session_team!r}; it cannot be continued with "
             f"{requested!r}. Omit 'agent' or start a new session."
         )
+
+
+class Unauthorized(AgentAPIError):
+    """No API key, or one that is not configured."""
+
+    status_code = 401
+    error_type = "auth"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="agent-api"'})
+
+
+class SessionBusy(AgentAPIError):
+    """Another run is in progress on this session."""
+
+    status_code = 409
+    detail = "Another request is already running on this session; retry when it has finished."
+    error_type = "conflict"
+
+
+class RateLimited(AgentAPIError):
+    """The caller's key went over its request rate or its concurrent runs."""
+
+    status_code = 429
+    error_type = "rate_limit"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})

@@ -35,6 +35,17 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and isinstance(exc.__cause__, (RecursionError, ValueError)):
+        # FastAPI answers 400 when the JSON parser itself fails (e.g. nesting too deep for it):
+        # for the caller that is an invalid body like any other.
+        detail = [
+            {
+                "loc": ["body"],
+                "msg": "The body is not valid JSON (malformed or nested too deeply).",
+                "type": "json_invalid",
+            }
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 

@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from agent_api import __version__
 from agent_api.agents.llm import create_llm_provider, quiet_autogen_logging
@@ -16,9 +17,13 @@ from agent_api.agents.registry import TeamRegistry
 from agent_api.agents.runner import TeamRunner, create_executor
 from agent_api.config import Settings, get_settings
 from agent_api.exception_handlers import install_exception_handlers
+from agent_api.middleware import BodySizeLimit
 from agent_api.routers import agents, chat, health, sessions
 from agent_api.routers.deps import AppState
+from agent_api.security import KeyRing
 from agent_api.services.chat import ChatService
+from agent_api.services.leases import Leases
+from agent_api.services.ratelimit import RequestRateLimiter
 from agent_api.services.sessions import SessionManager
 from agent_api.services.store import create_redis
 
@@ -66,12 +71,28 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         session_manager = SessionManager(redis, ttl=settings.session_ttl, max_history=settings.max_history_messages)
         teams: TeamRegistry = app.state.teams
         runner = TeamRunner(llm, executor, max_history=settings.max_history_messages)
+        keys = KeyRing(settings.api_key_list)
+        if keys.enabled:
+            log.info("API keys required: %d configured", len(keys))
+        else:
+            log.warning(
+                "AUTHENTICATION IS OFF: API_KEYS is empty, so anyone who can reach this service can use it "
+                "and all callers share one set of sessions. Set API_KEYS before exposing it."
+            )
+        # Per-key limits apply when there are keys; open mode has one anonymous caller.
+        rate_limiter = None
+        if keys.enabled and settings.rate_limit:
+            rate_limiter = RequestRateLimiter.create(settings.rate_limit, None if settings.redis_url is None else redis)
+        max_runs = settings.max_concurrent_runs_per_key if keys.enabled else 0
+        leases = Leases(redis, ttl=settings.lease_ttl)
         app.state.agent_api = AppState(
             settings=settings,
             sessions=session_manager,
             teams=teams,
             llm=llm,
-            chat=ChatService(session_manager, runner, teams),
+            chat=ChatService(session_manager, runner, teams, leases, max_runs_per_key=max_runs or None),
+            keys=keys,
+            rate_limiter=rate_limiter,
         )
         log.info(
             "agent-api %s ready: store=%s model=%s (%s), %d run threads",
@@ -86,18 +107,32 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; its long-lived parts are created when it starts (the lifespan)."""
+    settings = settings or get_settings()
+    docs = settings.docs_enabled
     app = FastAPI(
         title="agent-api",
         version=__version__,
         description=DESCRIPTION,
         lifespan=_lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
-    app.state.settings = settings = settings or get_settings()
+    app.state.settings = settings
     # Team files are checked now, so that a bad one stops start-up with its name and problem.
     app.state.teams = TeamRegistry(load_teams(settings.teams_dir, settings.team_plugin_list))
     install_exception_handlers(app)
     for module in (chat, sessions, agents, health):
         app.include_router(module.router)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID"],
+            expose_headers=["X-Session-ID", "X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
 
 

@@ -7,21 +7,25 @@ from typing import Any
 
 from fastapi import APIRouter
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
 
 from agent_api.models.chat import AgentRequest, AgentResponse
 from agent_api.models.stream import StreamFrame
-from agent_api.routers.deps import ChatDep, StateDep
+from agent_api.routers.deps import ChatDep, PrincipalDep, StateDep
 from agent_api.services.chat import ChatService, Turn
 
 router = APIRouter(tags=["chat"])
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid API key."},
     404: {"description": "Unknown or expired session."},
-    409: {"description": "The session belongs to another team."},
+    409: {"description": "The session is running another request, or belongs to another team."},
+    413: {"description": "The request body is too large."},
     422: {"description": "Invalid request; `detail` names the field."},
     502: {"description": "The model provider failed; the session was not changed."},
     503: {"description": "The session store or the model provider is unavailable."},
     504: {"description": "The model did not answer in time; the session was not changed."},
+    429: {"description": "Rate limit or concurrent-run limit of the API key; see Retry-After."},
 }
 
 STREAM_DESCRIPTION = """
@@ -50,7 +54,7 @@ STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
             "text/event-stream": {"schema": StreamFrame.model_json_schema(ref_template="#/components/schemas/{model}")}
         },
     },
-    **{k: v for k, v in ERRORS.items() if k in (404, 409, 422, 503)},
+    **{k: v for k, v in ERRORS.items() if k in (401, 404, 409, 413, 422, 429, 503)},
 }
 
 
@@ -68,23 +72,27 @@ def stream_response(service: ChatService, turn: Turn, ping_seconds: float) -> Ev
     return EventSourceResponse(
         _sse(service.stream(turn)),
         ping=ping_seconds,
+        # Normally the stream releases the turn's leases itself; this covers a stream that never started.
+        background=BackgroundTask(turn.release),
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
 @router.post("/chat", response_model=AgentResponse, response_model_exclude_none=True, responses=ERRORS)
-async def chat(request: AgentRequest, service: ChatDep, state: StateDep) -> Any:
+async def chat(request: AgentRequest, service: ChatDep, state: StateDep, principal: PrincipalDep) -> Any:
     """Send a message to a team; get its answer when it has finished (or a stream if `stream`)."""
     if request.stream:
-        turn = await service.begin(request)
+        turn = await service.begin(request, principal)
         return stream_response(service, turn, state.settings.sse_ping_seconds)
-    return await service.chat(request)
+    return await service.chat(request, principal)
 
 
 @router.post(
     "/chat/stream", responses=STREAM_RESPONSES, description=STREAM_DESCRIPTION, response_class=EventSourceResponse
 )
-async def chat_stream(request: AgentRequest, service: ChatDep, state: StateDep) -> EventSourceResponse:
+async def chat_stream(
+    request: AgentRequest, service: ChatDep, state: StateDep, principal: PrincipalDep
+) -> EventSourceResponse:
     """Send a message to a team and receive its work as Server-Sent Events."""
-    turn = await service.begin(request)
+    turn = await service.begin(request, principal)
     return stream_response(service, turn, state.settings.sse_ping_seconds)

@@ -5,12 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from agent_api.agents.llm import LLMProvider
 from agent_api.agents.registry import TeamRegistry
 from agent_api.config import Settings
+from agent_api.errors import Unauthorized
+from agent_api.security import ANONYMOUS, KeyRing, Principal
 from agent_api.services.chat import ChatService
+from agent_api.services.ratelimit import RequestRateLimiter
 from agent_api.services.sessions import SessionManager
 
 
@@ -23,11 +27,39 @@ class AppState:
     teams: TeamRegistry
     llm: LLMProvider
     chat: ChatService
+    keys: KeyRing
+    rate_limiter: RequestRateLimiter | None
 
 
 def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.agent_api
     return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+# Declared as security schemes so that /docs offers an "Authorize" button and clients see them.
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key from API_KEYS.")
+_bearer = HTTPBearer(auto_error=False, description="The same API key, as `Authorization: Bearer <key>`.")
+
+
+async def authenticate(
+    state: StateDep,
+    api_key: Annotated[str | None, Security(_api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> Principal:
+    """The caller, from ``X-API-Key`` or ``Authorization: Bearer``; 401 without a valid key."""
+    if not state.keys.enabled:
+        return Principal(ANONYMOUS)
+    presented = api_key if api_key is not None else (bearer.credentials if bearer is not None else None)
+    if not presented:
+        raise Unauthorized("Missing API key: send it as 'X-API-Key: <key>' or 'Authorization: Bearer <key>'.")
+    principal = state.keys.verify(presented)
+    if principal is None:
+        raise Unauthorized("Invalid API key.")
+    if state.rate_limiter is not None:
+        await state.rate_limiter.check(principal.key_id)
+    return principal
 
 
 def get_chat(request: Request) -> ChatService:
@@ -38,6 +70,6 @@ def get_sessions(request: Request) -> SessionManager:
     return get_state(request).sessions
 
 
-StateDep = Annotated[AppState, Depends(get_state)]
+PrincipalDep = Annotated[Principal, Depends(authenticate)]
 ChatDep = Annotated[ChatService, Depends(get_chat)]
 SessionsDep = Annotated[SessionManager, Depends(get_sessions)]

@@ -8,20 +8,24 @@ from fastapi import APIRouter, Path
 
 from agent_api.models.chat import SESSION_ID_PATTERN
 from agent_api.models.session import SessionResponse
-from agent_api.routers.deps import SessionsDep
+from agent_api.routers.deps import PrincipalDep, SessionsDep
 
 router = APIRouter(tags=["sessions"])
 
 SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="The id returned by /chat.")]
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown or expired session."}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid API key."},
+    404: {"description": "Unknown or expired session, or another key's."},
+    429: {"description": "Rate limit of the API key; see Retry-After."},
+}
 
 
 @router.get(
     "/session/{session_id}", response_model=SessionResponse, response_model_exclude_none=True, responses=NOT_FOUND
 )
-async def get_session(session_id: SessionId, sessions: SessionsDep) -> SessionResponse:
+async def get_session(session_id: SessionId, sessions: SessionsDep, principal: PrincipalDep) -> SessionResponse:
     """Return a session's stored history, oldest message first."""
-    session = await sessions.load(session_id)
+    session = await sessions.load(session_id, principal.key_id)
     return SessionResponse(
         session_id=session.id,
         agent=session.agent,
@@ -34,7 +38,7 @@ async def get_session(session_id: SessionId, sessions: SessionsDep) -> SessionRe
 
 
 @router.delete("/session/{session_id}", responses=NOT_FOUND)
-async def delete_session(session_id: SessionId, sessions: SessionsDep) -> dict[str, Any]:
+async def delete_session(session_id: SessionId, sessions: SessionsDep, principal: PrincipalDep) -> dict[str, Any]:
     """Delete a session and its history."""
-    await sessions.delete(session_id)
+    await sessions.delete(session_id, principal.key_id)
     return {"session_id": session_id, "deleted": True}

@@ -13,52 +13,90 @@ from agent_api.agents.teams import Team
 from agent_api.errors import AgentAPIError, AgentRunError, SessionTeamMismatch
 from agent_api.models.chat import AgentRequest, AgentResponse
 from agent_api.models.stream import FrameType, StreamFrame, StreamFrameData
-from agent_api.services.sessions import Session, SessionManager
+from agent_api.security import Principal
+from agent_api.services.leases import Lease, Leases
+from agent_api.services.sessions import Session, SessionManager, new_session_id
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Turn:
-    """A turn that passed every check and may run: its team and its session as loaded."""
+    """A turn that passed every check and holds its leases: its team and its session as loaded.
+
+    Whoever runs it must call :meth:`release` when it ends, however it ends.
+    """
 
     team: Team
     session: Session
     request: AgentRequest
+    lease: Lease
+
+    async def release(self) -> None:
+        await self.lease.release()
 
 
 class ChatService:
     """Runs user turns against teams, keeping each session's history in the store."""
 
-    def __init__(self, sessions: SessionManager, runner: TeamRunner, teams: TeamRegistry) -> None:
+    def __init__(
+        self,
+        sessions: SessionManager,
+        runner: TeamRunner,
+        teams: TeamRegistry,
+        leases: Leases,
+        *,
+        max_runs_per_key: int | None = None,
+    ) -> None:
         self.sessions = sessions
         self.runner = runner
         self.teams = teams
+        self.leases = leases
+        self.max_runs_per_key = max_runs_per_key
 
-    async def begin(self, request: AgentRequest) -> Turn:
-        """Resolve the team and the session; nothing is written before every check has passed."""
+    async def begin(self, request: AgentRequest, principal: Principal) -> Turn:
+        """Check the turn, then take its leases (one run per session, N per key).
+
+        Nothing is written before every check has passed. The history is read after the session
+        lock is taken, so a turn always sees the one that ran just before it.
+        """
+        owner = principal.key_id
         if request.session_id is None:
             team = self.teams.get(request.agent)
-            session = await self.sessions.create(team.name)
-            return Turn(team, session, request)
-        session = await self.sessions.load(request.session_id)
+            session_id = new_session_id()
+            lease = await self.leases.acquire(session_id, owner, self.max_runs_per_key)
+            try:
+                session = await self.sessions.create(team.name, owner, session_id=session_id)
+            except BaseException:
+                await lease.release()
+                raise
+            return Turn(team, session, request, lease)
+        session = await self.sessions.load(request.session_id, owner)
         # A session stays with its team: 'agent' may be omitted when continuing.
         name = request.agent if "agent" in request.model_fields_set else session.agent
         if name != session.agent:
             raise SessionTeamMismatch(session.agent, name)
         team = self.teams.get(name)
-        await self.sessions.touch(session.id)
-        return Turn(team, session, request)
+        lease = await self.leases.acquire(session.id, owner, self.max_runs_per_key)
+        try:
+            session = await self.sessions.load(session.id, owner)
+            await self.sessions.touch(session.id)
+        except BaseException:
+            await lease.release()
+            raise
+        return Turn(team, session, request, lease)
 
-    async def chat(self, request: AgentRequest) -> AgentResponse:
+    async def chat(self, request: AgentRequest, principal: Principal) -> AgentResponse:
         """Run one turn to the end and save only the messages it added."""
-        turn = await self.begin(request)
+        turn = await self.begin(request, principal)
         try:
             outcome = await self.runner.run(turn.team, turn.session.messages, request.message, request.max_turns)
+            await self.sessions.append_messages(turn.session.id, outcome.messages)
         except AgentAPIError as exc:
             exc.headers.setdefault("X-Session-ID", turn.session.id)
             raise
-        await self.sessions.append_messages(turn.session.id, outcome.messages)
+        finally:
+            await turn.release()
         return AgentResponse(
             session_id=turn.session.id,
             response=outcome.response,
@@ -75,6 +113,13 @@ class ChatService:
         The history is saved when the run completes, as :meth:`chat` saves it. If the caller
         goes away (the iterator is closed) the run is cancelled and nothing is saved.
         """
+        try:
+            async for frame in self._stream(turn):
+                yield frame
+        finally:
+            await turn.release()
+
+    async def _stream(self, turn: Turn) -> AsyncIterator[StreamFrame]:
         sid = turn.session.id
 
         def frame(event: FrameType, **data: object) -> StreamFrame:

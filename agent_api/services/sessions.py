@@ -2,12 +2,15 @@
 
 A session is two keys that expire together:
 
-    {prefix}session:{id}           hash: agent, created_at, updated_at, turns
+    {prefix}session:{id}           hash: agent, owner, created_at, updated_at, turns
     {prefix}session:{id}:messages  list: one JSON ChatMessage per entry, oldest first
 
 A turn appends only its new messages (RPUSH), trims the list to ``max_history`` (oldest
 dropped) and refreshes both TTLs, atomically in one Lua script that refuses to write into a
 session that expired meanwhile. Nothing else rewrites the history.
+
+A session belongs to the API key that created it (``owner``, a digest of the key): for any other
+key it does not exist, on every operation.
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ redis.call('EXPIRE', KEYS[2], ttl)
 return turns
 """
 
+_DELETE = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1], KEYS[2])
+"""
+
 _TOUCH = """
 if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('EXPIRE', KEYS[2], ARGV[1])
@@ -49,6 +57,7 @@ class Session:
 
     id: str
     agent: str
+    owner: str
     created_at: datetime
     updated_at: datetime
     turns: int
@@ -79,28 +88,35 @@ class SessionManager:
         self.prefix = prefix
         self._append = client.register_script(_APPEND)
         self._touch = client.register_script(_TOUCH)
+        self._delete = client.register_script(_DELETE)
 
     def _keys(self, session_id: str) -> tuple[str, str]:
         base = f"{self.prefix}session:{session_id}"
         return base, f"{base}:messages"
 
-    async def create(self, agent: str) -> Session:
-        """Start an empty session for ``agent``; it expires after the TTL unless a turn extends it."""
-        session_id = new_session_id()
+    async def create(self, agent: str, owner: str, *, session_id: str | None = None) -> Session:
+        """Start an empty session of ``owner`` with ``agent``; it expires after the TTL unless a turn extends it."""
+        session_id = session_id or new_session_id()
         now = datetime.now(UTC)
         meta, _ = self._keys(session_id)
         async with _store_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(
                     meta,
-                    mapping={"agent": agent, "created_at": now.isoformat(), "updated_at": now.isoformat(), "turns": 0},
+                    mapping={
+                        "agent": agent,
+                        "owner": owner,
+                        "created_at": now.isoformat(),
+                        "updated_at": now.isoformat(),
+                        "turns": 0,
+                    },
                 )
                 pipe.expire(meta, self.ttl)
                 await pipe.execute()
-        return Session(session_id, agent, now, now, 0, self.ttl, [])
+        return Session(session_id, agent, owner, now, now, 0, self.ttl, [])
 
-    async def load(self, session_id: str) -> Session:
-        """The session with its history; :class:`SessionNotFound` if unknown or expired."""
+    async def load(self, session_id: str, owner: str) -> Session:
+        """The session with its history; :class:`SessionNotFound` if unknown, expired or not ``owner``'s."""
         meta_key, messages_key = self._keys(session_id)
         async with _store_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
@@ -108,11 +124,12 @@ class SessionManager:
                 pipe.lrange(messages_key, 0, -1)
                 pipe.ttl(meta_key)
                 meta, raw_messages, ttl = await pipe.execute()
-        if not meta:
+        if not meta or meta.get("owner") != owner:
             raise SessionNotFound()
         return Session(
             id=session_id,
             agent=meta["agent"],
+            owner=owner,
             created_at=datetime.fromisoformat(meta["created_at"]),
             updated_at=datetime.fromisoformat(meta["updated_at"]),
             turns=int(meta.get("turns", 0)),
@@ -141,10 +158,10 @@ class SessionManager:
         if not alive:
             raise SessionNotFound()
 
-    async def delete(self, session_id: str) -> None:
-        """Delete the session; :class:`SessionNotFound` if there was none."""
+    async def delete(self, session_id: str, owner: str) -> None:
+        """Delete ``owner``'s session; :class:`SessionNotFound` if there was none."""
         async with _store_errors():
-            removed = await self.redis.delete(*self._keys(session_id))
+            removed = await self._delete(keys=list(self._keys(session_id)), args=[owner])
         if not removed:
             raise SessionNotFound()
 

@@ -37,42 +37,42 @@ async def manager(
 
 
 async def test_append_only_adds_and_trims_oldest(manager: SessionManager) -> None:
-    session = await manager.create("research")
-    assert (await manager.load(session.id)).messages == []
+    session = await manager.create("research", "k1")
+    assert (await manager.load(session.id, "k1")).messages == []
     assert await manager.append_messages(session.id, [msg("user", "1"), msg("assistant", "2")]) == 1
     assert await manager.append_messages(session.id, [msg("user", "3"), msg("assistant", "4")]) == 2
     assert await manager.append_messages(session.id, [msg("user", "5"), msg("assistant", "6")]) == 3
-    loaded = await manager.load(session.id)
+    loaded = await manager.load(session.id, "k1")
     assert [m.content for m in loaded.messages] == ["2", "3", "4", "5", "6"]
     assert loaded.turns == 3 and loaded.agent == "research" and 0 < loaded.expires_in <= 60
 
 
 async def test_concurrent_appends_lose_nothing(manager: SessionManager) -> None:
     manager.max_history = 1000
-    session = await manager.create("research")
+    session = await manager.create("research", "k1")
     await asyncio.gather(*(manager.append_messages(session.id, [msg("user", str(i))]) for i in range(50)))
-    loaded = await manager.load(session.id)
+    loaded = await manager.load(session.id, "k1")
     assert sorted(int(m.content) for m in loaded.messages) == list(range(50))
     assert loaded.turns == 50
 
 
 async def test_unknown_and_deleted_sessions(manager: SessionManager) -> None:
     with pytest.raises(SessionNotFound):
-        await manager.load("missing")
+        await manager.load("missing", "k1")
     with pytest.raises(SessionNotFound):
         await manager.append_messages("missing", [msg("user", "x")])
     with pytest.raises(SessionNotFound):
         await manager.touch("missing")
     with pytest.raises(SessionNotFound):
-        await manager.delete("missing")
-    session = await manager.create("research")
-    await manager.delete(session.id)
+        await manager.delete("missing", "k1")
+    session = await manager.create("research", "k1")
+    await manager.delete(session.id, "k1")
     with pytest.raises(SessionNotFound):
-        await manager.load(session.id)
+        await manager.load(session.id, "k1")
 
 
 async def test_append_after_expiry_writes_nothing(manager: SessionManager) -> None:
-    session = await manager.create("research")
+    session = await manager.create("research", "k1")
     await manager.redis.delete(f"agent-api:session:{session.id}")  # what expiry does
     with pytest.raises(SessionNotFound):
         await manager.append_messages(session.id, [msg("user", "late")])
@@ -82,11 +82,11 @@ async def test_append_after_expiry_writes_nothing(manager: SessionManager) -> No
 async def test_ttl_expires_sessions(redis_server: RedisServer, redis_client: redis.Redis) -> None:
     client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     manager = SessionManager(client, ttl=1, max_history=10)
-    session = await manager.create("research")
+    session = await manager.create("research", "k1")
     await manager.append_messages(session.id, [msg("user", "hi")])
     await asyncio.sleep(2.2)
     with pytest.raises(SessionNotFound):
-        await manager.load(session.id)
+        await manager.load(session.id, "k1")
     assert redis_client.dbsize() == 0
     await client.aclose()
 
@@ -100,7 +100,7 @@ async def test_unreachable_redis_is_store_unavailable() -> None:
     client = create_redis(settings)
     manager = SessionManager(client, ttl=60, max_history=10)
     with pytest.raises(StoreUnavailable):
-        await manager.load("abc")
+        await manager.load("abc", "k1")
     assert await manager.ping() is False
     await client.aclose()
 
@@ -111,7 +111,16 @@ async def test_pool_waits_for_a_connection_instead_of_failing(
     settings = Settings(_env_file=None, redis_url=redis_server.url, redis_max_connections=2)  # type: ignore[call-arg]
     client = create_redis(settings)
     manager = SessionManager(client, ttl=60, max_history=10)
-    session = await manager.create("research")
-    results = await asyncio.gather(*(manager.load(session.id) for _ in range(200)), return_exceptions=True)
+    session = await manager.create("research", "k1")
+    results = await asyncio.gather(*(manager.load(session.id, "k1") for _ in range(200)), return_exceptions=True)
     assert all(not isinstance(r, BaseException) for r in results)
     await client.aclose()
+
+
+async def test_a_session_is_invisible_to_other_owners(manager: SessionManager) -> None:
+    session = await manager.create("research", "k1")
+    with pytest.raises(SessionNotFound):
+        await manager.load(session.id, "k2")
+    with pytest.raises(SessionNotFound):
+        await manager.delete(session.id, "k2")
+    assert (await manager.load(session.id, "k1")).owner == "k1"
