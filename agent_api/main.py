@@ -133,7 +133,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Session-ID", "X-Request-ID", "Retry-After"],
         )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    _document_teams(app, [team.name for team in app.state.teams])
     return app
+
+
+def _document_teams(app: FastAPI, names: list[str]) -> None:
+    """List the registered teams as the allowed values of ``agent`` in the OpenAPI schema."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            schema["components"]["schemas"]["AgentRequest"]["properties"]["agent"]["enum"] = names
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 _app: FastAPI | None = None

@@ -6,16 +6,15 @@ from fastapi import APIRouter
 
 from agent_api.agents.registry import DEFAULT_TEAM
 from agent_api.models.agents import AgentInfo, TeamInfo, TeamsResponse
-from agent_api.routers.deps import PrincipalDep, StateDep
+from agent_api.routers.deps import AUTH_RESPONSES, PrincipalDep, StateDep
 
-router = APIRouter(tags=["agents"])
+router = APIRouter(tags=["agents"], responses=AUTH_RESPONSES)
 
 
 @router.get(
     "/agents",
     response_model=TeamsResponse,
     response_model_exclude_none=True,
-    responses={401: {"description": "Missing or invalid API key."}},
 )
 async def list_agents(state: StateDep, principal: PrincipalDep) -> TeamsResponse:
     """List the teams, their agents and how they converse."""

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import APIRouter
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
 from agent_api.models.chat import AgentRequest, AgentResponse
-from agent_api.models.stream import StreamFrame
-from agent_api.routers.deps import ChatDep, PrincipalDep, StateDep
+from agent_api.models.stream import FrameType, StreamFrame, StreamFrameData
+from agent_api.routers.deps import AUTH_RESPONSES, ChatDep, PrincipalDep, StateDep
 from agent_api.services.chat import ChatService, Turn
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], responses=AUTH_RESPONSES)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or invalid API key."},
     404: {"description": "Unknown or expired session."},
     409: {"description": "The session is running another request, or belongs to another team."},
     413: {"description": "The request body is too large."},
@@ -25,7 +24,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     502: {"description": "The model provider failed; the session was not changed."},
     503: {"description": "The session store or the model provider is unavailable."},
     504: {"description": "The model did not answer in time; the session was not changed."},
-    429: {"description": "Rate limit or concurrent-run limit of the API key; see Retry-After."},
 }
 
 STREAM_DESCRIPTION = """
@@ -47,14 +45,31 @@ A comment line (`: ping`) is sent every 15 s while the model is silent. If the c
 the run is cancelled (no further model calls) and the unfinished turn is not saved.
 """
 
+
+def _event_schema() -> dict[str, Any]:
+    """One event of the stream, as OpenAPI describes text/event-stream items; ``data`` is JSON."""
+    # The models the data refers to (ChatMessage, Usage) are components already, through /chat.
+    data = StreamFrameData.model_json_schema(ref_template="#/components/schemas/{model}")
+    data.pop("$defs", None)
+    return {
+        "type": "object",
+        "required": ["id", "event", "data"],
+        "properties": {
+            "id": {"type": "string", "description": "Increasing within the run."},
+            "event": {"type": "string", "enum": list(get_args(FrameType))},
+            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data},
+        },
+    }
+
+
+SSE_CONTENT = {"text/event-stream": {"schema": _event_schema()}}
+
 STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "A stream of Server-Sent Events; the data of each frame is a StreamFrame's `data`.",
-        "content": {
-            "text/event-stream": {"schema": StreamFrame.model_json_schema(ref_template="#/components/schemas/{model}")}
-        },
+        "description": "A stream of Server-Sent Events; each frame's `data` is a StreamFrameData.",
+        "content": SSE_CONTENT,
     },
-    **{k: v for k, v in ERRORS.items() if k in (401, 404, 409, 413, 422, 429, 503)},
+    **{k: v for k, v in ERRORS.items() if k in (404, 409, 413, 422)},
 }
 
 
@@ -78,7 +93,15 @@ def stream_response(service: ChatService, turn: Turn, ping_seconds: float) -> Ev
     )
 
 
-@router.post("/chat", response_model=AgentResponse, response_model_exclude_none=True, responses=ERRORS)
+@router.post(
+    "/chat",
+    response_model=AgentResponse,
+    response_model_exclude_none=True,
+    responses={
+        200: {"description": "The answer (JSON), or the event stream when `stream` is true.", "content": SSE_CONTENT},
+        **ERRORS,
+    },
+)
 async def chat(request: AgentRequest, service: ChatDep, state: StateDep, principal: PrincipalDep) -> Any:
     """Send a message to a team; get its answer when it has finished (or a stream if `stream`)."""
     if request.stream:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -71,5 +71,12 @@ def get_sessions(request: Request) -> SessionManager:
 
 
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
+
+# Every route behind authenticate() can answer these.
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid API key (see `WWW-Authenticate`)."},
+    429: {"description": "The API key's rate limit or concurrent-run limit; see `Retry-After`."},
+    503: {"description": "The session store is unavailable."},
+}
 ChatDep = Annotated[ChatService, Depends(get_chat)]
 SessionsDep = Annotated[SessionManager, Depends(get_sessions)]

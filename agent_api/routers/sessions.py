@@ -8,16 +8,12 @@ from fastapi import APIRouter, Path
 
 from agent_api.models.chat import SESSION_ID_PATTERN
 from agent_api.models.session import SessionResponse
-from agent_api.routers.deps import PrincipalDep, SessionsDep
+from agent_api.routers.deps import AUTH_RESPONSES, PrincipalDep, SessionsDep
 
-router = APIRouter(tags=["sessions"])
+router = APIRouter(tags=["sessions"], responses=AUTH_RESPONSES)
 
 SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="The id returned by /chat.")]
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or invalid API key."},
-    404: {"description": "Unknown or expired session, or another key's."},
-    429: {"description": "Rate limit of the API key; see Retry-After."},
-}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown or expired session, or another key's."}}
 
 
 @router.get(

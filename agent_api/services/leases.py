@@ -115,24 +115,23 @@ class Leases:
         return int(self.ttl * 1000)
 
     async def acquire(self, session_id: str, key_id: str, max_runs: int | None) -> Lease:
-        """Take a run slot for ``key_id`` (429 when all are busy), then the session (409 when busy)."""
+        """Take the session (409 when busy), then a run slot for ``key_id`` (429 when all are busy)."""
         token = secrets.token_hex(16)
         session_key = f"{self.prefix}lock:session:{session_id}"
         slot_key = f"{self.prefix}runs:{key_id}" if max_runs else None
         try:
+            if not await self.redis.set(session_key, token, nx=True, px=self._ttl_ms):
+                raise SessionBusy()
             if slot_key is not None and max_runs:
                 now = int(time.time() * 1000)
                 taken = int(await self._acquire_slot(keys=[slot_key], args=[now, now + self._ttl_ms, max_runs, token]))
                 if taken < 0:
+                    await self._release_lock(keys=[session_key], args=[token])
                     raise RateLimited(
                         f"Too many runs in progress for this API key (at most {max_runs} at a time); "
                         "retry when one has finished.",
                         retry_after=math.ceil(-taken / 1000),
                     )
-            if not await self.redis.set(session_key, token, nx=True, px=self._ttl_ms):
-                if slot_key is not None:
-                    await self.redis.zrem(slot_key, token)
-                raise SessionBusy()
         except RedisError as exc:
             raise StoreUnavailable() from exc
         lease = Lease(self, session_key, slot_key, token)
