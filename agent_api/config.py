@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     # Sessions
     redis_url: RedisDsn | None = None
     redis_max_connections: int = Field(default=200, ge=1)
-    redis_timeout: float = Field(default=5.0, gt=0, description="Seconds to wait for Redis or a free connection.")
+    redis_timeout: float = Field(default=5.0, gt=0, description="Seconds to connect to Redis or wait for a reply.")
+    redis_pool_timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for a free pooled connection.")
     session_ttl: int = Field(default=3600, ge=1, description="Seconds a session lives after its last turn.")
     max_history_messages: int = Field(default=100, ge=2, description="Messages kept per session (oldest dropped).")
 

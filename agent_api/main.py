@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from agent_api import __version__
-from agent_api.agents.llm import create_llm_provider, quiet_autogen_logging
+from agent_api.agents.llm import cache_openai_kwargs, create_llm_provider, quiet_autogen_logging
 from agent_api.agents.loader import load_teams
 from agent_api.agents.registry import TeamRegistry
 from agent_api.agents.runner import TeamRunner, create_executor
@@ -43,6 +43,7 @@ def _configure_logging(settings: Settings) -> None:
     log.setLevel(level)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     quiet_autogen_logging()
+    cache_openai_kwargs()
 
 
 @asynccontextmanager
@@ -90,7 +91,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             sessions=session_manager,
             teams=teams,
             llm=llm,
-            chat=ChatService(session_manager, runner, teams, leases, max_runs_per_key=max_runs or None),
+            chat=ChatService(
+                session_manager,
+                runner,
+                teams,
+                leases,
+                max_runs_per_key=max_runs or None,
+                max_running=settings.thread_pool_size,
+            ),
             keys=keys,
             rate_limiter=rate_limiter,
         )

@@ -77,6 +77,23 @@ def create_llm_provider(settings: Settings, *, offline_base_url: str | None = No
     return LLMProvider(entries, client, str(entries[0]["model"]), "openai-compatible", settings.llm_temperature)
 
 
+def cache_openai_kwargs() -> None:
+    """Compute AutoGen's ``OpenAIWrapper.openai_kwargs`` once instead of on every lookup.
+
+    In autogen 0.14 it is a property that calls ``inspect.getfullargspec`` on two OpenAI client
+    constructors, and it is evaluated once per key inside dict comprehensions: about twenty
+    times per agent built, a third of the CPU of a whole one-turn conversation. Its value
+    depends only on the installed openai package, so it is computed once here.
+    """
+    from autogen.oai.client import OpenAIWrapper
+
+    prop = OpenAIWrapper.__dict__.get("openai_kwargs")
+    if not isinstance(prop, property) or prop.fget is None:  # already cached, or changed upstream
+        return
+    value = frozenset(prop.fget(None))
+    OpenAIWrapper.openai_kwargs = property(lambda self: value)  # type: ignore[method-assign,assignment]
+
+
 class _DropCostWarnings(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "The cost will be 0" not in record.getMessage()

@@ -38,8 +38,8 @@ class AgentSpec:
     model_settings: dict[str, Any] = field(default_factory=dict)
 
     def llm_config(self, base: dict[str, Any]) -> dict[str, Any]:
-        """``base`` with this agent's model settings: ``model`` per entry, the rest top-level."""
-        if not self.model_settings:
+        """``base`` with this agent's tools and model settings (``model`` per entry, the rest top-level)."""
+        if not self.model_settings and not self.tools:
             return base
         settings = dict(self.model_settings)
         config = dict(base)
@@ -47,6 +47,10 @@ class AgentSpec:
             model = settings.pop("model")
             config["config_list"] = [{**entry, "model": model} for entry in base["config_list"]]
         config.update(settings)
+        if self.tools:
+            # The schemas go in before the agent is built: registering them afterwards makes
+            # AutoGen rebuild the agent's model client once per tool, on every request.
+            config["tools"] = [get_tool(name).schema for name in self.tools]
         return config
 
     def build(self, base_llm_config: dict[str, Any]) -> autogen.AssistantAgent:
@@ -57,12 +61,10 @@ class AgentSpec:
             llm_config=self.llm_config(base_llm_config),
         )
 
-    def attach_tools(self, agent: autogen.ConversableAgent, executor: autogen.ConversableAgent) -> None:
-        for name in self.tools:
-            tool = get_tool(name)
-            autogen.register_function(
-                tool.function, caller=agent, executor=executor, name=tool.name, description=tool.description
-            )
+    def attach_tools(self, executor: autogen.ConversableAgent) -> None:
+        """Let ``executor`` run this agent's tool calls (the model learns of them from llm_config)."""
+        if self.tools:
+            executor.register_function({name: get_tool(name).function for name in self.tools}, silent_override=True)
 
 
 def user_proxy(max_turns: int) -> autogen.UserProxyAgent:
@@ -124,7 +126,7 @@ class PairTeam(Team):
         run.answerers = set(self.answering_agents)
         assistant = self.assistant.build(run.llm_config)
         proxy = user_proxy(run.max_turns)
-        self.assistant.attach_tools(assistant, executor=proxy)
+        self.assistant.attach_tools(executor=proxy)
         instrument(run, [assistant, proxy])
         for message in run.history:
             assistant.chat_messages[proxy].append(to_autogen(message))
@@ -191,7 +193,7 @@ class GroupTeam(Team):
         run.answerers = set(self.answering_agents)
         assistants: list[autogen.ConversableAgent] = [spec.build(run.llm_config) for spec in self._agents]
         for spec, agent in zip(self._agents, assistants, strict=True):
-            spec.attach_tools(agent, executor=agent)
+            spec.attach_tools(executor=agent)
         proxy = user_proxy(1)
         history = [to_group_message(m) for m in run.history]
         groupchat = autogen.GroupChat(

@@ -15,12 +15,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+from autogen.tools.dependency_injection import _string_metadata_to_description_field
+from autogen.tools.function_utils import get_function_schema
+
 
 @dataclass(frozen=True)
 class Tool:
+    """A function the model may call, with its OpenAI tool schema (built once, at registration)."""
+
     name: str
     description: str
     function: Callable[..., Any]
+    schema: dict[str, Any]
 
 
 _TOOLS: dict[str, Tool] = {}
@@ -30,7 +36,11 @@ def register_tool(name: str, description: str) -> Callable[[Callable[..., Any]],
     """Decorator: make ``function`` available to team files as ``tools: [name]``."""
 
     def decorator(function: Callable[..., Any]) -> Callable[..., Any]:
-        _TOOLS[name] = Tool(name, description, function)
+        # AutoGen reads parameter descriptions from Annotated[..., "text"] once they are converted.
+        schema = get_function_schema(
+            _string_metadata_to_description_field(function), name=name, description=description
+        )
+        _TOOLS[name] = Tool(name, description, function, schema)
         return function
 
     return decorator

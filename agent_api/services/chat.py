@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agent_api.agents.events import MessageEvent, RunOutcome, TokenEvent, ToolCallEvent, ToolResultEvent
 from agent_api.agents.registry import TeamRegistry
@@ -20,7 +21,7 @@ from agent_api.services.sessions import Session, SessionManager, new_session_id
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Turn:
     """A turn that passed every check and holds its leases: its team and its session as loaded.
 
@@ -31,8 +32,14 @@ class Turn:
     session: Session
     request: AgentRequest
     lease: Lease
+    gate: asyncio.Semaphore
+    released: bool = field(default=False, init=False)
 
     async def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        self.gate.release()
         await self.lease.release()
 
 
@@ -47,12 +54,16 @@ class ChatService:
         leases: Leases,
         *,
         max_runs_per_key: int | None = None,
+        max_running: int = 200,
     ) -> None:
         self.sessions = sessions
         self.runner = runner
         self.teams = teams
         self.leases = leases
         self.max_runs_per_key = max_runs_per_key
+        # Turns past this many wait here, before touching Redis: a burst of requests queues in
+        # memory instead of crowding the store's connections (and the run threads).
+        self._gate = asyncio.Semaphore(max_running)
 
     async def begin(self, request: AgentRequest, principal: Principal) -> Turn:
         """Check the turn, then take its leases (one run per session, N per key).
@@ -60,7 +71,14 @@ class ChatService:
         Nothing is written before every check has passed. The history is read after the session
         lock is taken, so a turn always sees the one that ran just before it.
         """
-        owner = principal.key_id
+        await self._gate.acquire()
+        try:
+            return await self._begin(request, principal.key_id)
+        except BaseException:
+            self._gate.release()
+            raise
+
+    async def _begin(self, request: AgentRequest, owner: str) -> Turn:
         if request.session_id is None:
             team = self.teams.get(request.agent)
             session_id = new_session_id()
@@ -70,21 +88,20 @@ class ChatService:
             except BaseException:
                 await lease.release()
                 raise
-            return Turn(team, session, request, lease)
-        session = await self.sessions.load(request.session_id, owner)
+            return Turn(team, session, request, lease, self._gate)
+        session_team = await self.sessions.team_of(request.session_id, owner)
         # A session stays with its team: 'agent' may be omitted when continuing.
-        name = request.agent if "agent" in request.model_fields_set else session.agent
-        if name != session.agent:
-            raise SessionTeamMismatch(session.agent, name)
+        name = request.agent if "agent" in request.model_fields_set else session_team
+        if name != session_team:
+            raise SessionTeamMismatch(session_team, name)
         team = self.teams.get(name)
-        lease = await self.leases.acquire(session.id, owner, self.max_runs_per_key)
+        lease = await self.leases.acquire(request.session_id, owner, self.max_runs_per_key)
         try:
-            session = await self.sessions.load(session.id, owner)
-            await self.sessions.touch(session.id)
+            session = await self.sessions.load(request.session_id, owner, touch=True)
         except BaseException:
             await lease.release()
             raise
-        return Turn(team, session, request, lease)
+        return Turn(team, session, request, lease, self._gate)
 
     async def chat(self, request: AgentRequest, principal: Principal) -> AgentResponse:
         """Run one turn to the end and save only the messages it added."""

@@ -30,8 +30,9 @@ from agent_api.errors import RateLimited, SessionBusy, StoreUnavailable
 log = logging.getLogger(__name__)
 
 _RELEASE_LOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if KEYS[2] then redis.call('ZREM', KEYS[2], ARGV[1]) end
+return 1
 """
 
 _EXTEND_LOCK = """
@@ -145,9 +146,8 @@ class Leases:
             await self._extend_slot(keys=[lease.slot_key], args=[expiry, lease.token])
 
     async def release(self, lease: Lease) -> None:
-        await self._release_lock(keys=[lease.session_key], args=[lease.token])
-        if lease.slot_key is not None:
-            await self.redis.zrem(lease.slot_key, lease.token)
+        keys = [lease.session_key] if lease.slot_key is None else [lease.session_key, lease.slot_key]
+        await self._release_lock(keys=keys, args=[lease.token])
 
     @contextlib.asynccontextmanager
     async def hold(self, session_id: str, key_id: str, max_runs: int | None) -> AsyncIterator[Lease]:

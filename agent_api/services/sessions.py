@@ -44,12 +44,6 @@ if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1], KEYS[2])
 """
 
-_TOUCH = """
-if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('EXPIRE', KEYS[2], ARGV[1])
-return 1
-"""
-
 
 @dataclass(frozen=True)
 class Session:
@@ -87,7 +81,6 @@ class SessionManager:
         self.max_history = max_history
         self.prefix = prefix
         self._append = client.register_script(_APPEND)
-        self._touch = client.register_script(_TOUCH)
         self._delete = client.register_script(_DELETE)
 
     def _keys(self, session_id: str) -> tuple[str, str]:
@@ -115,15 +108,29 @@ class SessionManager:
                 await pipe.execute()
         return Session(session_id, agent, owner, now, now, 0, self.ttl, [])
 
-    async def load(self, session_id: str, owner: str) -> Session:
-        """The session with its history; :class:`SessionNotFound` if unknown, expired or not ``owner``'s."""
+    async def team_of(self, session_id: str, owner: str) -> str:
+        """The session's team, checking that it exists and is ``owner``'s (one cheap round trip)."""
+        async with _store_errors():
+            found_owner, agent = await self.redis.hmget(self._keys(session_id)[0], ["owner", "agent"])
+        if found_owner is None or found_owner != owner or agent is None:
+            raise SessionNotFound()
+        return str(agent)
+
+    async def load(self, session_id: str, owner: str, *, touch: bool = False) -> Session:
+        """The session with its history; :class:`SessionNotFound` if unknown, expired or not ``owner``'s.
+
+        ``touch`` also refreshes the TTL (a run is starting), in the same round trip.
+        """
         meta_key, messages_key = self._keys(session_id)
         async with _store_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hgetall(meta_key)
                 pipe.lrange(messages_key, 0, -1)
+                if touch:
+                    pipe.expire(meta_key, self.ttl)
+                    pipe.expire(messages_key, self.ttl)
                 pipe.ttl(meta_key)
-                meta, raw_messages, ttl = await pipe.execute()
+                meta, raw_messages, *_, ttl = await pipe.execute()
         if not meta or meta.get("owner") != owner:
             raise SessionNotFound()
         return Session(
@@ -150,13 +157,6 @@ class SessionManager:
         if turns < 0:
             raise SessionNotFound()
         return turns
-
-    async def touch(self, session_id: str) -> None:
-        """Refresh the TTL (a run is starting); :class:`SessionNotFound` if already gone."""
-        async with _store_errors():
-            alive = await self._touch(keys=list(self._keys(session_id)), args=[self.ttl])
-        if not alive:
-            raise SessionNotFound()
 
     async def delete(self, session_id: str, owner: str) -> None:
         """Delete ``owner``'s session; :class:`SessionNotFound` if there was none."""

@@ -17,8 +17,9 @@ log = logging.getLogger(__name__)
 def create_redis(settings: Settings) -> redis.Redis:
     """One client with one pool for the process.
 
-    The pool blocks: under load a request waits (up to ``REDIS_TIMEOUT``) for a free connection
-    instead of failing with ``MaxConnectionsError`` as the default pool does.
+    The pool blocks: under load a request waits (up to ``REDIS_POOL_TIMEOUT``) for a free
+    connection instead of failing with ``MaxConnectionsError`` as the default pool does. Reaching
+    Redis itself is bounded by ``REDIS_TIMEOUT``, so an outage still fails fast.
     """
     if settings.redis_url is None:
         import fakeredis
@@ -31,7 +32,7 @@ def create_redis(settings: Settings) -> redis.Redis:
     pool = BlockingConnectionPool.from_url(
         str(settings.redis_url),
         max_connections=settings.redis_max_connections,
-        timeout=settings.redis_timeout,
+        timeout=settings.redis_pool_timeout,
         socket_connect_timeout=settings.redis_timeout,
         socket_timeout=settings.redis_timeout,
         health_check_interval=30,

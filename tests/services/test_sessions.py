@@ -62,7 +62,7 @@ async def test_unknown_and_deleted_sessions(manager: SessionManager) -> None:
     with pytest.raises(SessionNotFound):
         await manager.append_messages("missing", [msg("user", "x")])
     with pytest.raises(SessionNotFound):
-        await manager.touch("missing")
+        await manager.team_of("missing", "k1")
     with pytest.raises(SessionNotFound):
         await manager.delete("missing", "k1")
     session = await manager.create("research", "k1")
