@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,15 +16,49 @@ log = logging.getLogger(__name__)
 
 
 class SharedHTTPClient(httpx.Client):
-    """An httpx client that survives AutoGen's deep copy of ``llm_config``.
+    """The HTTP client of every agent: built once, with a small connection pool per run thread.
 
-    AutoGen deep-copies the configuration of every agent it builds; without this each agent
-    would get a copy of the client, and with it a new connection pool and SSL context (most of
-    the cost of building an agent).
+    AutoGen deep-copies the configuration of every agent it builds; without ``__deepcopy__``
+    each agent would get a copy of the client, and with it a new connection pool and SSL
+    context (most of the cost of building an agent).
+
+    Requests go out through a pool owned by the calling thread: httpx's pool is guarded by one
+    lock and scans all its connections on every request, so a single pool shared by a few
+    hundred run threads spends more CPU on that than on the request itself. A run thread is
+    reused for many runs, so its connections stay warm.
     """
+
+    def __init__(self, *, timeout: float, connections_per_thread: int = 2) -> None:
+        super().__init__(timeout=timeout)
+        self._timeout = timeout
+        self._limits = httpx.Limits(
+            max_connections=connections_per_thread, max_keepalive_connections=connections_per_thread
+        )
+        self._local = threading.local()
+        self._pools: list[httpx.Client] = []
+        self._pools_lock = threading.Lock()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> SharedHTTPClient:
         return self
+
+    def _thread_client(self) -> httpx.Client:
+        client: httpx.Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = httpx.Client(timeout=self._timeout, limits=self._limits)
+            self._local.client = client
+            with self._pools_lock:
+                self._pools.append(client)
+        return client
+
+    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        return self._thread_client().send(request, **kwargs)
+
+    def close(self) -> None:
+        with self._pools_lock:
+            pools, self._pools = self._pools, []
+        for client in pools:
+            client.close()
+        super().close()
 
 
 @dataclass
@@ -50,10 +85,7 @@ class LLMProvider:
 
 def create_llm_provider(settings: Settings, *, offline_base_url: str | None = None) -> LLMProvider:
     """The provider for the configured model, or for the offline model at ``offline_base_url``."""
-    limits = httpx.Limits(
-        max_connections=settings.thread_pool_size + 10, max_keepalive_connections=settings.thread_pool_size + 10
-    )
-    client = SharedHTTPClient(limits=limits, timeout=settings.llm_timeout)
+    client = SharedHTTPClient(timeout=settings.llm_timeout)
     common = {"timeout": settings.llm_timeout, "max_retries": settings.llm_max_retries}
     if offline_base_url is not None:
         entries: list[dict[str, Any]] = [
