@@ -37,6 +37,9 @@ DOC_INTRO = ("Measurements of agent-api made by the scripts in `bench/`; each se
              "the script named in it.")
 LOOPBACK = "127.0.0.1"
 
+if str(ROOT) not in sys.path:  # so that `agent_api` imports from this checkout even without an install
+    sys.path.append(str(ROOT))
+
 
 # -- processes ------------------------------------------------------------------------------------
 def free_port() -> int:
@@ -194,6 +197,20 @@ def api_server(env: Mapping[str, str | None], workers: int = 1, timeout: float =
         _wait_until(lambda: httpx.get(f"{url}/health", timeout=5).status_code == 200,
                     process, "agent-api", workdir / "stderr.log", timeout)
         yield ApiServer(url=url, pid=process.pid, workdir=workdir)
+
+
+def service_revision() -> str:
+    """The commit under test, e.g. ``5bb31b6``, with ``+ uncommitted changes`` when agent_api/ differs from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "agent_api", "pyproject.toml")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit} + uncommitted changes" if dirty else commit
 
 
 # -- measurements ---------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ class SharedHTTPClient(httpx.Client):
 
     def __init__(self, *, timeout: float, connections_per_thread: int = 2) -> None:
         super().__init__(timeout=timeout)
-        self._timeout = timeout
+        self._thread_timeout = timeout
         self._limits = httpx.Limits(
             max_connections=connections_per_thread, max_keepalive_connections=connections_per_thread
         )
@@ -44,7 +44,7 @@ class SharedHTTPClient(httpx.Client):
     def _thread_client(self) -> httpx.Client:
         client: httpx.Client | None = getattr(self._local, "client", None)
         if client is None:
-            client = httpx.Client(timeout=self._timeout, limits=self._limits)
+            client = httpx.Client(timeout=self._thread_timeout, limits=self._limits)
             self._local.client = client
             with self._pools_lock:
                 self._pools.append(client)
