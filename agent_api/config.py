@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(default=2, ge=0, le=10, description="Retries of a failed model request.")
     llm_temperature: float | None = Field(default=None, ge=0, le=2)
 
+    llm_cache: Literal["off", "redis"] = Field(
+        default="off", description="'redis': answer identical first-turn model requests from Redis."
+    )
+    llm_cache_ttl: int = Field(default=3600, ge=1, description="Seconds a cached model response is kept.")
+
     # Sessions
     redis_url: RedisDsn | None = None
     redis_max_connections: int = Field(default=200, ge=1)
@@ -63,6 +68,11 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
     log_level: str = "info"
+    log_format: Literal["json", "text"] = "json"
+    metrics_enabled: bool = Field(default=True, description="Serve Prometheus metrics at /metrics (without a key).")
+    shutdown_grace_seconds: float = Field(
+        default=20.0, ge=0, description="On SIGTERM, how long in-flight runs may go on before they are cancelled."
+    )
 
     @field_validator("log_level")
     @classmethod

@@ -1,8 +1,15 @@
 """The domain's exceptions and how each maps to an HTTP status.
 
     AgentAPIError                 base: carries a status code and a detail safe to show callers
+    ├── Unauthorized              401  no API key, or an unknown one (WWW-Authenticate)
     ├── SessionNotFound           404  unknown, expired or not the caller's session
+    ├── SessionBusy               409  another run is in progress on the session
+    ├── SessionTeamMismatch       409  the session belongs to another team
+    ├── UnknownTeam               422  no team of that name
+    ├── RateLimited               429  the key's request rate or concurrent runs (Retry-After)
+    ├── AgentRunError             500  the agents failed for a reason other than the model
     ├── StoreUnavailable          503  Redis cannot be reached (or no connection came free in time)
+    ├── ShuttingDown              503  the service is stopping (Retry-After)
     └── ModelError                502  the model provider failed or answered with an error
         ├── ModelTimeout          504  the model did not answer within LLM_TIMEOUT
         └── ModelRateLimited      503  the provider rate-limited us (Retry-After passed on)
@@ -132,3 +139,14 @@ class RateLimited(AgentAPIError):
 
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class ShuttingDown(AgentAPIError):
+    """The service is stopping: the turn was refused, or cancelled at the end of the grace period."""
+
+    status_code = 503
+    detail = "The service is restarting; this turn was not run or not finished, and nothing was saved. Retry."
+    error_type = "shutdown"
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "5"})

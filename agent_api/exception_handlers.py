@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent_api.errors import AgentAPIError
+from agent_api.observability import count_error
 
 log = logging.getLogger(__name__)
 
@@ -24,17 +25,20 @@ def _validation_detail(errors: list[Any]) -> list[dict[str, Any]]:
 
 async def _agent_api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AgentAPIError)
+    count_error(exc.error_type)
     detail = getattr(exc, "detail_body", None) or exc.detail
     return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers or None)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    count_error("validation")
     return JSONResponse({"detail": _validation_detail(list(exc.errors()))}, status_code=422)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    count_error({404: "not_found", 405: "validation", 413: "validation"}.get(exc.status_code, "validation"))
     if exc.status_code == 400 and isinstance(exc.__cause__, (RecursionError, ValueError)):
         # FastAPI answers 400 when the JSON parser itself fails (e.g. nesting too deep for it):
         # for the caller that is an invalid body like any other.
@@ -51,6 +55,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
+    count_error("internal")
     return JSONResponse({"detail": "Internal server error."}, status_code=500)
 
 

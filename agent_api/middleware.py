@@ -7,6 +7,8 @@ import json
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agent_api.observability import count_error
+
 
 class BodySizeLimit:
     """Answers 413 to a request whose body is over ``max_bytes``, declared or streamed."""
@@ -40,6 +42,7 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
     async def _reject(self, send: Send) -> None:
+        count_error("validation")
         body = json.dumps({"detail": self.detail}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})

@@ -52,6 +52,7 @@ class RunOutcome:
     turns_used: int
     finished: bool
     usage: Usage = field(default_factory=Usage)
+    cached: bool = False  # some reply came from the response cache
     extra: dict[str, Any] = field(default_factory=dict)
 
 

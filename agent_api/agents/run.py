@@ -19,6 +19,7 @@ import autogen
 from autogen.events.client_events import StreamEvent
 from autogen.io.base import IOStream
 
+from agent_api.agents.cache import RunCache
 from agent_api.agents.events import (
     MessageEvent,
     RunEvent,
@@ -50,6 +51,7 @@ class TeamRun:
     emit: Callable[[RunEvent], None] = lambda event: None
     cancelled: threading.Event = field(default_factory=threading.Event)
     answerers: set[str] = field(default_factory=set)
+    cache: RunCache | None = None
     speaker: str = ""
     sent: list[tuple[str, datetime]] = field(default_factory=list)
     _shapers: dict[bool, ReplyShaper] = field(default_factory=lambda: {True: ReplyShaper(), False: ReplyShaper()})
@@ -62,9 +64,9 @@ class TeamRun:
         answering = self.speaker in self.answerers
         self._emit_text(self.speaker, self._shapers[answering].feed(token), answering)
 
-    def end_reply(self, agent: str) -> None:
+    def end_reply(self, agent: str, full_text: str = "") -> None:
         answering = agent in self.answerers
-        self._emit_text(agent, self._shapers[answering].end_reply(), answering)
+        self._emit_text(agent, self._shapers[answering].end_reply(full_text), answering)
 
     def _emit_text(self, agent: str, text: str, answering: bool) -> None:
         if text:
@@ -142,7 +144,10 @@ def instrument(run: TeamRun, agents: list[autogen.ConversableAgent]) -> None:
             sender: autogen.ConversableAgent, message: dict[str, Any] | str, recipient: autogen.Agent, silent: bool
         ) -> dict[str, Any] | str:
             now = datetime.now(UTC)
-            run.end_reply(sender.name)
+            if sender.name != USER and not (isinstance(message, dict) and message.get("tool_responses")):
+                # A model's reply: finish its streamed text (or show it whole if nothing streamed).
+                text = message if isinstance(message, str) else message.get("content")
+                run.end_reply(sender.name, text if isinstance(text, str) else "")
             run.sent.append((sender.name, now))
             if len(run.sent) > 1:  # the first message is the caller's own
                 _report_message(run, sender.name, message, now)
@@ -173,4 +178,5 @@ def collect_outcome(run: TeamRun, new: list[dict[str, Any]], agents: list[Any]) 
         turns_used=sum(1 for m in messages if m.role == "assistant"),
         finished=bool(answers) and is_termination(answers[-1][0]),
         usage=usage_of(agents),
+        cached=run.cache is not None and run.cache.hits > 0,
     )

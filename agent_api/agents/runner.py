@@ -7,10 +7,12 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import openai
 
+from agent_api.agents.cache import ResponseCache, RunCache
 from agent_api.agents.events import RunEvent, RunOutcome
 from agent_api.agents.llm import LLMProvider
 from agent_api.agents.messages import trim_history
@@ -23,6 +25,7 @@ from agent_api.errors import (
     ModelRateLimited,
     ModelTimeout,
     RunCancelled,
+    ShuttingDown,
 )
 from agent_api.models.chat import ChatMessage
 
@@ -64,18 +67,34 @@ class TeamRunner:
     (mostly waiting on the model), so the pool size is the service's concurrency.
     """
 
-    def __init__(self, llm: LLMProvider, executor: ThreadPoolExecutor, *, max_history: int) -> None:
+    def __init__(
+        self,
+        llm: LLMProvider,
+        executor: ThreadPoolExecutor,
+        *,
+        max_history: int,
+        cache: ResponseCache | None = None,
+    ) -> None:
         self.llm = llm
         self.executor = executor
         self.max_history = max_history
+        self.cache = cache
 
     async def events(
-        self, team: Team, history: Sequence[ChatMessage], message: str, max_turns: int, *, stream: bool
+        self,
+        team: Team,
+        history: Sequence[ChatMessage],
+        message: str,
+        max_turns: int,
+        *,
+        stream: bool,
+        stop: asyncio.Event | None = None,
     ) -> AsyncIterator[RunEvent | RunFinished]:
         """Run the team; yield its events as they happen, then a :class:`RunFinished`.
 
         Closing the iterator early (the caller went away) cancels the run: the model stream is
-        dropped at the next token and no further model call starts.
+        dropped at the next token and no further model call starts. So does ``stop`` being set
+        (the service is shutting down), which raises :class:`ShuttingDown`.
         """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
@@ -86,6 +105,8 @@ class TeamRunner:
             max_turns=max_turns,
             llm_config=self.llm.config(stream=stream),
             quiet_llm_config=self.llm.config(stream=False),
+            # Only a session's first turn may be answered from the cache: later ones have history.
+            cache=RunCache(self.cache) if self.cache is not None and not history else None,
         )
 
         def emit(event: RunEvent) -> None:
@@ -95,19 +116,41 @@ class TeamRunner:
         run.emit = emit
         future = loop.run_in_executor(self.executor, self._run, team, run)
         future.add_done_callback(lambda _: queue.put_nowait(_END))
+        stopped: asyncio.Future[Any] | None = asyncio.ensure_future(stop.wait()) if stop is not None else None
         try:
-            while (item := await queue.get()) is not _END:
+            while (item := await self._next(queue, stopped)) is not _END:
                 yield item  # type: ignore[misc]
             yield RunFinished(await future)
         finally:
             run.cancelled.set()
+            if stopped is not None:
+                stopped.cancel()
             # A run abandoned by its caller still ends (cancelled) in its thread: collect its
             # outcome so that asyncio does not log it as an exception never retrieved.
             future.add_done_callback(_consume)
 
-    async def run(self, team: Team, history: Sequence[ChatMessage], message: str, max_turns: int) -> RunOutcome:
+    @staticmethod
+    async def _next(queue: asyncio.Queue[object], stopped: asyncio.Future[Any] | None) -> object:
+        if stopped is None:
+            return await queue.get()
+        getter: asyncio.Future[Any] = asyncio.ensure_future(queue.get())
+        await asyncio.wait({getter, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not getter.done():
+            getter.cancel()
+            raise ShuttingDown()
+        return getter.result()
+
+    async def run(
+        self,
+        team: Team,
+        history: Sequence[ChatMessage],
+        message: str,
+        max_turns: int,
+        *,
+        stop: asyncio.Event | None = None,
+    ) -> RunOutcome:
         """Run the team to the end and return its outcome (no token streaming)."""
-        async for item in self.events(team, history, message, max_turns, stream=False):
+        async for item in self.events(team, history, message, max_turns, stream=False, stop=stop):
             if isinstance(item, RunFinished):
                 return item.outcome
         raise AgentRunError()  # pragma: no cover - events always ends with RunFinished

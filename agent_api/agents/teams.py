@@ -141,6 +141,7 @@ class PairTeam(Team):
                 max_turns=run.max_turns,
                 silent=True,
                 summary_method=None,
+                cache=run.cache,
             )
         return collect_outcome(run, assistant.chat_messages[proxy][restored:], [assistant, proxy])
 
@@ -214,7 +215,13 @@ class GroupTeam(Team):
         instrument(run, [*assistants, proxy])
         with run_io(run):
             proxy.initiate_chat(
-                manager, message=run.message, clear_history=False, max_turns=1, silent=True, summary_method=None
+                manager,
+                message=run.message,
+                clear_history=False,
+                max_turns=1,
+                silent=True,
+                summary_method=None,
+                cache=run.cache,
             )
         return collect_outcome(run, groupchat.messages[len(history) :], [*assistants, manager])
 

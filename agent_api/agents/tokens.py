@@ -49,8 +49,14 @@ class ReplyShaper:
         ready = text[: releasable_length(text)]
         return self._release(ready)
 
-    def end_reply(self) -> str:
-        """The reply is complete: release what was held back unless it was the stop word."""
+    def end_reply(self, full_text: str = "") -> str:
+        """The reply is complete: release what was held back unless it was the stop word.
+
+        ``full_text`` is the whole reply: when none of it was streamed (an answer from the
+        response cache, a model that does not stream) it is released in one piece.
+        """
+        if not self._raw:
+            self._raw = full_text
         out = self._release(strip_termination(self._raw))
         if self._sent:
             self._answered = True

@@ -102,3 +102,4 @@ class AgentResponse(BaseModel):
     )
     agent: str
     usage: Usage
+    cached: bool = Field(default=False, description="True when the answer came from the response cache.")

@@ -31,6 +31,7 @@ class StreamFrameData(BaseModel):
     turns_used: int | None = None
     finished: bool | None = None
     usage: Usage | None = None
+    cached: bool | None = Field(default=None, description="done: true when the answer came from the response cache.")
     detail: str | None = Field(default=None, description="error: what failed, for people.")
     status: int | None = Field(default=None, description="error: the HTTP status /chat would have answered.")
     error_type: str | None = None

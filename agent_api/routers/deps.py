@@ -16,6 +16,7 @@ from agent_api.security import ANONYMOUS, KeyRing, Principal
 from agent_api.services.chat import ChatService
 from agent_api.services.ratelimit import RequestRateLimiter
 from agent_api.services.sessions import SessionManager
+from agent_api.shutdown import Shutdown
 
 
 @dataclass
@@ -29,6 +30,7 @@ class AppState:
     chat: ChatService
     keys: KeyRing
     rate_limiter: RequestRateLimiter | None
+    shutdown: Shutdown
 
 
 def get_state(request: Request) -> AppState:

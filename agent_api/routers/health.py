@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
@@ -15,17 +17,20 @@ router = APIRouter(tags=["operations"])
 @router.get(
     "/health",
     response_model=HealthResponse,
-    responses={503: {"model": HealthResponse, "description": "Redis is configured but unreachable."}},
+    responses={503: {"model": HealthResponse, "description": "Redis is unreachable, or the worker is shutting down."}},
 )
 async def health(state: StateDep) -> JSONResponse:
     """Report the service's version, session store and model, and whether Redis answers."""
     reachable = await state.sessions.ping()
+    draining = state.shutdown.draining.is_set()
     body = HealthResponse(
-        status="ok" if reachable else "degraded",
+        status="draining" if draining else "ok" if reachable else "degraded",
         version=__version__,
         store="embedded" if state.settings.redis_url is None else "redis",
         redis_reachable=reachable,
         model=state.llm.model,
         model_backend="offline" if state.llm.backend == "offline" else "openai-compatible",
+        auth=state.keys.enabled,
+        worker=os.getpid(),
     )
-    return JSONResponse(body.model_dump(), status_code=200 if reachable else 503)
+    return JSONResponse(body.model_dump(), status_code=200 if body.status == "ok" else 503)

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from agent_api.agents.events import MessageEvent, RunOutcome, TokenEvent, ToolCallEvent, ToolResultEvent
 from agent_api.agents.registry import TeamRegistry
 from agent_api.agents.runner import RunFinished, TeamRunner
 from agent_api.agents.teams import Team
-from agent_api.errors import AgentAPIError, AgentRunError, SessionTeamMismatch
+from agent_api.errors import AgentAPIError, AgentRunError, SessionTeamMismatch, ShuttingDown
+from agent_api.metrics import RUN_DURATION, RUN_TURNS, RUNS_IN_FLIGHT, SESSION_AGE, SESSION_TURNS, record_usage
 from agent_api.models.chat import AgentRequest, AgentResponse
 from agent_api.models.stream import FrameType, StreamFrame, StreamFrameData
+from agent_api.observability import count_error, note
 from agent_api.security import Principal
 from agent_api.services.leases import Lease, Leases
 from agent_api.services.sessions import Session, SessionManager, new_session_id
+from agent_api.shutdown import Shutdown
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +57,9 @@ class ChatService:
         runner: TeamRunner,
         teams: TeamRegistry,
         leases: Leases,
+        shutdown: Shutdown,
         *,
+        model: str = "",
         max_runs_per_key: int | None = None,
         max_running: int = 200,
     ) -> None:
@@ -60,6 +67,8 @@ class ChatService:
         self.runner = runner
         self.teams = teams
         self.leases = leases
+        self.shutdown = shutdown
+        self.model = model
         self.max_runs_per_key = max_runs_per_key
         # Turns past this many wait here, before touching Redis: a burst of requests queues in
         # memory instead of crowding the store's connections (and the run threads).
@@ -71,6 +80,8 @@ class ChatService:
         Nothing is written before every check has passed. The history is read after the session
         lock is taken, so a turn always sees the one that ran just before it.
         """
+        if self.shutdown.draining.is_set():
+            raise ShuttingDown()
         await self._gate.acquire()
         try:
             return await self._begin(request, principal.key_id)
@@ -106,13 +117,19 @@ class ChatService:
     async def chat(self, request: AgentRequest, principal: Principal) -> AgentResponse:
         """Run one turn to the end and save only the messages it added."""
         turn = await self.begin(request, principal)
+        watch = RunWatch(turn)
         try:
-            outcome = await self.runner.run(turn.team, turn.session.messages, request.message, request.max_turns)
-            await self.sessions.append_messages(turn.session.id, outcome.messages)
+            outcome = await self.runner.run(
+                turn.team, turn.session.messages, request.message, request.max_turns, stop=self.shutdown.expired
+            )
+            session_turns = await self.sessions.append_messages(turn.session.id, outcome.messages)
+            watch.finished(outcome, session_turns, self.model)
         except AgentAPIError as exc:
             exc.headers.setdefault("X-Session-ID", turn.session.id)
+            watch.failed(exc.error_type)
             raise
         finally:
+            watch.close()
             await turn.release()
         return AgentResponse(
             session_id=turn.session.id,
@@ -122,6 +139,7 @@ class ChatService:
             finished=outcome.finished,
             agent=turn.team.name,
             usage=outcome.usage,
+            cached=outcome.cached,
         )
 
     async def stream(self, turn: Turn) -> AsyncIterator[StreamFrame]:
@@ -130,13 +148,19 @@ class ChatService:
         The history is saved when the run completes, as :meth:`chat` saves it. If the caller
         goes away (the iterator is closed) the run is cancelled and nothing is saved.
         """
+        watch = RunWatch(turn)
         try:
-            async for frame in self._stream(turn):
+            async for frame in self._stream(turn, watch):
                 yield frame
+        except (GeneratorExit, asyncio.CancelledError):
+            watch.failed("cancel")
+            count_error("cancel")
+            raise
         finally:
+            watch.close()
             await turn.release()
 
-    async def _stream(self, turn: Turn) -> AsyncIterator[StreamFrame]:
+    async def _stream(self, turn: Turn, watch: RunWatch) -> AsyncIterator[StreamFrame]:
         sid = turn.session.id
 
         def frame(event: FrameType, **data: object) -> StreamFrame:
@@ -147,7 +171,12 @@ class ChatService:
         outcome: RunOutcome | None = None
         try:
             async for item in self.runner.events(
-                turn.team, turn.session.messages, request.message, request.max_turns, stream=True
+                turn.team,
+                turn.session.messages,
+                request.message,
+                request.max_turns,
+                stream=True,
+                stop=self.shutdown.expired,
             ):
                 if isinstance(item, TokenEvent):
                     yield frame("token", agent=item.agent, text=item.text, chunk=item.chunk)
@@ -167,7 +196,8 @@ class ChatService:
                     outcome = item.outcome
             if outcome is None:
                 raise AgentRunError()
-            await self.sessions.append_messages(sid, outcome.messages)
+            session_turns = await self.sessions.append_messages(sid, outcome.messages)
+            watch.finished(outcome, session_turns, self.model)
         except Exception as exc:
             # The 200 has gone out: report the failure in a frame, without the exception's text.
             error = exc if isinstance(exc, AgentAPIError) else AgentRunError()
@@ -175,6 +205,8 @@ class ChatService:
                 log.info("stream %s ended with %s", sid, error.error_type)
             else:
                 log.exception("stream %s failed", sid)
+            watch.failed(error.error_type)
+            count_error(error.error_type)
             yield frame("error", detail=error.detail, status=error.status_code, error_type=error.error_type)
             yield frame("done", done=True, turns_used=0, finished=False)
             return
@@ -186,4 +218,36 @@ class ChatService:
             turns_used=outcome.turns_used,
             finished=outcome.finished,
             usage=outcome.usage,
+            cached=outcome.cached,
         )
+
+
+class RunWatch:
+    """Metrics and log details of one run: in flight while open, then its outcome."""
+
+    def __init__(self, turn: Turn) -> None:
+        self.team = turn.team.name
+        self.session = turn.session
+        self.started = time.perf_counter()
+        self.outcome = "ok"
+        RUNS_IN_FLIGHT.labels(self.team).inc()
+        note(team=self.team, session_id=self.session.id)
+
+    def finished(self, outcome: RunOutcome, session_turns: int, model: str) -> None:
+        RUN_TURNS.labels(self.team).observe(outcome.turns_used)
+        record_usage(self.team, model, outcome.usage)
+        SESSION_TURNS.labels(self.team).observe(session_turns)
+        SESSION_AGE.labels(self.team).observe((datetime.now(UTC) - self.session.created_at).total_seconds())
+        note(
+            turns_used=outcome.turns_used,
+            prompt_tokens=outcome.usage.prompt_tokens,
+            completion_tokens=outcome.usage.completion_tokens,
+            cached=outcome.cached,
+        )
+
+    def failed(self, error_type: str) -> None:
+        self.outcome = error_type
+
+    def close(self) -> None:
+        RUNS_IN_FLIGHT.labels(self.team).dec()
+        RUN_DURATION.labels(self.team, self.outcome).observe(time.perf_counter() - self.started)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import redis as sync_redis
 import redis.asyncio as redis
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.backoff import ExponentialBackoff
@@ -40,3 +41,17 @@ def create_redis(settings: Settings) -> redis.Redis:
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
     )
     return redis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
+
+
+def create_sync_redis(settings: Settings) -> sync_redis.Redis:
+    """A synchronous client for code that runs in the run threads (the response cache)."""
+    if settings.redis_url is None:
+        import fakeredis
+
+        return fakeredis.FakeRedis()
+    return sync_redis.Redis.from_url(
+        str(settings.redis_url),
+        max_connections=settings.redis_max_connections,
+        socket_connect_timeout=settings.redis_timeout,
+        socket_timeout=settings.redis_timeout,
+    )

@@ -1,0 +1,82 @@
+"""The opt-in response cache (``LLM_CACHE=redis``): identical model requests answered from Redis.
+
+It plugs into AutoGen's own cache hook (``initiate_chat(cache=...)``), whose key is a hash of
+the whole model request (model, messages and all). The service passes it only to the first turn
+of a session: later turns carry their history and are the conversation's own.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from types import TracebackType
+from typing import Any
+
+import redis
+from redis.exceptions import RedisError
+
+from agent_api.metrics import CACHE
+
+log = logging.getLogger(__name__)
+
+
+class ResponseCache:
+    """Model responses in Redis with a TTL; a broken Redis only means a miss."""
+
+    def __init__(self, client: redis.Redis, *, ttl: int, prefix: str = "agent-api:llm-cache:") -> None:
+        self.client = client
+        self.ttl = ttl
+        self.prefix = prefix
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            raw = self.client.get(self.prefix + key)
+        except RedisError:
+            log.warning("response cache unavailable; asking the model")
+            raw = None
+        if raw is None:
+            return default
+        # Our own Redis, written only by set() below: trusted like the rest of the store.
+        return pickle.loads(bytes(raw) if isinstance(raw, (bytes, bytearray)) else raw.encode("latin-1"))
+
+    def set(self, key: str, value: Any) -> None:
+        try:
+            self.client.set(self.prefix + key, pickle.dumps(value), ex=self.ttl)
+        except RedisError:
+            log.warning("response cache unavailable; response not cached")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class RunCache:
+    """One run's view of the cache: counts its hits and misses (AutoGen's cache protocol)."""
+
+    def __init__(self, cache: ResponseCache) -> None:
+        self.cache = cache
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.cache.get(key, None)
+        if value is None:
+            self.misses += 1
+            CACHE.labels("miss").inc()
+            return default
+        self.hits += 1
+        CACHE.labels("hit").inc()
+        return value
+
+    def set(self, key: str, value: Any) -> None:
+        self.cache.set(key, value)
+
+    def close(self) -> None:
+        """The shared cache outlives the run."""
+
+    def __enter__(self) -> RunCache:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None

@@ -1,0 +1,644 @@
+// The agent-api chat page: plain JavaScript, no build step, no dependencies.
+//
+// It lists the teams (GET agents), sends each message with fetch (POST chat/stream: EventSource
+// cannot POST) and reads the Server-Sent Events as they arrive. Every text that comes from the
+// server or the model is put into the page with textContent / text nodes, never as HTML.
+"use strict";
+
+(() => {
+  const KEY_STORAGE = "agent-api.api-key";
+  const HUES = 6; // agent colours in app.css: [data-hue="0"] … [data-hue="5"]
+
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    app: $("app"),
+    team: $("team"),
+    teamInfo: $("team-info"),
+    apiKey: $("api-key"),
+    sessionId: $("session-id"),
+    newSession: $("new-session"),
+    log: $("log"),
+    empty: $("empty"),
+    form: $("composer"),
+    message: $("message"),
+    send: $("send"),
+    stop: $("stop"),
+    status: $("status"),
+  };
+
+  const state = {
+    sessionId: null, // from the `session` frame; sent with the next message
+    sessionTeam: null,
+    teams: [],
+    turn: null, // the request in flight
+  };
+
+  // --- small DOM helpers (text only) ---------------------------------------------------------
+
+  function el(tag, props, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(props || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (name === "className") node.className = value;
+      else if (name === "dataset") Object.assign(node.dataset, value);
+      else node.setAttribute(name, value === true ? "" : String(value));
+    }
+    for (const child of children) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(typeof child === "string" ? document.createTextNode(child) : child);
+    }
+    return node;
+  }
+
+  function hue(name) {
+    let h = 0;
+    for (const ch of String(name)) h = (h * 31 + ch.codePointAt(0)) >>> 0;
+    return String(h % HUES);
+  }
+
+  function nearBottom() {
+    const log = ui.log;
+    return log.scrollHeight - log.scrollTop - log.clientHeight < 48;
+  }
+
+  function addToLog(node) {
+    const stick = nearBottom();
+    ui.empty.hidden = true;
+    ui.log.append(node);
+    if (stick) ui.log.scrollTop = ui.log.scrollHeight;
+    return node;
+  }
+
+  function keepScrolled(wasNearBottom) {
+    if (wasNearBottom) ui.log.scrollTop = ui.log.scrollHeight;
+  }
+
+  function setStatus(text, kind) {
+    ui.status.textContent = text;
+    ui.status.dataset.kind = kind || "info";
+  }
+
+  // --- API key and headers -------------------------------------------------------------------
+
+  function apiKey() {
+    return ui.apiKey.value.trim();
+  }
+
+  function headers(extra) {
+    const h = Object.assign({ Accept: "application/json" }, extra || {});
+    const key = apiKey();
+    if (key) h["X-API-Key"] = key;
+    return h;
+  }
+
+  function loadStoredKey() {
+    try {
+      ui.apiKey.value = sessionStorage.getItem(KEY_STORAGE) || "";
+    } catch (_) {
+      // storage disabled: the key lives in the input only
+    }
+  }
+
+  function storeKey() {
+    try {
+      const key = apiKey();
+      if (key) sessionStorage.setItem(KEY_STORAGE, key);
+      else sessionStorage.removeItem(KEY_STORAGE);
+    } catch (_) {
+      // storage disabled
+    }
+  }
+
+  function markKeyInvalid(invalid) {
+    if (invalid) ui.apiKey.setAttribute("aria-invalid", "true");
+    else ui.apiKey.removeAttribute("aria-invalid");
+  }
+
+  // --- errors ----------------------------------------------------------------------------------
+
+  async function readDetail(response) {
+    try {
+      const body = await response.json();
+      return formatDetail(body && body.detail);
+    } catch (_) {
+      return "";
+    }
+  }
+
+  function formatDetail(detail) {
+    if (detail === null || detail === undefined) return "";
+    if (typeof detail === "string") return detail;
+    if (Array.isArray(detail)) {
+      return detail
+        .map((item) => {
+          if (!item || typeof item !== "object") return String(item);
+          const where = (item.loc || []).filter((part) => part !== "body").join(".");
+          return where ? `${where}: ${item.msg}` : String(item.msg || "");
+        })
+        .join("\n");
+    }
+    return JSON.stringify(detail);
+  }
+
+  function retryAfterSeconds(response) {
+    const raw = response.headers.get("Retry-After");
+    if (!raw) return null;
+    const seconds = Number(raw);
+    if (Number.isFinite(seconds)) return Math.max(0, Math.ceil(seconds));
+    const date = Date.parse(raw);
+    return Number.isNaN(date) ? null : Math.max(0, Math.ceil((date - Date.now()) / 1000));
+  }
+
+  function errorItem(title, detail, status, action) {
+    const item = el(
+      "div",
+      { className: "item error", "data-testid": "error", dataset: { status: status === null ? "network" : String(status) } },
+      el("strong", { className: "error-title" }, title),
+    );
+    if (detail) item.append(el("p", { className: "error-detail" }, detail));
+    if (action) item.append(action);
+    return addToLog(item);
+  }
+
+  function noticeItem(text, testid) {
+    return addToLog(el("p", { className: "item notice", "data-testid": testid || "notice" }, text));
+  }
+
+  async function showHttpError(response) {
+    const status = response.status;
+    const detail = await readDetail(response);
+    let title;
+    let action = null;
+    let focus = ui.message;
+    if (status === 401 || status === 403) {
+      title = apiKey()
+        ? "The API key was not accepted. Enter a valid API key above, then send again."
+        : "This server needs an API key. Enter it above, then send again.";
+      markKeyInvalid(true);
+      focus = ui.apiKey;
+    } else if (status === 404) {
+      title = "This session has expired or no longer exists.";
+      action = el("button", { type: "button", className: "inline-action", "data-testid": "start-new-session" },
+        "Start a new session");
+      action.addEventListener("click", () => newSession("New session started. Send your message again."));
+      focus = action;
+    } else if (status === 409) {
+      title = "The session cannot take this message right now (it is busy with another request, or belongs to another team).";
+    } else if (status === 413) {
+      title = "The message is too large.";
+    } else if (status === 422) {
+      title = "The server rejected the request:";
+    } else if (status === 429) {
+      const wait = retryAfterSeconds(response);
+      title = wait === null ? "Rate limited: too many requests. Wait a moment, then try again."
+        : `Rate limited: too many requests. Try again in ${wait} s.`;
+    } else if (status >= 500) {
+      title = `The server could not answer (HTTP ${status}). Try again shortly.`;
+    } else {
+      title = `The request failed (HTTP ${status}).`;
+    }
+    errorItem(title, detail, status, action);
+    setStatus(`Error: HTTP ${status}`, "error");
+    return focus;
+  }
+
+  // --- the conversation ------------------------------------------------------------------------
+
+  function setSession(id, team) {
+    state.sessionId = id || null;
+    state.sessionTeam = id ? team || state.sessionTeam : null;
+    ui.sessionId.textContent = id || "new";
+    ui.sessionId.dataset.empty = id ? "false" : "true";
+  }
+
+  function newSession(notice) {
+    if (state.turn) return;
+    setSession(null);
+    ui.log.querySelectorAll(".bubble, .item").forEach((node) => node.remove());
+    ui.empty.hidden = false;
+    if (notice) noticeItem(notice);
+    setStatus("New session: your next message starts a new conversation.");
+    updateControls();
+    ui.message.focus();
+  }
+
+  function userBubble(text) {
+    return addToLog(
+      el("article", { className: "bubble user", dataset: { role: "user" }, "aria-label": "You" },
+        el("header", { className: "who" }, "You"),
+        el("div", { className: "text" }, text)),
+    );
+  }
+
+  function agentBubble(turn, agent) {
+    const open = turn.bubble;
+    if (open && open.agent === agent && !open.closed) return open;
+    closeBubble(turn);
+    const text = document.createTextNode("");
+    const node = el("article", {
+      className: "bubble agent",
+      dataset: { agent, hue: hue(agent), role: "agent", state: "streaming" },
+      "aria-label": agent,
+    },
+    el("header", { className: "who" }, agent),
+    el("div", { className: "text", "data-testid": "bubble-text" }, text));
+    addToLog(node);
+    turn.bubble = { agent, node, text, closed: false };
+    turn.bubbles += 1;
+    if (turn.speaker !== agent) {
+      turn.speaker = agent;
+      setStatus(`${agent} is writing…`, "busy");
+    }
+    return turn.bubble;
+  }
+
+  function closeBubble(turn, finalState) {
+    const open = turn.bubble;
+    if (!open || open.closed) return;
+    open.closed = true;
+    open.text.data = open.text.data.replace(/\s+$/, "");
+    open.node.dataset.state = finalState || "complete";
+  }
+
+  function appendToken(turn, agent, text) {
+    if (!text) return;
+    const stick = nearBottom();
+    const bubble = agentBubble(turn, agent);
+    // A new message starts with the separator from the previous one ("\n\n"): not in a new bubble.
+    const piece = bubble.text.length ? text : text.replace(/^\s+/, "");
+    if (piece) bubble.text.appendData(piece);
+    keepScrolled(stick);
+  }
+
+  function toolItem(kind, data) {
+    let label;
+    let body;
+    if (kind === "tool_call") {
+      const call = data.tool_call || {};
+      label = `${data.agent || "agent"} called ${call.name || "a tool"}`;
+      body = typeof call.arguments === "string" ? call.arguments : JSON.stringify(call.arguments || {});
+    } else {
+      const result = data.tool_result || {};
+      label = "tool result";
+      body = typeof result.content === "string" ? result.content : JSON.stringify(result.content);
+    }
+    addToLog(el("div", { className: `item tool ${kind.replace("_", "-")}`, "data-testid": kind.replace("_", "-") },
+      el("span", { className: "tool-label" }, label),
+      el("code", { className: "tool-body" }, body || "")));
+  }
+
+  function usageItem(data) {
+    const usage = data.usage || {};
+    const parts = [];
+    if (typeof data.turns_used === "number") parts.push(`${data.turns_used} ${data.turns_used === 1 ? "reply" : "replies"}`);
+    if (typeof usage.total_tokens === "number") {
+      parts.push(`${usage.total_tokens} tokens (${usage.prompt_tokens ?? "?"} prompt + ${usage.completion_tokens ?? "?"} completion)`);
+    }
+    if (data.finished === false) parts.push("stopped at the reply limit");
+    addToLog(el("p", { className: "item usage", "data-testid": "usage" }, `Done · ${parts.join(" · ") || "no usage reported"}`));
+  }
+
+  function handleFrame(turn, frame) {
+    let data;
+    try {
+      data = JSON.parse(frame.data);
+    } catch (_) {
+      return; // not ours
+    }
+    if (!data || typeof data !== "object") return;
+    turn.frames += 1;
+    switch (frame.event) {
+      case "session":
+        setSession(data.session_id, data.agent);
+        setStatus("The team is thinking…", "busy");
+        break;
+      case "token":
+        appendToken(turn, data.agent || "assistant", typeof data.text === "string" ? data.text : data.chunk);
+        break;
+      case "message": {
+        const message = data.message || {};
+        const open = turn.bubble;
+        const streamed = open && !open.closed && open.agent === data.agent && open.text.length > 0;
+        if (!streamed && message.role === "assistant" && typeof message.content === "string" && message.content.trim()) {
+          // A message that arrived whole (not token by token): show it all the same.
+          appendToken(turn, data.agent || "assistant", message.content);
+        }
+        closeBubble(turn);
+        break;
+      }
+      case "tool_call":
+      case "tool_result":
+        closeBubble(turn);
+        toolItem(frame.event, data);
+        break;
+      case "error":
+        closeBubble(turn, "failed");
+        turn.failed = true;
+        errorItem(`The run failed${data.status ? ` (HTTP ${data.status})` : ""}.`, data.detail || "", data.status ?? null);
+        setStatus("Error: the run failed", "error");
+        break;
+      case "done":
+        turn.done = true;
+        closeBubble(turn);
+        if (data.session_id) setSession(data.session_id, state.sessionTeam);
+        if (!turn.failed) {
+          if (!turn.bubbles && data.response) {
+            // Nothing was streamed (a team that does not stream): show the answer whole.
+            appendToken(turn, "answer", data.response);
+            closeBubble(turn);
+          }
+          usageItem(data);
+          setStatus("Done.", "ok");
+        }
+        break;
+      default:
+        break; // "usage" (repeated in "done") and anything newer
+    }
+  }
+
+  // --- Server-Sent Events ------------------------------------------------------------------
+
+  // Parses text/event-stream as the HTML standard says: lines end with CRLF, LF or CR; a blank
+  // line dispatches the frame; lines starting with ":" are comments (keep-alive pings).
+  class EventStreamParser {
+    constructor(onFrame) {
+      this.onFrame = onFrame;
+      this.buffer = "";
+      this.event = "";
+      this.data = [];
+      this.id = null;
+    }
+
+    push(text) {
+      this.buffer += text;
+      const eol = /\r\n|\r|\n/g;
+      let start = 0;
+      let match;
+      while ((match = eol.exec(this.buffer)) !== null) {
+        // A CR at the very end may be the first half of a CRLF split across two chunks.
+        if (match[0] === "\r" && match.index === this.buffer.length - 1) break;
+        this.line(this.buffer.slice(start, match.index));
+        start = eol.lastIndex;
+      }
+      this.buffer = this.buffer.slice(start);
+    }
+
+    end() {
+      // An unterminated last frame is dropped, as the standard says.
+      this.buffer = "";
+      this.data = [];
+    }
+
+    line(line) {
+      if (line === "") {
+        this.dispatch();
+        return;
+      }
+      if (line.startsWith(":")) return;
+      const colon = line.indexOf(":");
+      const field = colon === -1 ? line : line.slice(0, colon);
+      let value = colon === -1 ? "" : line.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "data") this.data.push(value);
+      else if (field === "event") this.event = value;
+      else if (field === "id" && !value.includes("\0")) this.id = value;
+    }
+
+    dispatch() {
+      if (this.data.length) {
+        this.onFrame({ id: this.id, event: this.event || "message", data: this.data.join("\n") });
+      }
+      this.event = "";
+      this.data = [];
+    }
+  }
+
+  async function readStream(turn, response) {
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    const parser = new EventStreamParser((frame) => handleFrame(turn, frame));
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      parser.push(decoder.decode(value, { stream: true }));
+    }
+    parser.push(decoder.decode());
+    parser.end();
+  }
+
+  // --- sending -----------------------------------------------------------------------------------
+
+  function setBusy(busy) {
+    ui.app.dataset.state = busy ? "busy" : "idle";
+    ui.log.setAttribute("aria-busy", busy ? "true" : "false");
+    updateControls();
+  }
+
+  function updateControls() {
+    const busy = Boolean(state.turn);
+    ui.send.disabled = busy || !ui.message.value.trim();
+    ui.stop.disabled = !busy;
+    ui.newSession.disabled = busy || (!state.sessionId && !ui.log.querySelector(".bubble, .item"));
+    ui.team.disabled = busy || state.teams.length === 0;
+    ui.apiKey.disabled = busy;
+  }
+
+  function restoreFocus(target) {
+    const active = document.activeElement;
+    const lost = !active || active === document.body || active.disabled || active === ui.stop || active === ui.send;
+    if (target && target !== ui.message) target.focus();
+    else if (lost) ui.message.focus();
+  }
+
+  async function send() {
+    const text = ui.message.value;
+    if (state.turn || !text.trim()) return;
+    const turn = {
+      controller: new AbortController(),
+      bubble: null,
+      bubbles: 0,
+      speaker: null,
+      frames: 0,
+      done: false,
+      failed: false,
+      stopped: false,
+    };
+    state.turn = turn;
+    const mine = userBubble(text);
+    ui.message.value = "";
+    setBusy(true);
+    ui.message.focus();
+    setStatus("Sending…", "busy");
+
+    const body = { message: text };
+    if (state.sessionId) body.session_id = state.sessionId;
+    if (ui.team.value) body.agent = ui.team.value;
+
+    let focusAfter = null;
+    let response = null;
+    try {
+      response = await fetch("chat/stream", {
+        method: "POST",
+        headers: headers({ "Content-Type": "application/json", Accept: "text/event-stream" }),
+        body: JSON.stringify(body),
+        signal: turn.controller.signal,
+        cache: "no-store",
+      });
+    } catch (err) {
+      if (turn.stopped) {
+        noticeItem("Stopped before the team answered.", "stopped");
+        setStatus("Stopped.", "info");
+      } else {
+        errorItem("Could not reach the server. Check that it is running and your connection, then send again.",
+          "", null);
+        setStatus("Error: network", "error");
+        failedToSend(mine, text);
+      }
+    }
+
+    if (response && !response.ok) {
+      focusAfter = await showHttpError(response);
+      failedToSend(mine, text);
+    } else if (response) {
+      markKeyInvalid(false);
+      try {
+        await readStream(turn, response);
+        if (!turn.done) {
+          closeBubble(turn, "failed");
+          errorItem("The connection closed before the answer was complete.", "", null);
+          setStatus("Error: the stream ended early", "error");
+        }
+      } catch (err) {
+        if (turn.stopped) {
+          closeBubble(turn, "stopped");
+          noticeItem("Stopped. This unfinished turn was not saved; the session continues from before it.", "stopped");
+          setStatus("Stopped.", "info");
+        } else {
+          closeBubble(turn, "failed");
+          errorItem("The connection was lost before the answer was complete.", "", null);
+          setStatus("Error: connection lost", "error");
+        }
+      }
+    }
+
+    state.turn = null;
+    setBusy(false);
+    restoreFocus(focusAfter);
+  }
+
+  function failedToSend(bubble, text) {
+    bubble.dataset.state = "failed";
+    bubble.querySelector(".who").append(el("span", { className: "tag" }, "not sent"));
+    if (!ui.message.value) ui.message.value = text; // ready to send again
+  }
+
+  function stop() {
+    const turn = state.turn;
+    if (!turn || turn.stopped) return;
+    turn.stopped = true;
+    setStatus("Stopping…", "busy");
+    turn.controller.abort(); // the server sees the disconnect and cancels the run
+  }
+
+  // --- teams -------------------------------------------------------------------------------------
+
+  async function loadTeams() {
+    const previous = ui.team.value;
+    let response;
+    try {
+      response = await fetch("agents", { headers: headers(), cache: "no-store" });
+    } catch (_) {
+      showTeams([], "Could not reach the server to list the teams.");
+      setStatus("Error: cannot reach the server", "error");
+      return;
+    }
+    if (!response.ok) {
+      const detail = await readDetail(response);
+      if (response.status === 401 || response.status === 403) {
+        markKeyInvalid(Boolean(apiKey()));
+        showTeams([], apiKey() ? "The API key was not accepted: enter a valid one to list the teams."
+          : "This server needs an API key: enter it to list the teams.");
+        setStatus(apiKey() ? "The API key was not accepted." : "Enter an API key to start.", "error");
+      } else {
+        showTeams([], `Could not list the teams (HTTP ${response.status})${detail ? `: ${detail}` : "."}`);
+        setStatus(`Error: HTTP ${response.status}`, "error");
+      }
+      return;
+    }
+    markKeyInvalid(false);
+    const body = await response.json();
+    showTeams(Array.isArray(body.teams) ? body.teams : [], "", previous);
+    setStatus("Ready.", "ok");
+  }
+
+  function showTeams(teams, problem, previous) {
+    state.teams = teams;
+    ui.team.replaceChildren();
+    if (!teams.length) {
+      ui.team.append(el("option", { value: "" }, "Default team"));
+    }
+    for (const team of teams) {
+      ui.team.append(el("option", { value: team.name }, team.name));
+    }
+    const chosen = teams.find((t) => t.name === (state.sessionTeam || previous))
+      || teams.find((t) => t.default) || teams[0];
+    if (chosen) ui.team.value = chosen.name;
+    describeTeam(problem);
+    updateControls();
+  }
+
+  function describeTeam(problem) {
+    ui.teamInfo.dataset.kind = problem ? "error" : "info";
+    if (problem) {
+      ui.teamInfo.textContent = problem;
+      return;
+    }
+    const team = state.teams.find((t) => t.name === ui.team.value);
+    if (!team) {
+      ui.teamInfo.textContent = "";
+      return;
+    }
+    const agents = (team.agents || []).map((a) => a.name).join(", ");
+    ui.teamInfo.textContent = `${team.description || ""}${agents ? ` Agents: ${agents}.` : ""}`.trim();
+  }
+
+  // --- wiring ----------------------------------------------------------------------------------
+
+  ui.form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    send();
+  });
+  ui.message.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      send();
+    } else if (event.key === "Escape" && state.turn) {
+      event.preventDefault();
+      stop();
+    }
+  });
+  ui.message.addEventListener("input", updateControls);
+  ui.stop.addEventListener("click", () => {
+    stop();
+    ui.message.focus();
+  });
+  ui.newSession.addEventListener("click", () => newSession());
+  ui.team.addEventListener("change", () => {
+    describeTeam("");
+    if (state.sessionId && state.sessionTeam && ui.team.value !== state.sessionTeam) {
+      // A session belongs to its team: another team means another conversation.
+      newSession(`Switched to ${ui.team.value}: a new session starts with your next message.`);
+      ui.team.focus();
+    }
+  });
+  ui.apiKey.addEventListener("input", () => {
+    storeKey();
+    markKeyInvalid(false);
+  });
+  ui.apiKey.addEventListener("change", loadTeams);
+
+  loadStoredKey();
+  setSession(null);
+  updateControls();
+  loadTeams();
+})();
