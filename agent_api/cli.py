@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 
 import uvicorn
 from pydantic import ValidationError
 
 from agent_api.agents.loader import TeamConfigError, load_teams
 from agent_api.config import get_settings
+from agent_api.observability import configure_logging
 from agent_api.security import hash_key
 
 
@@ -19,13 +22,21 @@ def _serve(args: argparse.Namespace) -> None:
         load_teams(settings.teams_dir, settings.team_plugin_list)  # fail here, clearly, not in each worker
     except (ValidationError, TeamConfigError, ValueError) as exc:
         sys.exit(f"agent-api: cannot start: {exc}")
+    workers = args.workers or settings.workers
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Workers write their metrics here and /metrics on any of them sums them all.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="agent-api-metrics-")
+    configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         "agent_api.main:app",
         host=args.host or settings.host,
         port=args.port if args.port is not None else settings.port,
-        workers=args.workers or settings.workers,
+        workers=workers,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        log_config=None,  # the app's own logging (JSON lines on stderr)
+        access_log=False,  # the app writes one line per request itself
+        # uvicorn's hard deadline comes after the app's own grace period for running turns.
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 10,
     )
 
 

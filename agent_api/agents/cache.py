@@ -7,6 +7,8 @@ of a session: later turns carry their history and are the conversation's own.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import pickle
 from types import TracebackType
@@ -28,9 +30,16 @@ class ResponseCache:
         self.ttl = ttl
         self.prefix = prefix
 
-    def get(self, key: str, default: Any = None) -> Any:
+    def _key(self, request: Any) -> str:
+        # AutoGen hands over the model request itself. Streamed or not, the answer is the same.
+        if isinstance(request, dict):
+            request = {k: v for k, v in request.items() if k not in ("stream", "stream_options")}
+        digest = hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
+        return self.prefix + digest
+
+    def get(self, key: Any, default: Any = None) -> Any:
         try:
-            raw = self.client.get(self.prefix + key)
+            raw = self.client.get(self._key(key))
         except RedisError:
             log.warning("response cache unavailable; asking the model")
             raw = None
@@ -39,9 +48,9 @@ class ResponseCache:
         # Our own Redis, written only by set() below: trusted like the rest of the store.
         return pickle.loads(bytes(raw) if isinstance(raw, (bytes, bytearray)) else raw.encode("latin-1"))
 
-    def set(self, key: str, value: Any) -> None:
+    def set(self, key: Any, value: Any) -> None:
         try:
-            self.client.set(self.prefix + key, pickle.dumps(value), ex=self.ttl)
+            self.client.set(self._key(key), pickle.dumps(value), ex=self.ttl)
         except RedisError:
             log.warning("response cache unavailable; response not cached")
 
@@ -57,7 +66,7 @@ class RunCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: str, default: Any = None) -> Any:
+    def get(self, key: Any, default: Any = None) -> Any:
         value = self.cache.get(key, None)
         if value is None:
             self.misses += 1
@@ -67,7 +76,7 @@ class RunCache:
         CACHE.labels("hit").inc()
         return value
 
-    def set(self, key: str, value: Any) -> None:
+    def set(self, key: Any, value: Any) -> None:
         self.cache.set(key, value)
 
     def close(self) -> None:

@@ -155,6 +155,18 @@ class TeamRunner:
                 return item.outcome
         raise AgentRunError()  # pragma: no cover - events always ends with RunFinished
 
+    async def warm_up(self, teams: Sequence[Team]) -> None:
+        """Build every team's agents once, unused: AutoGen and the OpenAI client load lazily, and
+        the first request would otherwise pay about a second for it."""
+
+        def build() -> None:
+            config = self.llm.config(stream=True)
+            for team in teams:
+                for spec in team.agents:
+                    spec.build(config).client  # noqa: B018  (building the model client is the point)
+
+        await asyncio.get_running_loop().run_in_executor(self.executor, build)
+
     @staticmethod
     def _run(team: Team, run: TeamRun) -> RunOutcome:
         try:

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
+from agent_api.config import Settings
 from agent_api.models.chat import AgentRequest, AgentResponse
 from agent_api.models.stream import FrameType, StreamFrame, StreamFrameData
 from agent_api.routers.deps import AUTH_RESPONSES, ChatDep, PrincipalDep, StateDep
@@ -80,13 +81,16 @@ async def _sse(frames: AsyncIterator[StreamFrame]) -> AsyncIterator[ServerSentEv
         yield ServerSentEvent(data=frame.data.model_dump_json(exclude_none=True), event=frame.event, id=str(number))
 
 
-def stream_response(service: ChatService, turn: Turn, ping_seconds: float) -> EventSourceResponse:
+def stream_response(service: ChatService, turn: Turn, settings: Settings) -> EventSourceResponse:
     # sse-starlette rather than a bare StreamingResponse: it detects the client going away (which
     # cancels the run), sends keep-alive comments while the model is silent, and lets streams end
     # with a last frame when the server shuts down.
     return EventSourceResponse(
         _sse(service.stream(turn)),
-        ping=ping_seconds,
+        ping=settings.sse_ping_seconds,
+        # On shutdown the stream ends itself (a last error and done frame) once the grace period
+        # for running turns is over; sse-starlette must not cut it off before that.
+        shutdown_grace_period=settings.shutdown_grace_seconds + 5,
         # Normally the stream releases the turn's leases itself; this covers a stream that never started.
         background=BackgroundTask(turn.release),
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -106,7 +110,7 @@ async def chat(request: AgentRequest, service: ChatDep, state: StateDep, princip
     """Send a message to a team; get its answer when it has finished (or a stream if `stream`)."""
     if request.stream:
         turn = await service.begin(request, principal)
-        return stream_response(service, turn, state.settings.sse_ping_seconds)
+        return stream_response(service, turn, state.settings)
     return await service.chat(request, principal)
 
 
@@ -118,4 +122,4 @@ async def chat_stream(
 ) -> EventSourceResponse:
     """Send a message to a team and receive its work as Server-Sent Events."""
     turn = await service.begin(request, principal)
-    return stream_response(service, turn, state.settings.sse_ping_seconds)
+    return stream_response(service, turn, state.settings)

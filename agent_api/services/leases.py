@@ -92,10 +92,11 @@ class Lease:
         self._released = True
         if self._heartbeat is not None:
             self._heartbeat.cancel()
-        # Shielded: a release started while the caller is being cancelled (a disconnect) must finish.
+        # Shielded: a release started while the caller is being cancelled (a disconnect) must
+        # finish; it goes on in the background while the cancellation proceeds.
         try:
             await asyncio.shield(self._leases.release(self))
-        except (RedisError, asyncio.CancelledError):
+        except RedisError:
             log.warning("could not release the run's leases; they expire in %ss", self._leases.ttl)
 
 

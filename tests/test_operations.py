@@ -1,0 +1,224 @@
+"""Operations: metrics, JSON logs, the response cache, several workers, graceful shutdown, Docker."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from httpx_sse import EventSource
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent_api.offline_llm import OfflineServer
+from tests.utils.process import serve_process
+from tests.utils.redis_server import RedisServer
+from tests.utils.sse import read_frames
+
+Serve = Callable[..., AbstractContextManager[httpx.Client]]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def samples(client: httpx.Client | str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    text = client.get("/metrics").text if isinstance(client, httpx.Client) else httpx.get(f"{client}/metrics").text
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(metrics: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in metrics.items() if n == name and wanted <= ls)
+
+
+def test_metrics_show_tokens_turns_and_errors(client: httpx.Client, offline: OfflineServer) -> None:
+    before = samples(client)
+    answers = [client.post("/chat", json={"message": f"question {i}"}).json() for i in range(3)]
+    client.post("/chat", json={"message": ""})  # 422
+    client.post("/chat", json={"message": "x [[fail:500]]"})  # 502
+    after = samples(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    completion = sum(a["usage"]["completion_tokens"] for a in answers)
+    prompt = sum(a["usage"]["prompt_tokens"] for a in answers)
+    assert delta("agent_api_model_tokens_total", kind="completion", team="research") == completion > 0
+    assert delta("agent_api_model_tokens_total", kind="prompt", team="research") == prompt > 0
+    assert delta("agent_api_run_agent_turns_count", team="research") == 3
+    assert delta("agent_api_run_agent_turns_sum", team="research") == 3
+    assert delta("agent_api_errors_total", type="validation") == 1
+    assert delta("agent_api_errors_total", type="upstream_error") == 1
+    assert delta("agent_api_http_requests_total", route="/chat", status="200") == 3
+    assert delta("agent_api_http_requests_total", route="/chat", status="502") == 1
+    assert delta("agent_api_run_duration_seconds_count", team="research", outcome="upstream_error") == 1
+    assert value(after, "agent_api_runs_in_flight", team="research") == 0
+
+
+def test_response_cache(serve: Serve, offline: OfflineServer, redis_client: redis.Redis) -> None:
+    with serve(llm_cache="redis") as client:
+        first = client.post("/chat", json={"message": "What is the boiling point of water?"}).json()
+        calls = len(offline.model.requests)
+        second = client.post("/chat", json={"message": "What is the boiling point of water?"}).json()
+        assert len(offline.model.requests) == calls  # answered from the cache
+        assert second["cached"] is True and first["cached"] is False
+        assert second["response"] == first["response"] and second["session_id"] != first["session_id"]
+        assert redis_client.keys("agent-api:llm-cache:*")
+        # a continued session has history: it never hits
+        follow = client.post(
+            "/chat", json={"message": "What is the boiling point of water?", "session_id": second["session_id"]}
+        ).json()
+        assert follow["cached"] is False and len(offline.model.requests) == calls + 1
+        # a cached answer still streams as text
+        _, frames = read_frames(client, {"message": "What is the boiling point of water?"})
+        assert frames[-1].data["cached"] is True
+        assert "".join(f.data["chunk"] for f in frames) == first["response"]
+    offline.model.reset()
+    with serve() as client:  # off by default: both reach the model
+        for _ in range(2):
+            answer = client.post("/chat", json={"message": "What is the boiling point of water?"}).json()
+            assert answer["cached"] is False
+        assert len(offline.model.requests) == 2
+
+
+def test_json_logs_carry_the_request_id(tmp_path: Path, offline: OfflineServer, redis_server: RedisServer) -> None:
+    env = {"OPENAI_BASE_URL": offline.base_url, "OPENAI_API_KEY": "k", "REDIS_URL": redis_server.url}
+    with serve_process(tmp_path, env) as server:
+        secret = "my-private-question-text"
+        response = httpx.post(
+            f"{server.url}/chat", json={"message": secret}, headers={"X-Request-ID": "req-42.abc"}, timeout=30
+        )
+        assert response.headers["x-request-id"] == "req-42.abc"
+        generated = httpx.get(f"{server.url}/agents").headers["x-request-id"]
+        assert len(generated) >= 16
+        server.terminate()
+    lines = [json.loads(line) for line in server.stderr.read_text().splitlines() if line.strip()]
+    access = [line for line in lines if line.get("logger") == "agent_api.access"]
+    chat = next(line for line in access if line["route"] == "/chat")
+    assert chat["request_id"] == "req-42.abc" and chat["status"] == 200 and chat["team"] == "research"
+    assert chat["session_id"] == response.json()["session_id"] and chat["completion_tokens"] > 0
+    assert chat["duration_ms"] > 0
+    assert any(line["request_id"] == generated for line in access)
+    assert secret not in server.stderr.read_text()
+    assert server.stdout.read_text().strip() == ""
+
+
+def test_two_workers_share_sessions_and_metrics(
+    tmp_path: Path, offline: OfflineServer, redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    env = {"OPENAI_BASE_URL": offline.base_url, "OPENAI_API_KEY": "k", "REDIS_URL": redis_server.url}
+    with serve_process(tmp_path, env, "--workers", "2") as server:
+        workers = {httpx.get(f"{server.url}/health").json()["worker"] for _ in range(40)}
+        assert len(workers) == 2, "both workers should answer"
+        sid = None
+        completion = 0
+        for turn in range(12):  # a new connection each time: the kernel spreads them over the workers
+            body = {"message": f"turn {turn}"} | ({"session_id": sid} if sid else {})
+            answer = httpx.post(f"{server.url}/chat", json=body, timeout=30).json()
+            sid = answer["session_id"]
+            completion += answer["usage"]["completion_tokens"]
+            assert f"I can see {2 * turn} earlier messages" in answer["response"]
+        history = httpx.get(f"{server.url}/session/{sid}").json()
+        assert history["turns"] == 12 and len(history["messages"]) == 24
+        metrics = samples(server.url)
+        assert value(metrics, "agent_api_http_requests_total", route="/chat", status="200") == 12
+        assert value(metrics, "agent_api_model_tokens_total", kind="completion") == completion
+        assert value(metrics, "agent_api_http_requests_total", route="/health") >= 40  # and the start-up probe
+        server.terminate()
+
+
+def test_sigterm_lets_short_runs_finish_and_ends_long_streams(
+    tmp_path: Path, offline: OfflineServer, redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    grace = 2.0
+    env = {
+        "OPENAI_BASE_URL": offline.base_url,
+        "OPENAI_API_KEY": "k",
+        "REDIS_URL": redis_server.url,
+        "SHUTDOWN_GRACE_SECONDS": str(grace),
+    }
+    with serve_process(tmp_path, env) as server:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            sid = client.post("/chat", json={"message": "before"}).json()["session_id"]
+        results: dict[str, list[dict[str, object]]] = {}
+        streaming = {"long": threading.Event(), "short": threading.Event()}
+
+        def stream(name: str, body: dict[str, object]) -> None:
+            frames: list[dict[str, object]] = []
+            with (
+                httpx.Client(base_url=server.url, timeout=60) as own,
+                own.stream("POST", "/chat/stream", json=body) as response,
+            ):
+                for sse in EventSource(response).iter_sse():
+                    frames.append({"event": sse.event, **json.loads(sse.data)})
+                    if sse.event == "token":
+                        streaming[name].set()
+            results[name] = frames
+
+        long = threading.Thread(
+            target=stream, args=("long", {"message": "long [[latency:0:0.5]] [[tokens:40]]", "session_id": sid})
+        )
+        short = threading.Thread(target=stream, args=("short", {"message": "short [[latency:0:0.25]] [[tokens:6]]"}))
+        long.start()
+        short.start()
+        assert streaming["long"].wait(20) and streaming["short"].wait(20)
+        took = server.terminate()
+        long.join(timeout=30)
+        short.join(timeout=30)
+        assert took < grace + 8, took
+    long_frames, short_frames = results["long"], results["short"]
+    assert [f["event"] for f in long_frames][-2:] == ["error", "done"]
+    assert long_frames[-2]["error_type"] == "shutdown" and long_frames[-2]["status"] == 503
+    assert short_frames[-1]["event"] == "done" and short_frames[-1]["finished"] is True
+    # the cancelled turn was not saved and left no lock behind
+    stored = redis_client.lrange(f"agent-api:session:{sid}:messages", 0, -1)
+    assert len(stored) == 2
+    assert not redis_client.keys("agent-api:lock:*")
+
+
+def test_compose_file_validates() -> None:
+    compose = shutil.which("docker-compose")
+    assert compose, "docker-compose is not installed; `make test` installs Debian's package"
+    done = subprocess.run(
+        [compose, "-f", str(ROOT / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    config = done.stdout
+    for expected in (
+        "condition: service_healthy",
+        "--appendonly",
+        "redis-cli",
+        "REDIS_URL: redis://redis:6379/0",
+        "monitoring",
+        "stop_grace_period",
+    ):
+        assert expected in config, expected
+
+
+def test_dockerfile_runs_a_slim_non_root_image_with_a_healthcheck() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert text.startswith("#") and "FROM python:3.11-slim" in text
+    assert "\nUSER agent" in text and "useradd" in text
+    assert "HEALTHCHECK" in text and "/health" in text
+    # the dependency layer is built from pyproject.toml alone, before the code is copied
+    assert text.index("COPY pyproject.toml") < text.index("COPY agent_api")
+    assert 'CMD ["agent-api", "serve"]' in text and "WORKERS=" in text
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/health"])
+def test_operations_routes_need_no_key(serve: Serve, path: str) -> None:
+    with serve(api_keys="k1") as client:
+        assert client.get(path).status_code == 200

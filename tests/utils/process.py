@@ -1,0 +1,85 @@
+"""`agent-api serve` as a real subprocess on a loopback port, for tests of the process itself."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.utils.redis_server import free_port
+
+# Settings a developer may have in their shell; tests state the ones they want.
+_SCRUBBED = (
+    "OPENAI_",
+    "REDIS_",
+    "OAI_",
+    "API_KEYS",
+    "SESSION_",
+    "MAX_",
+    "LLM_",
+    "TEAMS_",
+    "TEAM_",
+    "WORKERS",
+    "ENVIRONMENT",
+    "PROMETHEUS_",
+    "LOG_",
+    "SHUTDOWN_",
+    "RATE_LIMIT",
+    "CORS_",
+)
+
+
+@dataclass
+class ServeProcess:
+    process: subprocess.Popen[bytes]
+    url: str
+    stdout: Path
+    stderr: Path
+
+    def terminate(self, timeout: float = 60) -> float:
+        """SIGTERM, and the seconds it took the process to exit."""
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=timeout)
+        return time.monotonic() - started
+
+
+@contextmanager
+def serve_process(tmp_path: Path, env: Mapping[str, str], *args: str) -> Iterator[ServeProcess]:
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED)}
+    out, err = tmp_path / "stdout.log", tmp_path / "stderr.log"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        # from an empty directory, so that no .env is read
+        process = subprocess.Popen(
+            [sys.executable, "-m", "agent_api.cli", "serve", "--port", str(port), *args],
+            cwd=tmp_path,
+            env={**clean, **env},
+            stdout=stdout,
+            stderr=stderr,
+        )
+    served = ServeProcess(process, f"http://127.0.0.1:{port}", out, err)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{served.url}/health", timeout=2).status_code in (200, 503):
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, err.read_text()
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+        yield served
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
