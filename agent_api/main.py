@@ -100,6 +100,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         session_manager = SessionManager(redis, ttl=settings.session_ttl, max_history=settings.max_history_messages)
         teams: TeamRegistry = app.state.teams
         runner = TeamRunner(llm, executor, max_history=settings.max_history_messages, cache=response_cache)
+        await runner.warm_up(list(teams))
         chat_service = ChatService(
             session_manager,
             runner,
