@@ -4,12 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test install redis-server lint bench clean
+.PHONY: run test install system-deps lint bench clean
 
 run: install ## start the API on its embedded defaults (or whatever .env / the environment says)
 	$(BIN)/agent-api serve
 
-test: install redis-server ## install everything, lint, and run the test suite
+test: install system-deps ## install everything, lint, and run the test suite
 	$(BIN)/ruff check agent_api tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest
@@ -22,22 +22,30 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-# The tests run a real redis-server on a loopback port: Debian's package, installed when missing.
-redis-server:
-	@command -v redis-server >/dev/null 2>&1 || { \
+# The tests need real programs: redis-server (sessions), docker-compose (it validates the compose
+# file; no Docker engine needed) and Chromium (the browser test). Debian's packages, installed
+# when missing if we are root.
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing redis-server (Debian package)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "redis-server is missing: install it (e.g. 'sudo apt-get install redis-server')" >&2; exit 1; \
-	  fi; }
+	    echo "missing:$$missing; install them (e.g. 'sudo apt-get install$$missing')" >&2; exit 1; \
+	  fi; \
+	fi
 
 lint: install
 	$(BIN)/ruff check agent_api tests bench
 	$(BIN)/mypy
 
-bench: install redis-server ## the benchmarks (see docs/benchmarks.md)
+bench: install system-deps ## the benchmarks (see docs/benchmarks.md)
 	$(BIN)/python bench/concurrency.py
+	$(BIN)/python bench/first_token.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
