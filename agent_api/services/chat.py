@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
 from agent_api.agents.events import MessageEvent, RunOutcome, TokenEvent, ToolCallEvent, ToolResultEvent
 from agent_api.agents.registry import TeamRegistry
@@ -90,25 +91,23 @@ class ChatService:
             raise
 
     async def _begin(self, request: AgentRequest, owner: str) -> Turn:
+        prepare: Callable[[], Awaitable[Session]]
         if request.session_id is None:
             team = self.teams.get(request.agent)
             session_id = new_session_id()
-            lease = await self.leases.acquire(session_id, owner, self.max_runs_per_key)
-            try:
-                session = await self.sessions.create(team.name, owner, session_id=session_id)
-            except BaseException:
-                await lease.release()
-                raise
-            return Turn(team, session, request, lease, self._gate)
-        session_team = await self.sessions.team_of(request.session_id, owner)
-        # A session stays with its team: 'agent' may be omitted when continuing.
-        name = request.agent if "agent" in request.model_fields_set else session_team
-        if name != session_team:
-            raise SessionTeamMismatch(session_team, name)
-        team = self.teams.get(name)
-        lease = await self.leases.acquire(request.session_id, owner, self.max_runs_per_key)
+            prepare = partial(self.sessions.create, team.name, owner, session_id=session_id)
+        else:
+            session_id = request.session_id
+            session_team = await self.sessions.team_of(session_id, owner)
+            # A session stays with its team: 'agent' may be omitted when continuing.
+            name = request.agent if "agent" in request.model_fields_set else session_team
+            if name != session_team:
+                raise SessionTeamMismatch(session_team, name)
+            team = self.teams.get(name)
+            prepare = partial(self.sessions.load, session_id, owner, touch=True)
+        lease = await self.leases.acquire(session_id, owner, self.max_runs_per_key)
         try:
-            session = await self.sessions.load(request.session_id, owner, touch=True)
+            session = await prepare()
         except BaseException:
             await lease.release()
             raise

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -18,6 +15,7 @@ from agent_api.agents.loader import TeamConfigError
 from agent_api.config import Settings
 from agent_api.main import create_app
 from agent_api.offline_llm import OfflineServer
+from tests.utils.process import serve_refusing_to_start
 from tests.utils.sse import answer, read_frames
 
 Serve = Callable[..., AbstractContextManager[httpx.Client]]
@@ -190,15 +188,5 @@ def test_malformed_team_file_stops_start_up(settings_factory: Callable[..., Sett
 def test_serve_refuses_to_start_with_a_malformed_team_file(tmp_path: Path) -> None:
     (tmp_path / "teams").mkdir()
     (tmp_path / "teams" / "bad.yaml").write_text("name: bad\ndescription: x\npattern: pair\nagents:\n  - name: a\n")
-    env = {**os.environ, "TEAMS_DIR": str(tmp_path / "teams")}
-    done = subprocess.run(
-        [sys.executable, "-m", "agent_api.cli", "serve", "--port", "0"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode != 0
+    done = serve_refusing_to_start(tmp_path, {"TEAMS_DIR": str(tmp_path / "teams")})
     assert "bad.yaml" in done.stderr and "system_message" in done.stderr
-    assert "Traceback" not in done.stderr

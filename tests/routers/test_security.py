@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ import redis
 
 from agent_api.config import Settings
 from agent_api.offline_llm import OfflineServer
+from tests.utils.process import serve_refusing_to_start
 
 Serve = Callable[..., AbstractContextManager[httpx.Client]]
 KEY_A, KEY_B = "key-a-0123456789", "key-b-9876543210"
@@ -292,16 +292,8 @@ def test_unreachable_redis_is_503_not_500(serve: Serve) -> None:
 def test_production_refuses_to_start_without_keys(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="API_KEYS"):
         Settings(_env_file=None, environment="production")  # type: ignore[call-arg]
-    env = {**os.environ, "ENVIRONMENT": "production", "API_KEYS": " , "}
-    done = subprocess.run(
-        [sys.executable, "-m", "agent_api.cli", "serve", "--port", "0"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode != 0 and "API_KEYS" in done.stderr and "Traceback" not in done.stderr
+    done = serve_refusing_to_start(tmp_path, {"ENVIRONMENT": "production", "API_KEYS": " , "})
+    assert "API_KEYS" in done.stderr
 
 
 def test_cors_is_off_by_default_and_follows_settings(serve: Serve) -> None:

@@ -83,3 +83,18 @@ def serve_process(tmp_path: Path, env: Mapping[str, str], *args: str) -> Iterato
         if process.poll() is None:
             process.kill()
             process.wait(timeout=30)
+
+
+def serve_refusing_to_start(tmp_path: Path, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run `agent-api serve` expecting it to refuse to start; its completed process."""
+    done = subprocess.run(
+        [sys.executable, "-m", "agent_api.cli", "serve", "--port", "0"],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0, "the server started"
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
