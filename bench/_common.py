@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -306,3 +306,140 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+# -- fault injection and checks (bench/faults.py, bench/soak.py) ---------------------------------
+class RedisProcess:
+    """A ``redis-server`` with append-only persistence that can be stopped and started again.
+
+    It keeps its port and its data directory across restarts, so a restarted server reloads what
+    the stopped one had written (``--appendfsync always``: every acknowledged write).
+    """
+
+    def __init__(self, port: int, data_dir: Path, binary: str) -> None:
+        self.port = port
+        self.data_dir = data_dir
+        self._binary = binary
+        self._process: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / "redis.log"
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start the server (it must not be running) and wait until it answers PING."""
+        if self.running:
+            raise RuntimeError("redis-server is already running")
+        args = [self._binary, "--port", str(self.port), "--bind", LOOPBACK, "--dir", str(self.data_dir),
+                "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
+                "--loglevel", "notice", "--logfile", str(self.log_path)]
+        self._process = subprocess.Popen(args, cwd=self.data_dir, env=_child_env(), stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+        _wait_until(lambda: _redis_ping(self.port), self._process, "redis-server", self.log_path, timeout)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> float:
+        """Send ``sig`` and wait (bounded) for the exit; return the seconds it took. No-op when not running."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return 0.0
+        start = time.monotonic()
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+        return time.monotonic() - start
+
+    def log_tail(self, lines: int = 20) -> str:
+        return _tail(self.log_path, lines)
+
+
+@contextlib.contextmanager
+def persistent_redis(timeout: float = 15.0) -> Iterator[RedisProcess]:
+    """A started :class:`RedisProcess` on a free loopback port with a temp data dir; stopped and removed after."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server)")
+    data = Path(tempfile.mkdtemp(prefix="agent-api-bench-redis-aof-"))
+    server = RedisProcess(free_port(), data, binary)
+    try:
+        server.start(timeout)
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def bench_api_env(redis_url: str, model_url: str, **settings: str) -> dict[str, str | None]:
+    """The API's environment for a benchmark: every setting of the caller's environment dropped, then these.
+
+    Sessions in ``redis_url``, the model at ``model_url``, no API keys (so no rate limits), and
+    ``settings`` (e.g. ``LEASE_TTL="3"``) on top.
+    """
+    from agent_api.config import Settings
+
+    env: dict[str, str | None] = {name.upper(): None for name in Settings.model_fields}
+    env.update(REDIS_URL=redis_url, OPENAI_BASE_URL=model_url, OPENAI_API_KEY="bench", LOG_LEVEL="warning")
+    env.update(settings)
+    return env
+
+
+def offline_control(model_url: str) -> str:
+    """The base URL of the offline model's control routes (``/_offline/...``) for its ``.../v1`` URL."""
+    return model_url.removesuffix("/v1")
+
+
+def api_log_lines(api: ApiServer, min_level: str = "WARNING", limit: int = 200) -> list[str]:
+    """The API's stderr lines at ``min_level`` or above (JSON log lines, or plain lines such as tracebacks)."""
+    order = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+    wanted = set(order[order.index(min_level):])
+    try:
+        text = (api.workdir / "stderr.log").read_text(errors="replace")
+    except OSError:
+        return []
+    picked: list[str] = []
+    for line in text.splitlines():
+        try:
+            level = json.loads(line).get("level")
+        except (ValueError, AttributeError):
+            level = None
+        if level is None or level in wanted:
+            picked.append(line)
+    return picked[-limit:]
+
+
+async def sse_frames(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """Yield ``(event, data)`` for each Server-Sent Event of ``response`` as it arrives (``data`` parsed as JSON).
+
+    Comment lines (``: ping``) are skipped; a frame whose data is not JSON yields ``{"raw": text}``.
+    """
+    event, data = "message", []
+    async for line in response.aiter_lines():
+        if not line:
+            if data:
+                text = "\n".join(data)
+                try:
+                    parsed = json.loads(text)
+                except ValueError:
+                    parsed = {"raw": text}
+                yield event, parsed
+            event, data = "message", []
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)

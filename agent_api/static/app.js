@@ -211,11 +211,15 @@
     ui.sessionId.dataset.empty = id ? "false" : "true";
   }
 
-  function newSession(notice) {
+  // Forget the session (the server keeps it until its TTL); `keepLog` leaves the conversation
+  // on screen, with the notice as a divider.
+  function newSession(notice, keepLog) {
     if (state.turn) return;
     setSession(null);
-    ui.log.querySelectorAll(".bubble, .item").forEach((node) => node.remove());
-    ui.empty.hidden = false;
+    if (!keepLog) {
+      ui.log.querySelectorAll(".bubble, .item").forEach((node) => node.remove());
+      ui.empty.hidden = false;
+    }
     if (notice) noticeItem(notice);
     setStatus("New session: your next message starts a new conversation.");
     updateControls();
@@ -627,7 +631,7 @@
     describeTeam("");
     if (state.sessionId && state.sessionTeam && ui.team.value !== state.sessionTeam) {
       // A session belongs to its team: another team means another conversation.
-      newSession(`Switched to ${ui.team.value}: a new session starts with your next message.`);
+      newSession(`Switched to ${ui.team.value}: a new session starts with your next message.`, true);
       ui.team.focus();
     }
   });
