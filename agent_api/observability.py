@@ -70,7 +70,9 @@ class AccessLog:
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = getattr(route, "path", None) or (
+                "/static" if scope["path"].startswith("/static/") else "unmatched"
+            )
             HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
             HTTP_DURATION.labels(scope["method"], template).observe(elapsed)
             if template not in ("/health", "/metrics"):

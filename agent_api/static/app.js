@@ -317,15 +317,16 @@
         setStatus("The team is thinking…", "busy");
         break;
       case "token":
+        turn.streaming.add(data.agent || "assistant");
         appendToken(turn, data.agent || "assistant", typeof data.text === "string" ? data.text : data.chunk);
         break;
       case "message": {
+        const agent = data.agent || "assistant";
         const message = data.message || {};
-        const open = turn.bubble;
-        const streamed = open && !open.closed && open.agent === data.agent && open.text.length > 0;
+        const streamed = turn.streaming.delete(agent); // its tokens came before this frame
         if (!streamed && message.role === "assistant" && typeof message.content === "string" && message.content.trim()) {
           // A message that arrived whole (not token by token): show it all the same.
-          appendToken(turn, data.agent || "assistant", message.content);
+          appendToken(turn, agent, message.content.replace(/\s*TERMINATE\s*$/, ""));
         }
         closeBubble(turn);
         break;
@@ -461,6 +462,7 @@
       controller: new AbortController(),
       bubble: null,
       bubbles: 0,
+      streaming: new Set(), // agents whose current message came token by token
       speaker: null,
       frames: 0,
       done: false,
