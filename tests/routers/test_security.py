@@ -172,7 +172,7 @@ def test_a_crashed_workers_lock_expires(serve: Serve, redis_client: redis.Redis)
 
 
 def test_a_long_run_keeps_its_lock(serve: Serve, redis_client: redis.Redis) -> None:
-    with serve(api_keys=KEY_A, lease_ttl=1.5) as client:
+    with serve(api_keys=KEY_A, lease_ttl=3) as client:
         sid = client.post("/chat", json={"message": "start"}, headers=A).json()["session_id"]
         outcome: dict[str, int] = {}
         runner = threading.Thread(
