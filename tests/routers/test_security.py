@@ -179,12 +179,12 @@ def test_a_long_run_keeps_its_lock(serve: Serve, redis_client: redis.Redis) -> N
             target=lambda: outcome.setdefault(
                 "status",
                 client.post(
-                    "/chat", json={"message": "long [[latency:3:0]]", "session_id": sid}, headers=A
+                    "/chat", json={"message": "long [[latency:6:0]]", "session_id": sid}, headers=A
                 ).status_code,
             )
         )
         runner.start()
-        time.sleep(2.5)  # past the TTL: only the heartbeat keeps the lock
+        time.sleep(4.5)  # past the TTL: only the heartbeat keeps the lock
         assert client.post("/chat", json={"message": "overlap", "session_id": sid}, headers=A).status_code == 409
         runner.join(timeout=20)
         assert outcome["status"] == 200
