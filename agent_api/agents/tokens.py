@@ -21,14 +21,19 @@ _FULL_STOP_WORD = re.compile(r"\bTERMINATE[\s.!]*$")
 _PARTIAL_WORD = re.compile(r"\b([A-Z]+)$")
 
 
+_TAIL = 256  # the held-back part is short: look only at the end, not at the whole reply on each token
+
+
 def releasable_length(text: str) -> int:
     """How much of ``text`` can be shown: all but a trailing part that may become the stop word."""
-    match = _FULL_STOP_WORD.search(text)
-    if match:
-        start = match.start()
+    offset = max(0, len(text) - _TAIL)
+    tail = text[offset:]
+    match = _FULL_STOP_WORD.search(tail)
+    if match and (match.start() > 0 or offset == 0 or not text[offset - 1].isalnum()):
+        start = offset + match.start()
     else:
-        partial = _PARTIAL_WORD.search(text)
-        start = partial.start() if partial and TERMINATE.startswith(partial.group(1)) else len(text)
+        partial = _PARTIAL_WORD.search(tail)
+        start = offset + partial.start() if partial and TERMINATE.startswith(partial.group(1)) else len(text)
     while start > 0 and text[start - 1].isspace():  # trailing whitespace is trimmed at the end
         start -= 1
     return start

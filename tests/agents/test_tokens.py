@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent_api.agents.messages import strip_termination
 from agent_api.agents.tokens import ReplyShaper
@@ -44,3 +46,17 @@ def test_later_replies_are_separated_by_a_blank_line() -> None:
     empty = shaper.feed("TERMINATE") + shaper.end_reply()
     second = shaper.feed("two") + shaper.end_reply()
     assert first + empty + second == "one\n\ntwo"
+
+
+PIECES = ["alpha", "TERM", "INATE", "TERMINATE", " ", "\n", ".", "!", "x", "The", "T", "TE", "end", " TERMINATE."]
+
+
+@given(st.lists(st.sampled_from(PIECES), min_size=1, max_size=40), st.lists(st.booleans(), min_size=40, max_size=40))
+def test_any_token_split_gives_the_stored_reply(pieces: list[str], spaces: list[bool]) -> None:
+    tokens = [p + (" " if s else "") for p, s in zip(pieces, spaces, strict=False)]
+    assert shaped(tokens) == strip_termination("".join(tokens))
+
+
+def test_a_long_reply_is_shaped_in_linear_time() -> None:
+    tokens = [" word"] * 5000 + [" TERMINATE"]
+    assert shaped(tokens) == ("word" + " word" * 4999)
