@@ -50,6 +50,23 @@ class SharedHTTPClient(httpx.Client):
                 self._pools.append(client)
         return client
 
+    def drop_thread_pool(self) -> None:
+        """Close the calling thread's pool, connections in use included.
+
+        For a run aborted in the middle of a model stream: the OpenAI client's stream object sits
+        in a reference cycle, so its response (and the connection under it) would stay checked
+        out until the garbage collector ran, and the thread's next run would wait for a
+        connection. The thread opens a new pool on its next request.
+        """
+        client: httpx.Client | None = getattr(self._local, "client", None)
+        if client is None:
+            return
+        self._local.client = None
+        with self._pools_lock:
+            if client in self._pools:
+                self._pools.remove(client)
+        client.close()
+
     def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         return self._thread_client().send(request, **kwargs)
 

@@ -114,7 +114,7 @@ class TeamRunner:
                 loop.call_soon_threadsafe(queue.put_nowait, event)
 
         run.emit = emit
-        future = loop.run_in_executor(self.executor, self._run, team, run)
+        future = loop.run_in_executor(self.executor, self._run_in_thread, team, run)
         future.add_done_callback(lambda _: queue.put_nowait(_END))
         stopped: asyncio.Future[Any] | None = asyncio.ensure_future(stop.wait()) if stop is not None else None
         try:
@@ -167,12 +167,12 @@ class TeamRunner:
 
         await asyncio.get_running_loop().run_in_executor(self.executor, build)
 
-    @staticmethod
-    def _run(team: Team, run: TeamRun) -> RunOutcome:
+    def _run_in_thread(self, team: Team, run: TeamRun) -> RunOutcome:
+        cancelled = False
         try:
             return team.run(run)
         except RunCancelled:
-            raise
+            cancelled = True
         except Exception as exc:
             mapped = translate_model_error(exc)
             if mapped is None:
@@ -180,6 +180,10 @@ class TeamRunner:
                 raise AgentRunError() from exc
             log.warning("team %s: model call failed: %s", team.name, type(exc).__name__)
             raise mapped from exc
+        # The aborted model stream still holds its connection (see drop_thread_pool).
+        assert cancelled
+        self.llm.http_client.drop_thread_pool()
+        raise RunCancelled()
 
 
 def create_executor(size: int) -> ThreadPoolExecutor:

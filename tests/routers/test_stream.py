@@ -155,3 +155,16 @@ def test_errors_before_the_stream_are_plain_json(client: httpx.Client) -> None:
     assert "not found" in response.json()["detail"].lower()
     response, _ = read_frames(client, {"message": ""})
     assert response.status_code == 422
+
+
+def test_disconnects_leak_no_model_connections(serve: Serve, offline: OfflineServer) -> None:
+    # One run thread, whose pool holds two connections: a stream dropped by its client must give
+    # its connection back, or the third run waits for one until the model time-out.
+    with serve(thread_pool_size=1, llm_timeout=3) as client:
+        for i in range(4):
+            _, frames = read_frames(
+                client, {"message": f"drop {i} [[latency:0:0.2]] [[tokens:30]]"}, stop_after="token"
+            )
+            assert frames[-1].event == "token"
+        response = client.post("/chat", json={"message": "still served?"})
+        assert response.status_code == 200, response.text  # a 504 if no connection came free
