@@ -15,6 +15,7 @@ key it does not exist, on every operation.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -26,6 +27,8 @@ from redis.exceptions import RedisError
 
 from agent_api.errors import SessionNotFound, StoreUnavailable
 from agent_api.models.chat import ChatMessage
+
+log = logging.getLogger(__name__)
 
 _APPEND = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
@@ -69,6 +72,7 @@ async def _store_errors() -> AsyncIterator[None]:
     try:
         yield
     except RedisError as exc:
+        log.warning("session store unavailable: %s", type(exc).__name__)
         raise StoreUnavailable() from exc
 
 

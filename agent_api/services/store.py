@@ -7,8 +7,8 @@ import logging
 import redis as sync_redis
 import redis.asyncio as redis
 from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from agent_api.config import Settings
 
@@ -38,6 +38,8 @@ def create_redis(settings: Settings) -> redis.Redis:
         socket_timeout=settings.redis_timeout,
         health_check_interval=30,
         decode_responses=True,
+        # The asyncio Retry (the sync one is silently ignored by the asyncio pool): a connection
+        # that went stale while Redis restarted is retried on a fresh one instead of failing.
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
     )
     return redis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
