@@ -43,9 +43,13 @@ lint: install
 	$(BIN)/ruff check agent_api tests bench
 	$(BIN)/mypy
 
-bench: install system-deps ## the benchmarks (see docs/benchmarks.md)
+bench: install system-deps ## every benchmark and fault scenario, about 25 minutes (see docs/benchmarks.md)
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
 	$(BIN)/python bench/concurrency.py
 	$(BIN)/python bench/first_token.py
+	$(BIN)/python bench/faults.py
+	$(BIN)/python bench/soak.py
+	$(BIN)/python bench/plots.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
