@@ -443,3 +443,18 @@ async def sse_frames(response: httpx.Response) -> AsyncIterator[tuple[str, dict[
                 event = value
             elif name == "data":
                 data.append(value)
+
+
+def run_metadata(benchmark: str, command: str, revision: str, load: float | None) -> dict[str, Any]:
+    """The header of every raw results file: what ran, when, on which revision and machine."""
+    import datetime
+    import platform
+
+    return {
+        "benchmark": benchmark,
+        "date": datetime.date.today().isoformat(),
+        "command": command,
+        "service_revision": revision,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.system(),
+                    "load_average_at_start": load},
+    }

@@ -41,6 +41,7 @@ from _common import (
     process_stats,
     raise_open_files_limit,
     redis_server,
+    run_metadata,
     save_raw,
     service_revision,
     text_table,
@@ -328,12 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  N={run.n} run {run.repeat}: {sample}")
 
     raw = {
-        "benchmark": "concurrency",
-        "date": datetime.date.today().isoformat(),
-        "command": command,
-        "service_revision": revision,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.system(),
-                    "load_average_at_start": load},
+        **run_metadata("concurrency", command, revision, load),
         "settings": {"model_latency_s": MODEL_LATENCY_S, "threads": args.threads,
                      "redis_connections": args.redis_connections, "warmup": args.warmup, "timeout_s": args.timeout,
                      "workers": 1},

@@ -53,6 +53,7 @@ from _common import (
     process_stats,
     raise_open_files_limit,
     redis_server,
+    run_metadata,
     save_raw,
     service_revision,
     text_table,
@@ -512,12 +513,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {r.scenario} run {r.repeat}: {sample}")
 
     raw = {
-        "benchmark": "first_token",
-        "date": datetime.date.today().isoformat(),
-        "command": command,
-        "service_revision": revision,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.system(),
-                    "load_average_at_start": load},
+        **run_metadata("first_token", command, revision, load),
         "settings": {"first_token_delay_s": args.first_token_delay, "token_delay_s": args.token_delay,
                      "reply_tokens": args.reply_tokens, "warmup": args.warmup, "timeout_s": args.timeout,
                      "workers": 1, "client_connections": CLIENT_CONNECTIONS},

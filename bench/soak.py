@@ -55,6 +55,7 @@ from _common import (
     process_stats,
     raise_open_files_limit,
     redis_server,
+    run_metadata,
     save_raw,
     service_revision,
     sse_frames,
@@ -436,12 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nsoak: {'PASS' if analysis['passed'] else 'FAIL'}")
 
     raw = {
-        "benchmark": "soak",
-        "date": datetime.date.today().isoformat(),
-        "command": command,
-        "service_revision": revision,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.system(),
-                    "load_average_at_start": load},
+        **run_metadata("soak", command, revision, load),
         "settings": {"minutes": args.minutes, "rate": args.rate, "sample_s": args.sample,
                      "model_latency_s": args.model_latency, "mix": MIX, "workers": 1},
         "traffic": extra,
