@@ -38,8 +38,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
@@ -418,15 +417,6 @@ class OfflineServer(ThreadedServer):
     def start(self) -> OfflineServer:
         super().start()
         return self
-
-
-@contextmanager
-def running_offline_server(model: OfflineModel | None = None) -> Iterator[OfflineServer]:
-    server = OfflineServer(model).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -43,10 +43,6 @@ class KeyRing:
             digests.append(bytes.fromhex(match.group(1)) if match else hashlib.sha256(entry.encode()).digest())
         self._digests = digests
 
-    @classmethod
-    def parse(cls, raw: str) -> KeyRing:
-        return cls([e.strip() for e in raw.split(",") if e.strip()])
-
     @property
     def enabled(self) -> bool:
         return bool(self._digests)

@@ -82,12 +82,12 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(no output)"
 
 
-def _stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    """SIGTERM the process and wait up to ``timeout`` s; if it is still running, SIGKILL its process group."""
+def _stop(process: subprocess.Popen[bytes], timeout: float = 15.0, sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` and wait up to ``timeout`` s; if it is still running, SIGKILL its process group."""
     if process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(sig)
     try:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -349,15 +349,7 @@ class RedisProcess:
         if process is None or process.poll() is not None:
             return 0.0
         start = time.monotonic()
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(sig)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=5)
+        _stop(process, timeout, sig)
         return time.monotonic() - start
 
     def log_tail(self, lines: int = 20) -> str:

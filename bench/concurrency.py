@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 from _common import (
     api_server,
+    bench_api_env,
     markdown_table,
     median_index,
     offline_model,
@@ -47,8 +48,6 @@ from _common import (
     text_table,
     update_doc_section,
 )
-
-from agent_api.config import Settings
 
 MODEL_LATENCY_S = 0.5
 DEFAULT_N = [50, 200, 1000]
@@ -163,9 +162,7 @@ async def _batch(url: str, pid: int, n: int, repeat: int, *, warmup: int, timeou
 
 
 def _api_env(redis_url: str, model_url: str, args: argparse.Namespace) -> dict[str, str | None]:
-    # Start from the service's defaults: drop every setting the caller's environment may carry.
-    env: dict[str, str | None] = {name.upper(): None for name in Settings.model_fields}
-    env.update(REDIS_URL=redis_url, OPENAI_BASE_URL=model_url, OPENAI_API_KEY="bench", LOG_LEVEL="warning")
+    env = bench_api_env(redis_url, model_url)
     if args.threads is not None:
         env["THREAD_POOL_SIZE"] = str(args.threads)
     if args.redis_connections is not None:

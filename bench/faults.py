@@ -168,12 +168,14 @@ class Attempt:
         return str(self.status)
 
 
+def _turn_body(message: str, session_id: str | None, extra: dict[str, Any]) -> dict[str, Any]:
+    return {"message": message, **extra, **({"session_id": session_id} if session_id else {})}
+
+
 async def chat_attempt(client: httpx.AsyncClient, t0: float, client_id: int, message: str,
                        session_id: str | None, **extra: Any) -> Attempt:
     """Send one ``POST /chat``; never raises."""
-    body: dict[str, Any] = {"message": message, **extra}
-    if session_id:
-        body["session_id"] = session_id
+    body = _turn_body(message, session_id, extra)
     attempt = Attempt(client_id, "chat", message, session_id, time.monotonic() - t0)
     try:
         response = await client.post("/chat", json=body)
@@ -194,9 +196,7 @@ async def chat_attempt(client: httpx.AsyncClient, t0: float, client_id: int, mes
 async def stream_attempt(client: httpx.AsyncClient, t0: float, client_id: int, message: str,
                          session_id: str | None, **extra: Any) -> Attempt:
     """Send one ``POST /chat/stream`` and read it to the end; never raises."""
-    body: dict[str, Any] = {"message": message, **extra}
-    if session_id:
-        body["session_id"] = session_id
+    body = _turn_body(message, session_id, extra)
     attempt = Attempt(client_id, "stream", message, session_id, time.monotonic() - t0)
     try:
         async with client.stream("POST", "/chat/stream", json=body) as response:

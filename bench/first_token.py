@@ -46,6 +46,7 @@ from typing import Any
 import httpx
 from _common import (
     api_server,
+    bench_api_env,
     markdown_table,
     median_index,
     offline_model,
@@ -60,8 +61,6 @@ from _common import (
     update_doc_section,
 )
 from httpx_sse import aconnect_sse
-
-from agent_api.config import Settings
 
 TARGETS_MS = {"sequential": 20.0, "concurrent": 100.0}  # from the spec: p50 overhead at 1 and at 200 streams
 TARGET_CONCURRENCY = 200  # the spec's concurrent target is for 200 streams at once
@@ -288,13 +287,6 @@ async def _scenario(url: str, pid: int, scenario: str, n: int, repeat: int, *, w
     )
 
 
-def _api_env(redis_url: str, model_url: str) -> dict[str, str | None]:
-    # Start from the service's defaults: drop every setting the caller's environment may carry.
-    env: dict[str, str | None] = {name.upper(): None for name in Settings.model_fields}
-    env.update(REDIS_URL=redis_url, OPENAI_BASE_URL=model_url, OPENAI_API_KEY="bench", LOG_LEVEL="warning")
-    return env
-
-
 def _fmt(value: float | None, digits: int = 0) -> str:
     return f"{value:.{digits}f}" if value is not None and value == value else "-"  # NaN prints as "-"
 
@@ -478,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         redis_url = stack.enter_context(redis_server())
         model_url = stack.enter_context(offline_model(first_token_delay=args.first_token_delay,
                                                       token_delay=args.token_delay, reply_tokens=args.reply_tokens))
-        env = _api_env(redis_url, model_url)
+        env = bench_api_env(redis_url, model_url)
         for scenario, n, repeat in plan:
             with api_server(env) as api:
                 run = asyncio.run(_scenario(api.url, api.pid, scenario, n, repeat, warmup=args.warmup,

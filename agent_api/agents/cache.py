@@ -30,16 +30,16 @@ class ResponseCache:
         self.ttl = ttl
         self.prefix = prefix
 
-    def _key(self, request: Any) -> str:
-        # AutoGen hands over the model request itself. Streamed or not, the answer is the same.
+    def key(self, request: Any) -> str:
+        """The Redis key of a model request. Streamed or not, the answer is the same."""
         if isinstance(request, dict):
             request = {k: v for k, v in request.items() if k not in ("stream", "stream_options")}
         digest = hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
         return self.prefix + digest
 
-    def get(self, key: Any, default: Any = None) -> Any:
+    def get(self, key: str, default: Any = None) -> Any:
         try:
-            raw = self.client.get(self._key(key))
+            raw = self.client.get(key)
         except RedisError:
             log.warning("response cache unavailable; asking the model")
             raw = None
@@ -48,9 +48,9 @@ class ResponseCache:
         # Our own Redis, written only by set() below: trusted like the rest of the store.
         return pickle.loads(bytes(raw) if isinstance(raw, (bytes, bytearray)) else raw.encode("latin-1"))
 
-    def set(self, key: Any, value: Any) -> None:
+    def set(self, key: str, value: Any) -> None:
         try:
-            self.client.set(self._key(key), pickle.dumps(value), ex=self.ttl)
+            self.client.set(key, pickle.dumps(value), ex=self.ttl)
         except RedisError:
             log.warning("response cache unavailable; response not cached")
 
@@ -65,9 +65,17 @@ class RunCache:
         self.cache = cache
         self.hits = 0
         self.misses = 0
+        self._last: tuple[Any, str] | None = None
+
+    def _key(self, request: Any) -> str:
+        # AutoGen looks a request up, then stores the answer under the same request object:
+        # hash it once.
+        if self._last is None or self._last[0] is not request:
+            self._last = (request, self.cache.key(request))
+        return self._last[1]
 
     def get(self, key: Any, default: Any = None) -> Any:
-        value = self.cache.get(key, None)
+        value = self.cache.get(self._key(key), None)
         if value is None:
             self.misses += 1
             CACHE.labels("miss").inc()
@@ -77,7 +85,7 @@ class RunCache:
         return value
 
     def set(self, key: Any, value: Any) -> None:
-        self.cache.set(key, value)
+        self.cache.set(self._key(key), value)
 
     def close(self) -> None:
         """The shared cache outlives the run."""

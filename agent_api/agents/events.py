@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from agent_api.models.chat import ChatMessage, Usage
 
@@ -53,7 +52,6 @@ class RunOutcome:
     finished: bool
     usage: Usage = field(default_factory=Usage)
     cached: bool = False  # some reply came from the response cache
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 RunEvent = TokenEvent | MessageEvent | ToolCallEvent | ToolResultEvent

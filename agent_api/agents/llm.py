@@ -6,7 +6,7 @@ import copy
 import logging
 import ssl
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import certifi
@@ -85,21 +85,32 @@ class SharedHTTPClient(httpx.Client):
 
 @dataclass
 class LLMProvider:
-    """Builds per-request ``llm_config`` dicts that all share one HTTP connection pool."""
+    """The ``llm_config`` every agent is built from, all sharing one HTTP client."""
 
     entries: list[dict[str, Any]]
     http_client: SharedHTTPClient
     model: str
     backend: str  # "offline" or "openai-compatible"
     temperature: float | None = None
+    _configs: dict[bool, dict[str, Any]] = field(init=False, repr=False)
 
-    def config(self, *, stream: bool) -> dict[str, Any]:
-        """An AutoGen ``llm_config``; ``stream`` makes the model send tokens as it writes them."""
+    def __post_init__(self) -> None:
+        self._configs = {stream: self._build(stream) for stream in (True, False)}
+
+    def _build(self, stream: bool) -> dict[str, Any]:
         config_list = [{**entry, "http_client": self.http_client, "stream": stream} for entry in self.entries]
         llm_config: dict[str, Any] = {"config_list": config_list, "cache_seed": None}
         if self.temperature is not None:
             llm_config["temperature"] = self.temperature
         return llm_config
+
+    def config(self, *, stream: bool) -> dict[str, Any]:
+        """The AutoGen ``llm_config``; ``stream`` makes the model send tokens as it writes them.
+
+        Built once and shared by every run: AutoGen copies it into each agent it builds, and
+        callers that add to it (AgentSpec.llm_config) copy it first.
+        """
+        return self._configs[stream]
 
     def close(self) -> None:
         self.http_client.close()

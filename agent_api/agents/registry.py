@@ -24,6 +24,3 @@ class TeamRegistry:
 
     def __iter__(self) -> Iterator[Team]:
         return iter(self._teams.values())
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._teams

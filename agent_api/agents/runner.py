@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal
 
 import httpx
 import openai
@@ -40,6 +40,7 @@ class RunFinished:
 
 
 _END = object()
+_STOP = object()
 
 
 def _consume(future: asyncio.Future[RunOutcome]) -> None:
@@ -116,9 +117,19 @@ class TeamRunner:
         run.emit = emit
         future = loop.run_in_executor(self.executor, self._run_in_thread, team, run)
         future.add_done_callback(lambda _: queue.put_nowait(_END))
-        stopped: asyncio.Future[Any] | None = asyncio.ensure_future(stop.wait()) if stop is not None else None
+        # A shutdown reaches the run the way its events do: through the queue.
+        stopped = asyncio.ensure_future(stop.wait()) if stop is not None else None
+
+        def on_stop(done: asyncio.Task[Literal[True]]) -> None:
+            if not done.cancelled():
+                queue.put_nowait(_STOP)
+
+        if stopped is not None:
+            stopped.add_done_callback(on_stop)
         try:
-            while (item := await self._next(queue, stopped)) is not _END:
+            while (item := await queue.get()) is not _END:
+                if item is _STOP:
+                    raise ShuttingDown()
                 yield item  # type: ignore[misc]
             yield RunFinished(await future)
         finally:
@@ -128,17 +139,6 @@ class TeamRunner:
             # A run abandoned by its caller still ends (cancelled) in its thread: collect its
             # outcome so that asyncio does not log it as an exception never retrieved.
             future.add_done_callback(_consume)
-
-    @staticmethod
-    async def _next(queue: asyncio.Queue[object], stopped: asyncio.Future[Any] | None) -> object:
-        if stopped is None:
-            return await queue.get()
-        getter: asyncio.Future[Any] = asyncio.ensure_future(queue.get())
-        await asyncio.wait({getter, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if not getter.done():
-            getter.cancel()
-            raise ShuttingDown()
-        return getter.result()
 
     async def run(
         self,
@@ -168,11 +168,10 @@ class TeamRunner:
         await asyncio.get_running_loop().run_in_executor(self.executor, build)
 
     def _run_in_thread(self, team: Team, run: TeamRun) -> RunOutcome:
-        cancelled = False
         try:
             return team.run(run)
         except RunCancelled:
-            cancelled = True
+            pass
         except Exception as exc:
             mapped = translate_model_error(exc)
             if mapped is None:
@@ -180,8 +179,7 @@ class TeamRunner:
                 raise AgentRunError() from exc
             log.warning("team %s: model call failed: %s", team.name, type(exc).__name__)
             raise mapped from exc
-        # The aborted model stream still holds its connection (see drop_thread_pool).
-        assert cancelled
+        # Cancelled. The aborted model stream still holds its connection (see drop_thread_pool).
         self.llm.http_client.drop_thread_pool()
         raise RunCancelled()
 
