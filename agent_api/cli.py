@@ -17,6 +17,9 @@ from agent_api.security import hash_key
 
 
 def _serve(args: argparse.Namespace) -> None:
+    if args.workers_in_process is not None:
+        # The settings are read again in each API process: pass the flag on the way they read it.
+        os.environ["WORKERS_IN_PROCESS"] = str(args.workers_in_process)
     try:
         settings = get_settings()
         load_teams(settings.teams_dir, settings.team_plugin_list)  # fail here, clearly, not in each worker
@@ -40,6 +43,22 @@ def _serve(args: argparse.Namespace) -> None:
     )
 
 
+def _worker(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from agent_api.worker import run_worker
+
+    try:
+        settings = get_settings()
+        load_teams(settings.teams_dir, settings.team_plugin_list)
+        if settings.redis_url is None:
+            raise ValueError("agent-api worker needs REDIS_URL: it takes runs from the job queue in Redis")
+    except (ValidationError, TeamConfigError, ValueError) as exc:
+        sys.exit(f"agent-api: cannot start the worker: {exc}")
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(run_worker(settings, metrics_port=args.metrics_port))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="agent-api", description="AutoGen teams behind an HTTP API.")
@@ -47,7 +66,14 @@ def main(argv: list[str] | None = None) -> None:
     serve = commands.add_parser("serve", help="run the API (settings from the environment and .env)")
     serve.add_argument("--host", help="address to bind (default: HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: PORT, 8000)")
-    serve.add_argument("--workers", type=int, help="worker processes (default: WORKERS, 1)")
+    serve.add_argument("--workers", type=int, help="API processes (uvicorn workers; default: WORKERS, 1)")
+    serve.add_argument(
+        "--workers-in-process",
+        type=int,
+        help="run workers inside each API process (default: WORKERS_IN_PROCESS, 1; 0 with `agent-api worker`s)",
+    )
+    worker = commands.add_parser("worker", help="execute runs from the job queue (needs REDIS_URL)")
+    worker.add_argument("--metrics-port", type=int, help="serve this worker's Prometheus metrics on this port")
     commands.add_parser("offline-llm", help="run the offline OpenAI-compatible model server", add_help=False)
     hash_parser = commands.add_parser("hash-key", help="print the sha256: form of an API key, for API_KEYS")
     hash_parser.add_argument("key", nargs="?", help="the key (default: read from standard input)")
@@ -63,6 +89,8 @@ def main(argv: list[str] | None = None) -> None:
         print(hash_key(key))
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    elif args.command == "worker":
+        _worker(args)
     else:
         _serve(args)
 

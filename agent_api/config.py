@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     redis_url: RedisDsn | None = None
     redis_max_connections: int = Field(default=200, ge=1)
     redis_timeout: float = Field(default=5.0, gt=0, description="Seconds to connect to Redis or wait for a reply.")
+    redis_max_followers: int = Field(
+        default=1000, ge=1, description="Connections for followers' blocking reads of run events (one per open stream)."
+    )
     redis_pool_timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for a free pooled connection.")
     session_ttl: int = Field(default=3600, ge=1, description="Seconds a session lives after its last turn.")
     max_history_messages: int = Field(default=100, ge=2, description="Messages kept per session (oldest dropped).")
@@ -49,6 +52,16 @@ class Settings(BaseSettings):
     thread_pool_size: int = Field(default=200, ge=1, le=2000, description="Threads that run AutoGen conversations.")
     teams_dir: Path | None = Field(default=None, description="Directory of extra team files (YAML or JSON).")
     team_plugins: str = Field(default="", description="Comma-separated 'module:function' returning Team objects.")
+    workers_in_process: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description="Run workers inside each API process. 0: runs go to `agent-api worker` processes (needs Redis).",
+    )
+    run_ttl: int = Field(default=86400, ge=60, description="Seconds a run and its events are kept after it ends.")
+    run_heartbeat: int = Field(
+        default=10, ge=2, le=600, description="Seconds without a worker heartbeat before a run is failed worker_lost."
+    )
     sse_ping_seconds: float = Field(default=15.0, gt=0, description="Keep-alive comment interval on streams.")
 
     # Security and limits
@@ -62,6 +75,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=65536, ge=1024)
     cors_origins: str = Field(default="", description="Comma-separated origins allowed by CORS; empty: none.")
     docs_enabled: bool = Field(default=True, description="Serve /docs, /redoc and /openapi.json (without a key).")
+
+    # Webhooks
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="Standard Webhooks signing secret (whsec_...); unset: a random one per process."
+    )
+    webhook_allow_private: bool = Field(
+        default=False, description="Allow webhook URLs on loopback, private or link-local addresses."
+    )
+    webhook_timeout: float = Field(default=10.0, gt=0, description="Seconds one webhook delivery attempt may take.")
+    webhook_max_attempts: int = Field(default=5, ge=1, le=20, description="Delivery attempts per webhook.")
 
     # Serving
     host: str = "127.0.0.1"
@@ -93,6 +116,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _safe_for_production(self) -> Settings:
+        if self.redis_url is None and self.workers_in_process == 0:
+            raise ValueError("WORKERS_IN_PROCESS=0 needs REDIS_URL: without Redis, runs can only run in-process")
         if self.environment == "production" and not self.api_key_list:
             raise ValueError("ENVIRONMENT=production requires API_KEYS: refusing to serve without authentication")
         if self.environment == "production" and "*" in self.cors_origin_list:

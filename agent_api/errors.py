@@ -3,11 +3,16 @@
     AgentAPIError                 base: carries a status code and a detail safe to show callers
     ├── Unauthorized              401  no API key, or an unknown one (WWW-Authenticate)
     ├── SessionNotFound           404  unknown, expired or not the caller's session
+    ├── RunNotFound               404  unknown, expired or not the caller's run
+    ├── RunStopped                409  the run was cancelled or interrupted before it finished
     ├── SessionBusy               409  another run is in progress on the session
     ├── SessionTeamMismatch       409  the session belongs to another team
     ├── UnknownTeam               422  no team of that name
+    ├── InvalidField              422  a field's value is refused (a webhook URL, an event cursor)
     ├── RateLimited               429  the key's request rate or concurrent runs (Retry-After)
     ├── AgentRunError             500  the agents failed for a reason other than the model
+    ├── WorkerLost                500  the worker running the run died; nothing was saved
+    ├── RunFailed                 any  a run that failed elsewhere, as its record tells
     ├── StoreUnavailable          503  Redis cannot be reached (or no connection came free in time)
     ├── ShuttingDown              503  the service is stopping (Retry-After)
     └── ModelError                502  the model provider failed or answered with an error
@@ -150,3 +155,51 @@ class ShuttingDown(AgentAPIError):
 
     def __init__(self) -> None:
         super().__init__(headers={"Retry-After": "5"})
+
+
+class RunNotFound(AgentAPIError):
+    """The run does not exist, has expired, or belongs to another key."""
+
+    status_code = 404
+    detail = "Run not found: it does not exist or has expired."
+    error_type = "not_found"
+
+
+class RunStopped(AgentAPIError):
+    """The run was cancelled (or interrupted by a newer run) before it finished; nothing was saved."""
+
+    status_code = 409
+    error_type = "cancelled"
+
+    def __init__(self, error_type: str = "cancelled") -> None:
+        self.error_type = error_type
+        what = "interrupted by a newer run on its session" if error_type == "interrupted" else "cancelled"
+        super().__init__(f"The run was {what}; nothing of it was saved.")
+
+
+class WorkerLost(AgentAPIError):
+    """The worker process running the run stopped without finishing it (a crash, a kill)."""
+
+    status_code = 500
+    detail = "The worker running this turn stopped unexpectedly; nothing was saved. Retry."
+    error_type = "worker_lost"
+
+
+class InvalidField(AgentAPIError):
+    """A request field has a value that is refused for a reason its schema cannot say."""
+
+    status_code = 422
+    error_type = "validation"
+
+    def __init__(self, loc: list[str | int], message: str) -> None:
+        super().__init__(message)
+        self.detail_body = [{"loc": loc, "msg": message, "type": "value_error"}]
+
+
+class RunFailed(AgentAPIError):
+    """A run that failed in a worker, rebuilt from its record's ``error`` for the caller waiting on it."""
+
+    def __init__(self, error_type: str, detail: str, status_code: int, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail, headers=headers)
+        self.error_type = error_type
+        self.status_code = status_code

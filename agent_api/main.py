@@ -12,25 +12,21 @@ from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from agent_api import __version__, metrics
-from agent_api.agents.cache import ResponseCache
-from agent_api.agents.llm import cache_openai_kwargs, create_llm_provider, quiet_autogen_logging
+from agent_api import __version__
 from agent_api.agents.loader import load_teams
 from agent_api.agents.registry import TeamRegistry
-from agent_api.agents.runner import TeamRunner, create_executor
 from agent_api.config import Settings, get_settings
 from agent_api.exception_handlers import install_exception_handlers
 from agent_api.middleware import BodySizeLimit
 from agent_api.observability import AccessLog, configure_logging, valid_request_id
-from agent_api.routers import agents, chat, health, sessions
+from agent_api.routers import agents, chat, health, metrics, runs, sessions
 from agent_api.routers.deps import AppState
 from agent_api.routers.ui import mount_ui
+from agent_api.runs.queue import SaqDispatcher
+from agent_api.runs.service import RunService
+from agent_api.runtime import open_engine, open_runtime, start_workers
 from agent_api.security import KeyRing
-from agent_api.services.chat import ChatService
-from agent_api.services.leases import Leases
 from agent_api.services.ratelimit import RequestRateLimiter
-from agent_api.services.sessions import SessionManager
-from agent_api.services.store import create_redis, create_sync_redis
 from agent_api.shutdown import Shutdown
 
 log = logging.getLogger("agent_api")
@@ -40,6 +36,8 @@ Serve AutoGen multi-agent teams over HTTP.
 
 * `POST /chat` runs one user turn through a team and answers when it has finished;
   `POST /chat/stream` sends the team's work as Server-Sent Events while it happens.
+* `POST /runs` starts a turn in the background: poll it, follow its events (and re-attach with
+  `Last-Event-ID`), cancel it, or get a webhook when it ends. `/chat` is a run you wait for.
 * Sessions keep each conversation's history (with a TTL) so that the next turn continues it.
 * Send your API key as `X-API-Key` or `Authorization: Bearer` (the "Authorize" button here).
 """
@@ -59,75 +57,60 @@ def _announce_auth(keys: KeyRing) -> None:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     configure_logging(settings.log_level, settings.log_format)
-    quiet_autogen_logging()
-    cache_openai_kwargs()
     async with AsyncExitStack() as stack:
-        redis = create_redis(settings)
-        stack.push_async_callback(redis.aclose)
-        offline_url = None
-        if settings.uses_offline_model:
-            from agent_api.offline_llm import OfflineServer
-
-            offline = OfflineServer().start()
-            stack.callback(offline.stop)
-            offline_url = offline.base_url
-            log.warning(
-                "No model configured (OPENAI_API_KEY, OPENAI_BASE_URL or OAI_CONFIG_LIST): "
-                "using the built-in offline model, which gives canned answers."
-            )
-        llm = create_llm_provider(settings, offline_base_url=offline_url)
-        stack.callback(llm.close)
-        executor = create_executor(settings.thread_pool_size)
-        stack.callback(executor.shutdown, wait=False, cancel_futures=True)
-        response_cache = None
-        if settings.llm_cache == "redis":
-            response_cache = ResponseCache(create_sync_redis(settings), ttl=settings.llm_cache_ttl)
-            stack.callback(response_cache.close)
-            log.info("response cache on: first turns answered from Redis for %ss", settings.llm_cache_ttl)
-
+        teams: TeamRegistry = app.state.teams
+        runtime = await open_runtime(settings, teams, stack)
         shutdown = Shutdown(settings.shutdown_grace_seconds)
         watcher = asyncio.get_running_loop().create_task(shutdown.watch())
         stack.callback(watcher.cancel)
+
+        model, backend = settings.openai_model, "openai-compatible"
+        if settings.workers_in_process:
+            llm, runner = await open_engine(runtime, stack)
+            await start_workers(runtime, llm, runner, stack, count=settings.workers_in_process, in_process=True)
+            model, backend = llm.model, llm.backend
+        elif settings.uses_offline_model:
+            model, backend = "offline-model", "offline"
+        if isinstance(runtime.dispatcher, SaqDispatcher):
+            upkeep = asyncio.get_running_loop().create_task(runtime.dispatcher.sweep_forever())
+            stack.callback(upkeep.cancel)
 
         keys = KeyRing(settings.api_key_list)
         _announce_auth(keys)
         # Per-key limits apply when there are keys; open mode has one anonymous caller.
         rate_limiter = None
         if keys.enabled and settings.rate_limit:
-            rate_limiter = RequestRateLimiter.create(settings.rate_limit, None if settings.redis_url is None else redis)
+            rate_limiter = RequestRateLimiter.create(
+                settings.rate_limit, None if settings.redis_url is None else runtime.redis
+            )
         max_runs = settings.max_concurrent_runs_per_key if keys.enabled else 0
-
-        session_manager = SessionManager(redis, ttl=settings.session_ttl, max_history=settings.max_history_messages)
-        teams: TeamRegistry = app.state.teams
-        runner = TeamRunner(llm, executor, max_history=settings.max_history_messages, cache=response_cache)
-        await runner.warm_up(list(teams))
-        chat_service = ChatService(
-            session_manager,
-            runner,
+        runs = RunService(
+            runtime.store,
+            runtime.lifecycle,
+            runtime.sessions,
             teams,
-            Leases(redis, ttl=settings.lease_ttl),
             shutdown,
-            model=llm.model,
             max_runs_per_key=max_runs or None,
-            max_running=settings.thread_pool_size,
+            allow_private_webhooks=settings.webhook_allow_private,
         )
         app.state.agent_api = AppState(
             settings=settings,
-            sessions=session_manager,
+            sessions=runtime.sessions,
             teams=teams,
-            llm=llm,
-            chat=chat_service,
+            model=model,
+            model_backend=backend,
+            runs=runs,
             keys=keys,
             rate_limiter=rate_limiter,
             shutdown=shutdown,
         )
         log.info(
-            "agent-api %s ready: store=%s model=%s (%s), %d run threads",
+            "agent-api %s ready: store=%s model=%s (%s), %d in-process run worker(s)",
             __version__,
             "embedded" if settings.redis_url is None else "redis",
-            llm.model,
-            llm.backend,
-            settings.thread_pool_size,
+            model,
+            backend,
+            settings.workers_in_process,
         )
         yield
 
@@ -149,7 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Team files are checked now, so that a bad one stops start-up with its name and problem.
     app.state.teams = TeamRegistry(load_teams(settings.teams_dir, settings.team_plugin_list))
     install_exception_handlers(app)
-    for module in (chat, sessions, agents, health):
+    for module in (chat, runs, sessions, agents, health):
         app.include_router(module.router)
     mount_ui(app)
     if settings.metrics_enabled:
@@ -161,8 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID"],
-            expose_headers=["X-Session-ID", "X-Request-ID", "Retry-After"],
+            allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID", "Last-Event-ID"],
+            expose_headers=["X-Session-ID", "X-Run-ID", "X-Request-ID", "Retry-After", "Location"],
         )
     app.add_middleware(AccessLog)
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID", validator=valid_request_id)

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import os
 
-from fastapi import APIRouter, Response
+from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
     multiprocess,
 )
-from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 
 from agent_api.models.chat import Usage
 
@@ -58,8 +55,20 @@ SESSION_AGE = Histogram(
 ERRORS = Counter(
     "agent_api_errors_total",
     "Errors by type: validation, auth, rate_limit, conflict, not_found, upstream_timeout, "
-    "upstream_error, upstream_rate_limit, store, cancel, shutdown, agent, internal.",
+    "upstream_error, upstream_rate_limit, store, cancel, shutdown, agent, worker_lost, internal.",
     ["type"],
+)
+RUNS_FINISHED = Counter("agent_api_runs_total", "Runs that ended, by final status.", ["team", "status"])
+RUN_QUEUED = Histogram(
+    "agent_api_run_queued_seconds",
+    "Time a run waited between its creation and a worker starting it.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+QUEUE_DEPTH = Gauge(
+    "agent_api_run_queue_depth", "Runs waiting in the job queue for a worker.", multiprocess_mode="max"
+)
+LIVE_WORKERS = Gauge(
+    "agent_api_run_workers", "Run workers that reported in the last minute.", multiprocess_mode="max"
 )
 CACHE = Counter("agent_api_llm_cache_requests_total", "Model requests looked up in the response cache.", ["result"])
 
@@ -69,18 +78,10 @@ def record_usage(team: str, model: str, usage: Usage) -> None:
     MODEL_TOKENS.labels(team, model, "completion").inc(usage.completion_tokens)
 
 
-def _registry() -> CollectorRegistry:
+def registry() -> CollectorRegistry:
+    """The registry to report: this process's, or the sum over every process of a multiprocess setup."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return registry
     return DEFAULT_REGISTRY
-
-
-router = APIRouter(tags=["operations"])
-
-
-@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-async def metrics() -> Response:
-    """Prometheus metrics of this service (all workers)."""
-    return Response(generate_latest(_registry()), media_type=CONTENT_TYPE_LATEST)

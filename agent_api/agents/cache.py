@@ -46,7 +46,7 @@ class ResponseCache:
         if raw is None:
             return default
         # Our own Redis, written only by set() below: trusted like the rest of the store.
-        return pickle.loads(bytes(raw) if isinstance(raw, (bytes, bytearray)) else raw.encode("latin-1"))
+        return pickle.loads(bytes(raw) if isinstance(raw, (bytes, bytearray)) else raw.encode("latin-1"))  # type: ignore[union-attr]
 
     def set(self, key: str, value: Any) -> None:
         try:

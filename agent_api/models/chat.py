@@ -59,6 +59,16 @@ class AgentRequest(BaseModel):
     max_turns: int = Field(default=5, ge=1, le=20, description="Upper bound on agent replies in this run.")
     stream: bool = Field(default=False, description="Answer with a Server-Sent-Events stream instead of JSON.")
     agent: str = Field(default="research", min_length=1, max_length=64, description="The team to run.")
+    if_busy: Literal["reject", "enqueue", "interrupt", "rollback"] = Field(
+        default="reject",
+        description="If the session is running another turn: answer 409 (reject), wait for it (enqueue), "
+        "stop it and discard its partial turn (interrupt), or stop and delete it (rollback).",
+    )
+    on_disconnect: Literal["cancel", "continue"] = Field(
+        default="cancel",
+        description="If the client goes away before the answer: stop the run (cancel), or let it finish and "
+        "save its turn (continue); re-attach with GET /runs/{run_id}/events.",
+    )
 
 
 class AgentResponse(BaseModel):
@@ -103,3 +113,4 @@ class AgentResponse(BaseModel):
     agent: str
     usage: Usage
     cached: bool = Field(default=False, description="True when the answer came from the response cache.")
+    run_id: str | None = Field(default=None, description="The run that produced this answer (see /runs).")

@@ -22,6 +22,7 @@ class StreamFrameData(BaseModel):
     session_id: str
     chunk: str = Field(default="", description="Text of the final answer carried by this frame.")
     done: bool = False
+    run_id: str | None = Field(default=None, description="session: the run this stream belongs to.")
     agent: str | None = Field(default=None, description="The agent this frame is about.")
     text: str | None = Field(default=None, description="token: the text the agent produced (any agent).")
     message: ChatMessage | None = Field(default=None, description="message: an agent's complete message.")
@@ -35,6 +36,9 @@ class StreamFrameData(BaseModel):
     detail: str | None = Field(default=None, description="error: what failed, for people.")
     status: int | None = Field(default=None, description="error: the HTTP status /chat would have answered.")
     error_type: str | None = None
+    run_status: str | None = Field(
+        default=None, description="done: how the run ended (succeeded, failed, cancelled, interrupted)."
+    )
 
 
 class StreamFrame(BaseModel):

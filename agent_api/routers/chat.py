@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
 from typing import Any, get_args
 
 from fastapi import APIRouter
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.background import BackgroundTask
+from sse_starlette import EventSourceResponse
 
-from agent_api.config import Settings
-from agent_api.models.chat import AgentRequest, AgentResponse
-from agent_api.models.stream import FrameType, StreamFrame, StreamFrameData
-from agent_api.routers.deps import AUTH_RESPONSES, ChatDep, PrincipalDep, StateDep
-from agent_api.services.chat import ChatService, Turn
+from agent_api.errors import AgentAPIError
+from agent_api.models.chat import AgentRequest, AgentResponse, ChatMessage, Usage
+from agent_api.models.stream import FrameType, StreamFrameData
+from agent_api.routers.deps import AUTH_RESPONSES, PrincipalDep, RunsDep, StateDep
+from agent_api.routers.streams import follow_response
+from agent_api.runs.model import IfBusy, RunStatus
+from agent_api.runs.service import RunOptions, raise_for_failure
 
 router = APIRouter(tags=["chat"], responses=AUTH_RESPONSES)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "Unknown or expired session."},
-    409: {"description": "The session is running another request, or belongs to another team."},
+    409: {"description": "The session is running another turn (see `if_busy`), belongs to another team, or the run "
+        "was cancelled or interrupted."},
     413: {"description": "The request body is too large."},
     422: {"description": "Invalid request; `detail` names the field."},
     502: {"description": "The model provider failed; the session was not changed."},
@@ -28,22 +30,25 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 STREAM_DESCRIPTION = """
-Answers `text/event-stream`. Every frame has an `id:` (increasing within the run), an `event:`
-(its type) and a JSON `data:` that always holds `session_id`, `chunk` and `done`, so a client
-that appends `chunk` until `done` gets exactly the final answer.
+Answers `text/event-stream`. The turn is a run (its id is in the `X-Run-ID` header and the first
+frame). Every frame has an `id:` (the event's id in the run's log, increasing), an `event:` (its
+type) and a JSON `data:` that always holds `session_id`, `chunk` and `done`, so a client that
+appends `chunk` until `done` gets exactly the final answer.
 
 | event | when | extra fields |
 |---|---|---|
-| `session` | first frame | `agent` (the team) |
+| `session` | first frame | `agent` (the team), `run_id` |
 | `token` | the model wrote some text | `agent`, `text`; `chunk` = `text` for the answering agent, `""` for the others |
 | `message` | an agent finished a message | `agent`, `message` |
 | `tool_call` / `tool_result` | an agent called a tool / got its result | `tool_call` / `tool_result` |
 | `usage` | the run finished | `usage` |
 | `error` | the run failed after the stream began | `detail`, `status`, `error_type` |
-| `done` | last frame, always | `done: true`, `response`, `turns_used`, `finished`, `usage` |
+| `done` | last frame, always | `done: true`, `run_status`, `response`, `turns_used`, `finished`, `usage` |
 
 A comment line (`: ping`) is sent every 15 s while the model is silent. If the client disconnects,
-the run is cancelled (no further model calls) and the unfinished turn is not saved.
+the run is cancelled (no further model calls) and the unfinished turn is not saved, unless the body
+says `"on_disconnect": "continue"`: then the run finishes and saves its turn, and the client can
+re-attach with `GET /runs/{run_id}/events` and `Last-Event-ID`.
 """
 
 
@@ -74,27 +79,8 @@ STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _sse(frames: AsyncIterator[StreamFrame]) -> AsyncIterator[ServerSentEvent]:
-    number = 0
-    async for frame in frames:
-        number += 1
-        yield ServerSentEvent(data=frame.data.model_dump_json(exclude_none=True), event=frame.event, id=str(number))
-
-
-def stream_response(service: ChatService, turn: Turn, settings: Settings) -> EventSourceResponse:
-    # sse-starlette rather than a bare StreamingResponse: it detects the client going away (which
-    # cancels the run), sends keep-alive comments while the model is silent, and lets streams end
-    # with a last frame when the server shuts down.
-    return EventSourceResponse(
-        _sse(service.stream(turn)),
-        ping=settings.sse_ping_seconds,
-        # On shutdown the stream ends itself (a last error and done frame) once the grace period
-        # for running turns is over; sse-starlette must not cut it off before that.
-        shutdown_grace_period=settings.shutdown_grace_seconds + 5,
-        # Normally the stream releases the turn's leases itself; this covers a stream that never started.
-        background=BackgroundTask(turn.release),
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+def _options(request: AgentRequest, *, stream: bool) -> RunOptions:
+    return RunOptions(stream=stream, if_busy=IfBusy(request.if_busy))
 
 
 @router.post(
@@ -106,20 +92,45 @@ def stream_response(service: ChatService, turn: Turn, settings: Settings) -> Eve
         **ERRORS,
     },
 )
-async def chat(request: AgentRequest, service: ChatDep, state: StateDep, principal: PrincipalDep) -> Any:
+async def chat(request: AgentRequest, runs: RunsDep, state: StateDep, principal: PrincipalDep) -> Any:
     """Send a message to a team; get its answer when it has finished (or a stream if `stream`)."""
     if request.stream:
-        turn = await service.begin(request, principal)
-        return stream_response(service, turn, state.settings)
-    return await service.chat(request, principal)
+        return await chat_stream(request, runs, state, principal)
+    run = await runs.create(request, principal.key_id, _options(request, stream=False))
+    try:
+        ended = await runs.wait(run.id)
+    except asyncio.CancelledError:
+        if request.on_disconnect == "cancel" and not state.shutdown.draining.is_set():
+            await asyncio.shield(runs.stop(run.id, RunStatus.CANCELLED))
+        raise
+    try:
+        raise_for_failure(ended)
+    except AgentAPIError as exc:
+        exc.headers.setdefault("X-Session-ID", run.session_id)
+        exc.headers.setdefault("X-Run-ID", run.id)
+        raise
+    result = ended.result or {}
+    return AgentResponse(
+        session_id=run.session_id,
+        response=result["response"],
+        turns_used=result["turns_used"],
+        messages=[ChatMessage.model_validate(m) for m in result["messages"]],
+        finished=result["finished"],
+        agent=run.team,
+        usage=Usage.model_validate(result["usage"]),
+        cached=result.get("cached", False),
+        run_id=run.id,
+    )
 
 
 @router.post(
     "/chat/stream", responses=STREAM_RESPONSES, description=STREAM_DESCRIPTION, response_class=EventSourceResponse
 )
 async def chat_stream(
-    request: AgentRequest, service: ChatDep, state: StateDep, principal: PrincipalDep
+    request: AgentRequest, runs: RunsDep, state: StateDep, principal: PrincipalDep
 ) -> EventSourceResponse:
     """Send a message to a team and receive its work as Server-Sent Events."""
-    turn = await service.begin(request, principal)
-    return stream_response(service, turn, state.settings)
+    run = await runs.create(request, principal.key_id, _options(request, stream=True))
+    return follow_response(
+        runs, run, state.settings, state.shutdown, cancel_on_disconnect=request.on_disconnect == "cancel"
+    )

@@ -8,12 +8,11 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from agent_api.agents.llm import LLMProvider
 from agent_api.agents.registry import TeamRegistry
 from agent_api.config import Settings
 from agent_api.errors import Unauthorized
+from agent_api.runs.service import RunService
 from agent_api.security import ANONYMOUS, KeyRing, Principal
-from agent_api.services.chat import ChatService
 from agent_api.services.ratelimit import RequestRateLimiter
 from agent_api.services.sessions import SessionManager
 from agent_api.shutdown import Shutdown
@@ -26,8 +25,9 @@ class AppState:
     settings: Settings
     sessions: SessionManager
     teams: TeamRegistry
-    llm: LLMProvider
-    chat: ChatService
+    model: str
+    model_backend: str
+    runs: RunService
     keys: KeyRing
     rate_limiter: RequestRateLimiter | None
     shutdown: Shutdown
@@ -64,8 +64,8 @@ async def authenticate(
     return principal
 
 
-def get_chat(request: Request) -> ChatService:
-    return get_state(request).chat
+def get_runs(request: Request) -> RunService:
+    return get_state(request).runs
 
 
 def get_sessions(request: Request) -> SessionManager:
@@ -80,5 +80,5 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     429: {"description": "The API key's rate limit or concurrent-run limit; see `Retry-After`."},
     503: {"description": "The session store is unavailable."},
 }
-ChatDep = Annotated[ChatService, Depends(get_chat)]
+RunsDep = Annotated[RunService, Depends(get_runs)]
 SessionsDep = Annotated[SessionManager, Depends(get_sessions)]

@@ -28,8 +28,8 @@ async def health(state: StateDep) -> JSONResponse:
         version=__version__,
         store="embedded" if state.settings.redis_url is None else "redis",
         redis_reachable=reachable,
-        model=state.llm.model,
-        model_backend="offline" if state.llm.backend == "offline" else "openai-compatible",
+        model=state.model,
+        model_backend="offline" if state.model_backend == "offline" else "openai-compatible",
         auth=state.keys.enabled,
         worker=os.getpid(),
     )

@@ -44,7 +44,7 @@ return turns
 
 _DELETE = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-return redis.call('DEL', KEYS[1], KEYS[2])
+return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 """
 
 
@@ -115,7 +115,7 @@ class SessionManager:
     async def team_of(self, session_id: str, owner: str) -> str:
         """The session's team, checking that it exists and is ``owner``'s (one cheap round trip)."""
         async with _store_errors():
-            found_owner, agent = await self.redis.hmget(self._keys(session_id)[0], ["owner", "agent"])
+            found_owner, agent = await self.redis.hmget(self._keys(session_id)[0], ["owner", "agent"])  # type: ignore[misc]
         if found_owner is None or found_owner != owner or agent is None:
             raise SessionNotFound()
         return str(agent)
@@ -165,12 +165,14 @@ class SessionManager:
     async def delete(self, session_id: str, owner: str) -> None:
         """Delete ``owner``'s session; :class:`SessionNotFound` if there was none."""
         async with _store_errors():
-            removed = await self._delete(keys=list(self._keys(session_id)), args=[owner])
+            # the session's list of runs goes with it (the runs themselves expire with RUN_TTL)
+            runs_index = f"{self.prefix}session:{session_id}:runs"
+            removed = await self._delete(keys=[*self._keys(session_id), runs_index], args=[owner])
         if not removed:
             raise SessionNotFound()
 
     async def ping(self) -> bool:
         try:
-            return bool(await self.redis.ping())
+            return bool(await self.redis.ping())  # type: ignore[misc]
         except RedisError:
             return False

@@ -57,3 +57,36 @@ def create_sync_redis(settings: Settings) -> sync_redis.Redis:
         socket_connect_timeout=settings.redis_timeout,
         socket_timeout=settings.redis_timeout,
     )
+
+
+def create_follow_redis(settings: Settings) -> redis.Redis:
+    """The client of followers' blocking reads (XREAD BLOCK): one connection per open stream.
+
+    Its own pool, so that streams held open by clients never take the connections that turns
+    and sessions need. Its read timeout outlasts the longest block.
+    """
+    assert settings.redis_url is not None
+    pool = BlockingConnectionPool.from_url(
+        str(settings.redis_url),
+        max_connections=settings.redis_max_followers,
+        timeout=settings.redis_pool_timeout,
+        socket_connect_timeout=settings.redis_timeout,
+        socket_timeout=settings.redis_timeout + 30,
+        decode_responses=True,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+    )
+    return redis.Redis.from_pool(pool)
+
+
+def create_queue_redis(settings: Settings) -> redis.Redis:
+    """The job queue's client: bytes, as saq expects, and no read timeout (its dequeue blocks)."""
+    assert settings.redis_url is not None
+    pool = BlockingConnectionPool.from_url(
+        str(settings.redis_url),
+        # Each of a worker's job slots blocks on one connection while it waits for a job.
+        max_connections=settings.thread_pool_size + settings.redis_max_connections,
+        timeout=settings.redis_pool_timeout,
+        socket_connect_timeout=settings.redis_timeout,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+    )
+    return redis.Redis.from_pool(pool)

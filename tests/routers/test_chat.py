@@ -89,8 +89,9 @@ def test_expired_session_is_404(serve: Serve) -> None:
 def test_each_turn_refreshes_the_ttl(serve: Serve, redis_client: redis.Redis) -> None:
     with serve(session_ttl=600) as client:
         sid = client.post("/chat", json={"message": "hi"}).json()["session_id"]
-        keys = sorted(redis_client.keys(f"*{sid}*"))
-        assert len(keys) == 2
+        keys = [f"agent-api:session:{sid}", f"agent-api:session:{sid}:messages"]
+        # the session itself, and the list of its runs (kept as long as runs are: RUN_TTL)
+        assert sorted(redis_client.keys(f"agent-api:session:{sid}*")) == sorted([*keys, f"agent-api:session:{sid}:runs"])
         for key in keys:
             redis_client.expire(key, 30)
         client.post("/chat", json={"message": "again", "session_id": sid}).raise_for_status()
@@ -122,7 +123,7 @@ def test_invalid_input_is_422_naming_the_field(
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert any(field in error["loc"] for error in detail), detail
-    assert redis_client.dbsize() == 0
+    assert not redis_client.keys("agent-api:*")
     assert offline.model.requests == []
 
 
@@ -131,7 +132,7 @@ def test_non_json_body_is_422(client: httpx.Client, redis_client: redis.Redis, r
     response = client.post("/chat", content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"][0] == "body"
-    assert redis_client.dbsize() == 0
+    assert not redis_client.keys("agent-api:*")
 
 
 def test_unknown_team_lists_the_valid_ones(client: httpx.Client) -> None:

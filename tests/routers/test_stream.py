@@ -28,7 +28,8 @@ def test_every_frame_follows_the_contract(client: httpx.Client) -> None:
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.headers["cache-control"] == "no-cache"
     assert response.headers["x-accel-buffering"] == "no"
-    assert [int(f.id) for f in frames] == list(range(1, len(frames) + 1))
+    ids = [tuple(map(int, f.id.split("-"))) for f in frames]  # the run's log ids: increasing, no repeats
+    assert ids == sorted(set(ids)) and response.headers["x-run-id"] == frames[0].data["run_id"]
     sid = frames[0].data["session_id"]
     for f in frames:
         assert f.data["session_id"] == sid and isinstance(f.data["chunk"], str) and isinstance(f.data["done"], bool)

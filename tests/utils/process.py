@@ -34,6 +34,9 @@ _SCRUBBED = (
     "SHUTDOWN_",
     "RATE_LIMIT",
     "CORS_",
+    "WORKERS_IN_PROCESS",
+    "RUN_",
+    "WEBHOOK_",
 )
 
 
@@ -98,3 +101,42 @@ def serve_refusing_to_start(tmp_path: Path, env: Mapping[str, str]) -> subproces
     assert done.returncode != 0, "the server started"
     assert "Traceback" not in done.stderr, done.stderr
     return done
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[bytes]
+    stderr: Path
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+
+@contextmanager
+def worker_process(tmp_path: Path, env: Mapping[str, str], name: str = "worker") -> Iterator[WorkerProcess]:
+    """`agent-api worker` as a real subprocess, once it says it is ready."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED)}
+    workdir = tmp_path / name
+    workdir.mkdir(exist_ok=True)
+    err = workdir / "stderr.log"
+    with err.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "agent_api.cli", "worker"],
+            cwd=workdir,
+            env={**clean, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    worker = WorkerProcess(process, err)
+    try:
+        deadline = time.monotonic() + 60
+        while "ready" not in err.read_text():
+            assert process.poll() is None, err.read_text()
+            assert time.monotonic() < deadline, "worker did not start"
+            time.sleep(0.1)
+        yield worker
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)

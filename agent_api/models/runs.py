@@ -1,0 +1,84 @@
+"""Request and response bodies of the run routes (``/runs``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from agent_api.models.chat import AgentRequest, ChatMessage, Usage
+
+RUN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+RunStatusName = Literal["queued", "running", "requires_input", "succeeded", "failed", "cancelled", "interrupted"]
+MAX_METADATA_BYTES = 4096
+
+
+class RunRequest(AgentRequest):
+    """A run to start in the background: the ``/chat`` body plus a webhook and metadata."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"message": "Summarise the causes of coral bleaching.", "webhook": "https://example.com/hooks/runs"},
+                {"message": "And the remedies?", "session_id": "4Jk0y6mXQ2m1xS9vT3Zr8w", "if_busy": "enqueue"},
+            ]
+        },
+    )
+
+    stream: bool = Field(default=True, description="Record the model's tokens in the run's events as they come.")
+    webhook: str | None = Field(
+        default=None, max_length=2048, description="POST the final run here when it ends (Standard Webhooks signed)."
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Your own data, kept with the run (≤ 4 KB).")
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        import json
+
+        if len(json.dumps(value).encode()) > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata is larger than {MAX_METADATA_BYTES} bytes once encoded as JSON")
+        return value
+
+
+class RunResult(BaseModel):
+    """What a succeeded run produced."""
+
+    response: str
+    messages: list[ChatMessage]
+    usage: Usage
+    turns_used: int
+    finished: bool
+    cached: bool = False
+
+
+class RunError(BaseModel):
+    """Why a run did not succeed: a type and a sentence for people (never internals)."""
+
+    type: str = Field(description="e.g. upstream_timeout, upstream_error, agent, worker_lost, cancelled.")
+    detail: str
+
+
+class RunResponse(BaseModel):
+    """A run: one turn of one team on one session, and how it went."""
+
+    run_id: str
+    session_id: str
+    team: str
+    status: RunStatusName
+    created_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    webhook: str | None = None
+    result: RunResult | None = Field(default=None, description="When succeeded.")
+    error: RunError | None = Field(default=None, description="When failed, cancelled or interrupted.")
+
+
+class RunList(BaseModel):
+    """A session's runs, newest first."""
+
+    session_id: str
+    runs: list[RunResponse]

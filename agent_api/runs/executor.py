@@ -1,0 +1,185 @@
+"""RunExecutor: the body of the job that runs one run, the same on a worker process and embedded.
+
+It takes the run (``queued -> running``, atomically: a job delivered twice runs once), loads the
+session's history, runs the team, writes the team's events to the run's log as they happen and
+ends the run. Only a run that succeeded adds its turn to the session, and it adds it whole: once
+the team has finished, a cancel can no longer cut the save in half.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from agent_api.agents.events import RunEvent, RunOutcome, TokenEvent
+from agent_api.agents.registry import TeamRegistry
+from agent_api.agents.runner import RunFinished, TeamRunner
+from agent_api.errors import AgentAPIError, AgentRunError, RunStopped, ShuttingDown
+from agent_api.metrics import RUN_DURATION, RUN_QUEUED, RUN_TURNS, RUNS_IN_FLIGHT, SESSION_TURNS, record_usage
+from agent_api.runs import frames
+from agent_api.runs.lifecycle import RunLifecycle
+from agent_api.runs.model import Run, RunStatus, utcnow
+from agent_api.runs.store import RunStore
+from agent_api.services.sessions import SessionManager
+
+log = logging.getLogger(__name__)
+
+# Tokens that come faster than this are joined into one frame: fewer Redis writes per token under
+# load, and never more than this much delay (the first token after a pause goes out at once).
+COALESCE_SECONDS = 0.02
+
+
+class EventWriter:
+    """Writes a run's events to its log in order, coalescing bursts of tokens."""
+
+    def __init__(self, store: RunStore, run: Run) -> None:
+        self.store = store
+        self.run = run
+        self._queue: asyncio.Queue[RunEvent | None] = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._write())
+        self._last_write = 0.0
+
+    def add(self, event: RunEvent) -> None:
+        self._queue.put_nowait(event)
+
+    async def close(self) -> None:
+        """Write what is pending and stop."""
+        self._queue.put_nowait(None)
+        await self._task
+
+    def abandon(self) -> None:
+        self._task.cancel()
+
+    async def _write(self) -> None:
+        closing = False
+        while not closing:
+            first = await self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            if isinstance(first, TokenEvent):
+                # Within the window after the last write, wait for the window's end to gather more.
+                wait = self._last_write + COALESCE_SECONDS - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    closing = True
+                    break
+                batch.append(item)
+            sid = self.run.session_id
+            await self.store.append(self.run.id, frames.merge_tokens([(e, frames.encode(sid, e)) for e in batch], sid))
+            self._last_write = time.monotonic()
+
+
+class RunExecutor:
+    """Runs runs: one call of :meth:`execute` per job."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        lifecycle: RunLifecycle,
+        sessions: SessionManager,
+        runner: TeamRunner,
+        teams: TeamRegistry,
+        *,
+        worker_id: str,
+        model: str,
+    ) -> None:
+        self.store = store
+        self.lifecycle = lifecycle
+        self.sessions = sessions
+        self.runner = runner
+        self.teams = teams
+        self.worker_id = worker_id
+        self.model = model
+
+    async def execute(self, run_id: str) -> None:
+        run = await self.store.start(run_id, self.worker_id)
+        if run is None:  # ended before it started, or delivered twice: never run a run twice
+            log.info("run %s is not queued any more; skipped", run_id)
+            return
+        RUN_QUEUED.observe(max(0.0, (utcnow() - run.created_at).total_seconds()))
+        RUNS_IN_FLIGHT.labels(run.team).inc()
+        started = time.perf_counter()
+        outcome_label = "ok"
+        try:
+            outcome_label = await self._execute(run)
+        finally:
+            RUNS_IN_FLIGHT.labels(run.team).dec()
+            RUN_DURATION.labels(run.team, outcome_label).observe(time.perf_counter() - started)
+
+    async def _execute(self, run: Run) -> str:
+        writer = EventWriter(self.store, run)
+        try:
+            outcome = await self._run_team(run, writer)
+            await writer.close()
+        except asyncio.CancelledError:
+            writer.abandon()
+            await asyncio.shield(self._stopped(run))
+            raise
+        except Exception as exc:
+            writer.abandon()
+            error = exc if isinstance(exc, AgentAPIError) else AgentRunError()
+            if error is exc:
+                log.info("run %s failed: %s", run.id, error.error_type)
+            else:
+                log.exception("run %s failed", run.id)
+            await asyncio.shield(self.lifecycle.fail(run, error))
+            return error.error_type
+        # The turn is saved whole or not at all: a cancel from here on waits for the save.
+        save = asyncio.ensure_future(self._succeed(run, outcome))
+        try:
+            return await asyncio.shield(save)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await save
+            raise
+
+    async def _run_team(self, run: Run, writer: EventWriter) -> RunOutcome:
+        session = await self.sessions.load(run.session_id, run.owner, touch=True)
+        team = self.teams.get(run.team)
+        outcome: RunOutcome | None = None
+        async for item in self.runner.events(team, session.messages, run.message, run.max_turns, stream=run.stream):
+            if isinstance(item, RunFinished):
+                outcome = item.outcome
+            else:
+                writer.add(item)
+        if outcome is None:  # pragma: no cover - events always ends with RunFinished
+            raise AgentRunError()
+        return outcome
+
+    async def _succeed(self, run: Run, outcome: RunOutcome) -> str:
+        try:
+            session_turns = await self.sessions.append_messages(run.session_id, outcome.messages)
+        except AgentAPIError as exc:  # the session expired meanwhile, or the store is gone
+            await self.lifecycle.fail(run, exc)
+            return exc.error_type
+        result: dict[str, Any] = {
+            "response": outcome.response,
+            "messages": [m.model_dump(mode="json", exclude_none=True) for m in outcome.messages],
+            "usage": outcome.usage.model_dump(),
+            "turns_used": outcome.turns_used,
+            "finished": outcome.finished,
+            "cached": outcome.cached,
+        }
+        events = frames.success_frames(run.session_id, outcome, RunStatus.SUCCEEDED.value)
+        if not await self.lifecycle.finish(run, RunStatus.SUCCEEDED, events, result=result):
+            log.warning("run %s finished after it was ended elsewhere; its turn was saved", run.id)
+        RUN_TURNS.labels(run.team).observe(outcome.turns_used)
+        SESSION_TURNS.labels(run.team).observe(session_turns)
+        record_usage(run.team, self.model, outcome.usage)
+        return "ok"
+
+    async def _stopped(self, run: Run) -> None:
+        """The job was cancelled: by a user's cancel, a newer run's interrupt, or a shutdown."""
+        current = await self.store.get(run.id)
+        final = current.cancel_to if current is not None and current.cancel_to else None
+        if final is None:  # nobody asked: the worker is shutting down
+            await self.lifecycle.fail(run, ShuttingDown())
+            return
+        await self.lifecycle.fail(run, RunStopped(final.value), final)

@@ -1,0 +1,80 @@
+"""Ending a run, wherever it ends: in its worker, in the API (cancelled before it started), or
+in whichever process noticed that its worker died.
+
+Ending is one step in the store (final status, last events, session freed); what follows it is
+here: the next run waiting for the session is dispatched, a rolled-back run is deleted, the
+webhook is sent and the metrics counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from agent_api.errors import AgentAPIError
+from agent_api.metrics import RUNS_FINISHED
+from agent_api.runs import frames
+from agent_api.runs.model import Run, RunStatus
+from agent_api.runs.store import RunStore
+from agent_api.runs.views import run_json
+from agent_api.runs.webhooks import WebhookSender
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher(Protocol):
+    """The job queue as runs see it."""
+
+    async def enqueue(self, run_id: str) -> None: ...
+
+    async def abort(self, run_id: str) -> None: ...
+
+
+class RunLifecycle:
+    """Ends runs and carries out what follows an end."""
+
+    def __init__(self, store: RunStore, dispatcher: Dispatcher, webhooks: WebhookSender | None) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.webhooks = webhooks
+
+    async def finish(
+        self,
+        run: Run,
+        status: RunStatus,
+        events: Sequence[frames.Frame],
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> bool:
+        """End ``run`` as ``status``; False when it had ended already (someone else ended it)."""
+        finished = await self.store.finish(run, status, events, result=result, error=error)
+        if finished is None:
+            return False
+        RUNS_FINISHED.labels(run.team, status.value).inc()
+        log.info("run %s %s", run.id, status.value, extra={"run_id": run.id, "status": status.value})
+        if finished.next_run is not None:
+            await self.dispatcher.enqueue(finished.next_run)
+        if finished.rollback:
+            await self.store.delete(run)
+        elif run.webhook and self.webhooks is not None:
+            ended = await self.store.get(run.id)
+            if ended is not None:
+                event_type = f"run.{status.value}"
+                self.webhooks.schedule(run.webhook, run_json(ended), event_type=event_type, message_id=run.id)
+        return True
+
+    async def fail(self, run: Run, error: AgentAPIError, status: RunStatus = RunStatus.FAILED) -> bool:
+        """End ``run`` with an error frame and an ``error`` in its record."""
+        return await self.finish(
+            run,
+            status,
+            frames.failure_frames(run.session_id, error, status.value),
+            error={
+                "type": error.error_type,
+                "detail": error.detail,
+                "status": error.status_code,
+                "headers": {k: v for k, v in error.headers.items() if k == "Retry-After"},
+            },
+        )

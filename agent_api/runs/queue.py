@@ -1,0 +1,170 @@
+"""Dispatching runs to workers: saq on Redis, or in-process tasks when embedded.
+
+With Redis, runs travel through a saq queue (``docs/job-queue.md`` says why saq): any number of
+``agent-api worker`` processes, on any machine that reaches Redis, take them with a blocking
+dequeue. saq owns the job's lifecycle around our function: it cancels a running job that is
+aborted (a user's cancel), and its sweep finds jobs whose heartbeat stopped (a killed worker).
+Each job is one attempt (``retries=1``) and the run's own ``queued -> running`` step refuses a
+second start, so a run is never started twice even where saq would retry it.
+
+Without Redis, the same job function runs as an asyncio task of the API process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as redis
+from saq import Job, Worker
+from saq.queue.redis import RedisQueue
+
+from agent_api.metrics import LIVE_WORKERS, QUEUE_DEPTH
+
+log = logging.getLogger(__name__)
+
+JOB_FUNCTION = "execute_run"
+Execute = Callable[[str], Awaitable[None]]
+LostHandler = Callable[[str], Awaitable[None]]
+
+
+class RunJobQueue(RedisQueue):
+    """saq's Redis queue, telling the runs when its sweep gives up a job whose worker died."""
+
+    on_lost: LostHandler | None = None
+
+    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
+        swept = await super().sweep(lock, abort)
+        for job_id in swept:
+            if self.on_lost is not None:
+                await self.on_lost(self.job_key_from_id(job_id))
+        return swept
+
+
+class SaqDispatcher:
+    """Runs as saq jobs keyed by run id."""
+
+    def __init__(self, client: redis.Redis, *, heartbeat: int, name: str = "agent-api-runs") -> None:
+        # saq reads and writes bytes; the client must not decode responses.
+        self.queue = RunJobQueue(client, name=name, max_concurrent_ops=1000)
+        self.heartbeat = heartbeat
+
+    async def enqueue(self, run_id: str) -> None:
+        job = Job(JOB_FUNCTION, kwargs={"run_id": run_id}, key=run_id, timeout=0, heartbeat=self.heartbeat, retries=1)
+        await self.queue.enqueue(job)
+
+    async def abort(self, run_id: str) -> None:
+        job = await self.queue.job(run_id)
+        if job is not None and not job.completed:
+            await self.queue.abort(job, "cancelled")
+
+    def worker(self, execute: Execute, *, concurrency: int, grace: float, in_process: bool) -> Worker[Any]:
+        """A saq worker that runs ``execute(run_id)`` per job, refreshing the job's heartbeat."""
+        interval = max(1.0, self.heartbeat / 3)
+
+        async def execute_run(ctx: dict[str, Any], *, run_id: str) -> None:
+            job: Job = ctx["job"]
+
+            async def beat() -> None:
+                while True:
+                    await asyncio.sleep(interval)
+                    with contextlib.suppress(Exception):  # a missed beat is retried; the sweep waits 3 of them
+                        await job.update()
+
+            beating = asyncio.get_running_loop().create_task(beat())
+            try:
+                await execute(run_id)
+            finally:
+                beating.cancel()
+
+        worker: Worker[Any] = Worker(
+            self.queue,
+            functions=[(JOB_FUNCTION, execute_run)],
+            concurrency=concurrency,
+            # abort: how soon a cancel reaches a running job; sweep: how soon a dead worker is noticed.
+            timers={"abort": 0.25, "sweep": 5, "worker_info": 10, "schedule": 1},  # type: ignore[arg-type]  # saq types them int; it sleeps them as floats
+            # stop() cancels at once: the grace period for running runs is stop_gracefully's.
+            shutdown_grace_period_s=0,
+            dequeue_timeout=5,
+        )
+        worker.SIGNALS = []  # the process's owner handles signals and calls stop_gracefully
+        return worker
+
+    @staticmethod
+    async def stop_gracefully(worker: Worker[Any], grace: float) -> None:
+        """Let the runs in progress finish for up to ``grace`` seconds, then stop the worker.
+
+        Runs still going then are cancelled and end ``failed`` (``shutdown``): nothing half-done
+        is saved, and no run is started again elsewhere.
+        """
+        worker.event.set()  # no new job slots
+        running = [context["task"] for context in list(worker.job_task_contexts.values())]
+        if running and grace > 0:
+            await asyncio.wait(running, timeout=grace)
+        await worker.stop()
+
+    async def sweep_forever(self, interval: float = 5.0) -> None:
+        """What the API processes do for the queue: sweep dead workers' jobs, report the depth.
+
+        So that a run is failed even when the last worker died. saq's lock makes one process
+        sweep per interval.
+        """
+        while True:
+            try:
+                await self.queue.sweep(lock=int(interval))
+                QUEUE_DEPTH.set(await self.queue.count("queued"))
+                info = await self.queue.info()
+                LIVE_WORKERS.set(len(info.get("workers", {})))
+            except Exception:
+                log.warning("queue upkeep failed; retrying", exc_info=True)
+            await asyncio.sleep(interval)
+
+    async def close(self) -> None:
+        await self.queue.disconnect()
+
+
+class MemoryDispatcher:
+    """The embedded default: each run is a task of this process, at most ``concurrency`` at once."""
+
+    def __init__(self, execute: Execute | None = None, *, concurrency: int = 200) -> None:
+        self.execute = execute
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def enqueue(self, run_id: str) -> None:
+        if self.execute is None:
+            raise RuntimeError("no executor attached")
+        task = asyncio.get_running_loop().create_task(self._run(run_id), name=f"run-{run_id}")
+        self._tasks[run_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
+        QUEUE_DEPTH.inc()
+
+    async def _run(self, run_id: str) -> None:
+        assert self.execute is not None
+        try:
+            async with self._slots:
+                QUEUE_DEPTH.dec()
+                await self.execute(run_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("run %s failed outside the run", run_id)
+
+    async def abort(self, run_id: str) -> None:
+        task = self._tasks.get(run_id)
+        if task is not None:
+            task.cancel()
+
+    async def stop(self, grace: float) -> None:
+        """Let running runs finish for ``grace`` seconds, then cancel the rest."""
+        tasks = list(self._tasks.values())
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)

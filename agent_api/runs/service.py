@@ -1,0 +1,215 @@
+"""RunService: what every way in does with runs — create, read, follow, wait for, cancel.
+
+Routers call it; it never runs agents (workers do, through the job queue). Ownership is checked
+here: a run, like a session, exists only for the API key that made it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+
+from agent_api.agents.registry import TeamRegistry
+from agent_api.errors import (
+    InvalidField,
+    RunFailed,
+    RunNotFound,
+    RunStopped,
+    SessionTeamMismatch,
+    ShuttingDown,
+    WorkerLost,
+)
+from agent_api.models.chat import AgentRequest
+from agent_api.runs import frames
+from agent_api.runs.lifecycle import RunLifecycle
+from agent_api.runs.model import IfBusy, Run, RunStatus, utcnow
+from agent_api.runs.store import LogEntry, RunExists, RunStore
+from agent_api.runs.webhooks import WebhookRefused, validate_webhook_url
+from agent_api.services.sessions import Session, SessionManager, new_session_id
+from agent_api.shutdown import Shutdown
+
+log = logging.getLogger(__name__)
+
+CURSOR = re.compile(r"^(0|\d{1,20}-\d{1,20})$")
+
+
+def new_run_id() -> str:
+    return "run_" + secrets.token_urlsafe(16)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a way in adds to the ``/chat`` body when it creates a run."""
+
+    stream: bool
+    if_busy: IfBusy = IfBusy.REJECT
+    webhook: str | None = None
+    metadata: dict[str, object] | None = None
+    run_id: str | None = None
+
+
+class RunService:
+    """Creates runs, reads them and their events, and stops them."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        lifecycle: RunLifecycle,
+        sessions: SessionManager,
+        teams: TeamRegistry,
+        shutdown: Shutdown,
+        *,
+        max_runs_per_key: int | None,
+        allow_private_webhooks: bool,
+        follow_block: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.lifecycle = lifecycle
+        self.sessions = sessions
+        self.teams = teams
+        self.shutdown = shutdown
+        self.max_runs_per_key = max_runs_per_key
+        self.allow_private_webhooks = allow_private_webhooks
+        self.follow_block = follow_block
+
+    async def create(self, request: AgentRequest, owner: str, options: RunOptions) -> Run:
+        """Check the request, store the run and hand it to a worker (or queue it behind the session's)."""
+        if self.shutdown.draining.is_set():
+            raise ShuttingDown()
+        if options.webhook is not None:
+            try:
+                await validate_webhook_url(options.webhook, allow_private=self.allow_private_webhooks)
+            except WebhookRefused as exc:
+                raise InvalidField(["body", "webhook"], str(exc)) from exc
+        session_id, team, prepare = await self._session_for(request, owner)
+        run = Run(
+            id=options.run_id or new_run_id(),
+            owner=owner,
+            session_id=session_id,
+            team=team,
+            status=RunStatus.QUEUED,
+            created_at=utcnow(),
+            message=request.message,
+            max_turns=request.max_turns,
+            stream=options.stream,
+            webhook=options.webhook,
+            metadata=dict(options.metadata or {}),
+        )
+        if prepare is not None:
+            await prepare()
+        try:
+            admission = await self.store.create(
+                run,
+                if_busy=options.if_busy,
+                max_runs=self.max_runs_per_key,
+                session_frame=frames.session_frame(session_id, team, run.id),
+            )
+        except RunExists as exc:
+            raise InvalidField(["body", "run_id"], "A run with this id exists already.") from exc
+        if admission.interrupted is not None:
+            await self.stop(admission.interrupted, RunStatus.INTERRUPTED)
+        if admission.dispatch:
+            await self.lifecycle.dispatcher.enqueue(run.id)
+        return run
+
+    async def _session_for(
+        self, request: AgentRequest, owner: str
+    ) -> tuple[str, str, Callable[[], Awaitable[Session]] | None]:
+        if request.session_id is None:
+            team = self.teams.get(request.agent).name
+            session_id = new_session_id()
+            return session_id, team, partial(self.sessions.create, team, owner, session_id=session_id)
+        session_team = await self.sessions.team_of(request.session_id, owner)
+        # A session stays with its team: 'agent' may be omitted when continuing.
+        name = request.agent if "agent" in request.model_fields_set else session_team
+        if name != session_team:
+            raise SessionTeamMismatch(session_team, name)
+        return request.session_id, self.teams.get(name).name, None
+
+    async def get(self, run_id: str, owner: str) -> Run:
+        run = await self.store.get(run_id)
+        if run is None or run.owner != owner:
+            raise RunNotFound()
+        return run
+
+    async def session_runs(self, session_id: str, owner: str, limit: int = 100) -> list[Run]:
+        await self.sessions.team_of(session_id, owner)  # 404 unless it is the caller's session
+        runs = await self.store.get_many(await self.store.session_runs(session_id, limit))
+        return [run for run in runs if run.owner == owner]
+
+    async def cancel(self, run_id: str, owner: str, *, wait: float = 5.0) -> Run:
+        """Stop the caller's run; the run as it is once stopped (or after ``wait`` seconds)."""
+        run = await self.get(run_id, owner)
+        if not run.status.final:
+            await self.stop(run_id, RunStatus.CANCELLED)
+            try:
+                return await asyncio.wait_for(self.wait(run_id), wait)
+            except TimeoutError:
+                pass
+        return await self.get(run_id, owner)
+
+    async def stop(self, run_id: str, final: RunStatus) -> None:
+        """End a run as ``final`` (cancelled or interrupted), wherever it is."""
+        status = await self.store.request_stop(run_id, final)
+        if status is None or status.final:
+            return
+        if status is RunStatus.QUEUED:
+            run = await self.store.get(run_id)
+            if run is not None and await self.lifecycle.fail(run, RunStopped(final.value), final):
+                await self.lifecycle.dispatcher.abort(run_id)  # take it off the queue, if it is there
+                return
+        # Running (or it started just now): its worker stops it and ends it as asked.
+        await self.lifecycle.dispatcher.abort(run_id)
+
+    async def follow(self, run_id: str, after: str = "0") -> AsyncIterator[LogEntry]:
+        """The run's events after ``after`` (see :func:`check_cursor`), as they are written, until ``done``."""
+        cursor = after
+        while True:
+            entries = await self.store.read(run_id, cursor, block=self.follow_block)
+            if not entries:
+                if not await self.store.exists(run_id):  # expired, or rolled back
+                    return
+                continue
+            for entry in entries:
+                yield entry
+                if entry.event == "done":
+                    return
+            cursor = entries[-1].id
+
+    async def wait(self, run_id: str) -> Run:
+        """The run once it has ended."""
+        async for _ in self.follow(run_id):
+            pass
+        run = await self.store.get(run_id)
+        if run is None:  # gone before its time: only a rollback deletes a run
+            raise RunStopped(RunStatus.INTERRUPTED.value)
+        return run
+
+
+def check_cursor(after: str, loc: list[str | int]) -> str:
+    """``after`` if it is an event id ("0": before the first event), else a 422 naming ``loc``."""
+    if not CURSOR.match(after):
+        raise InvalidField(loc, "Not an event id of a run's stream (such as 1732000000000-0, or 0 for the start).")
+    return after
+
+
+def raise_for_failure(run: Run) -> None:
+    """Raise the error a run ended with, as the caller waiting on it should see it."""
+    if run.status is RunStatus.SUCCEEDED:
+        return
+    if run.status in (RunStatus.CANCELLED, RunStatus.INTERRUPTED):
+        raise RunStopped(run.status.value)
+    error = run.error or {}
+    if error.get("type") == WorkerLost.error_type:
+        raise WorkerLost()
+    raise RunFailed(
+        str(error.get("type", "internal")),
+        str(error.get("detail", "The run failed.")),
+        int(error.get("status", 500)),
+        headers=dict(error.get("headers") or {}),
+    )

@@ -1,0 +1,328 @@
+"""RunStore: run records, each run's event log, and the per-session order of runs, in Redis.
+
+    {prefix}run:{id}               hash: the run record (see Run.to_fields), expires RUN_TTL after the end
+    {prefix}run:{id}:events        stream: the event log; entry ids are the events' ids (Last-Event-ID)
+    {prefix}session:{sid}:active   string: the run the session is given to (queued on a worker, or running)
+    {prefix}session:{sid}:pending  list: runs waiting for the session, in the order they start
+    {prefix}session:{sid}:runs     sorted set: the session's runs by creation time
+    {prefix}runs:active:{owner}    sorted set: the key's runs that have not ended (the per-key limit)
+
+Every change of status is one Lua script, so that a run record, its log and the session's order
+never disagree: creating a run decides the busy-session policy atomically, and ending a run
+writes its last events, frees the session and names the run to start next in the same step.
+With the embedded store (fakeredis) there is no blocking read; followers wait on an in-process
+wake-up instead, set by every append (everything runs in one process then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from agent_api.errors import RateLimited, SessionBusy, StoreUnavailable
+from agent_api.runs.model import IfBusy, Run, RunStatus, sources_of, utcnow
+
+log = logging.getLogger(__name__)
+
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {-3, ''} end
+local max = tonumber(ARGV[3])
+if max > 0 and redis.call('ZCARD', KEYS[6]) >= max then return {-2, ''} end
+local current = redis.call('GET', KEYS[3])
+local code = 1
+if current then
+  if ARGV[2] == 'reject' then return {-1, current} end
+  if ARGV[2] == 'enqueue' then
+    redis.call('RPUSH', KEYS[4], ARGV[1])
+    code = 2
+  else
+    redis.call('LPUSH', KEYS[4], ARGV[1])
+    local rollback = '0'
+    if ARGV[2] == 'rollback' then rollback = '1' end
+    redis.call('HSET', ARGV[7] .. current, 'cancel_to', 'interrupted', 'rollback', rollback)
+    code = 3
+  end
+else
+  redis.call('SET', KEYS[3], ARGV[1])
+  current = ''
+end
+for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('XADD', KEYS[2], '*', 'e', 'session', 'd', ARGV[6])
+redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
+redis.call('EXPIRE', KEYS[5], ARGV[5])
+redis.call('ZADD', KEYS[6], ARGV[4], ARGV[1])
+return {code, current}
+"""
+
+_START = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return false end
+if redis.call('HEXISTS', KEYS[1], 'cancel_to') == 1 then return false end
+redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker', ARGV[2])
+return redis.call('HGETALL', KEYS[1])
+"""
+
+_REQUEST_STOP = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return false end
+if status == 'queued' or status == 'running' or status == 'requires_input' then
+  if redis.call('HEXISTS', KEYS[1], 'cancel_to') == 0 then redis.call('HSET', KEYS[1], 'cancel_to', ARGV[1]) end
+end
+return status
+"""
+
+_FINISH = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {0, '', '0'} end
+local allowed = false
+for s in string.gmatch(ARGV[3], '[^,]+') do if s == status then allowed = true end end
+if not allowed then return {0, '', '0'} end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'ended_at', ARGV[4])
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[6]) end
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[7]) end
+for i = 8, #ARGV, 2 do redis.call('XADD', KEYS[2], '*', 'e', ARGV[i], 'd', ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('LREM', KEYS[4], 0, ARGV[1])
+local next = ''
+if redis.call('GET', KEYS[3]) == ARGV[1] then
+  next = redis.call('LPOP', KEYS[4])
+  if next then redis.call('SET', KEYS[3], next) else redis.call('DEL', KEYS[3]); next = '' end
+end
+return {1, next, redis.call('HGET', KEYS[1], 'rollback') or '0'}
+"""
+
+
+class RunExists(Exception):
+    """A run with this id exists already."""
+
+
+@dataclass(frozen=True)
+class Admission:
+    """How a new run was admitted: started now, waiting behind ``current``, or interrupting it."""
+
+    dispatch: bool
+    interrupted: str | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A run that ended: the run to start next on its session, and whether to delete it (rollback)."""
+
+    next_run: str | None
+    rollback: bool
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One event of a run's log: its id, its type and its JSON data."""
+
+    id: str
+    event: str
+    data: str
+
+
+@asynccontextmanager
+async def _store_errors() -> AsyncIterator[None]:
+    try:
+        yield
+    except RedisError as exc:
+        log.warning("run store unavailable: %s", type(exc).__name__)
+        raise StoreUnavailable() from exc
+
+
+class _Wakeups:
+    """Followers of the embedded store wait here; appends wake them (one process only)."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    async def wait(self, run_id: str, timeout: float) -> None:
+        event = self._events.setdefault(run_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    def wake(self, run_id: str) -> None:
+        event = self._events.pop(run_id, None)
+        if event is not None:
+            event.set()
+
+
+class RunStore:
+    """Run records and event logs; ``follow_client`` serves blocking reads (None: embedded)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        follow_client: redis.Redis | None,
+        run_ttl: int,
+        prefix: str = "agent-api:",
+    ) -> None:
+        self.redis = client
+        self.follow_client = follow_client
+        self.run_ttl = run_ttl
+        self.prefix = prefix
+        self._wakeups = _Wakeups() if follow_client is None else None
+        self._create = client.register_script(_CREATE)
+        self._start = client.register_script(_START)
+        self._request_stop = client.register_script(_REQUEST_STOP)
+        self._finish = client.register_script(_FINISH)
+
+    # keys
+    def run_key(self, run_id: str) -> str:
+        return f"{self.prefix}run:{run_id}"
+
+    def events_key(self, run_id: str) -> str:
+        return f"{self.prefix}run:{run_id}:events"
+
+    def _session_keys(self, session_id: str) -> tuple[str, str, str]:
+        base = f"{self.prefix}session:{session_id}"
+        return f"{base}:active", f"{base}:pending", f"{base}:runs"
+
+    def _owner_key(self, owner: str) -> str:
+        return f"{self.prefix}runs:active:{owner}"
+
+    async def create(self, run: Run, *, if_busy: IfBusy, max_runs: int | None, session_frame: str) -> Admission:
+        """Store a new run and its first event, applying the busy-session policy and the key's limit."""
+        active, pending, index = self._session_keys(run.session_id)
+        keys = [self.run_key(run.id), self.events_key(run.id), active, pending, index, self._owner_key(run.owner)]
+        args: list[str | int] = [
+            run.id,
+            if_busy.value,
+            max_runs or 0,
+            int(run.created_at.timestamp() * 1000),
+            self.run_ttl,
+            session_frame,
+            self.run_key(""),
+        ]
+        for name, value in run.to_fields().items():
+            args += [name, value]
+        async with _store_errors():
+            code, current = await self._create(keys=keys, args=args)
+        code = int(code)
+        if code == -3:
+            raise RunExists(run.id)
+        if code == -2:
+            raise RateLimited(
+                f"Too many runs in progress for this API key (at most {max_runs} at a time); "
+                "retry when one has finished.",
+                retry_after=5,
+            )
+        if code == -1:
+            raise SessionBusy()
+        self._wake(run.id)
+        return Admission(dispatch=code == 1, interrupted=(str(current) or None) if code == 3 else None)
+
+    async def get(self, run_id: str) -> Run | None:
+        async with _store_errors():
+            raw = await self.redis.hgetall(self.run_key(run_id))  # type: ignore[misc]
+        return Run.from_fields(raw) if raw else None
+
+    async def get_many(self, run_ids: Sequence[str]) -> list[Run]:
+        async with _store_errors():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for run_id in run_ids:
+                    pipe.hgetall(self.run_key(run_id))
+                raws = await pipe.execute()
+        return [Run.from_fields(raw) for raw in raws if raw]
+
+    async def session_runs(self, session_id: str, limit: int) -> list[str]:
+        """The session's run ids, newest first."""
+        async with _store_errors():
+            ids = await self.redis.zrevrange(self._session_keys(session_id)[2], 0, limit - 1)
+        return [str(i) for i in ids]
+
+    async def start(self, run_id: str, worker: str) -> Run | None:
+        """Move a queued run to running; None when it is not queued (ended, or taken already)."""
+        async with _store_errors():
+            raw = await self._start(keys=[self.run_key(run_id)], args=[utcnow().isoformat(), worker])
+        if not raw:
+            return None
+        return Run.from_fields(dict(zip(raw[::2], raw[1::2], strict=True)))
+
+    async def request_stop(self, run_id: str, final: RunStatus) -> RunStatus | None:
+        """Ask a run to end as ``final``; its status at that moment (None if unknown)."""
+        async with _store_errors():
+            status = await self._request_stop(keys=[self.run_key(run_id)], args=[final.value])
+        return RunStatus(status) if status else None
+
+    async def finish(
+        self,
+        run: Run,
+        status: RunStatus,
+        events: Sequence[tuple[str, str]],
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> Finished | None:
+        """End a run as ``status`` with its last events; None when it had ended already."""
+        active, pending, _ = self._session_keys(run.session_id)
+        keys = [self.run_key(run.id), self.events_key(run.id), active, pending, self._owner_key(run.owner)]
+        args: list[str | int] = [
+            run.id,
+            status.value,
+            ",".join(sources_of(status)),
+            utcnow().isoformat(),
+            self.run_ttl,
+            json.dumps(result) if result is not None else "",
+            json.dumps(error) if error is not None else "",
+        ]
+        for event, data in events:
+            args += [event, data]
+        async with _store_errors():
+            done, next_run, rollback = await self._finish(keys=keys, args=args)
+        self._wake(run.id)
+        if not int(done):
+            return None
+        return Finished(next_run=str(next_run) or None, rollback=rollback == "1")
+
+    async def delete(self, run: Run) -> None:
+        async with _store_errors():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self.run_key(run.id), self.events_key(run.id))
+                pipe.zrem(self._session_keys(run.session_id)[2], run.id)
+                await pipe.execute()
+        self._wake(run.id)
+
+    async def append(self, run_id: str, events: Sequence[tuple[str, str]]) -> None:
+        """Add events to a run's log, in one round trip."""
+        async with _store_errors():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for event, data in events:
+                    pipe.xadd(self.events_key(run_id), {"e": event, "d": data})
+                await pipe.execute()
+        self._wake(run_id)
+
+    async def read(self, run_id: str, after: str, *, block: float) -> list[LogEntry]:
+        """The events after ``after`` ("0": from the start), waiting up to ``block`` seconds for one."""
+        key = self.events_key(run_id)
+        async with _store_errors():
+            if self.follow_client is not None:
+                reply = await self.follow_client.xread({key: after}, count=500, block=int(block * 1000))
+            else:
+                reply = await self.redis.xread({key: after}, count=500)
+                if not reply and self._wakeups is not None:
+                    await self._wakeups.wait(run_id, block)
+                    reply = await self.redis.xread({key: after}, count=500)
+        if not reply:
+            return []
+        return [LogEntry(str(entry_id), fields["e"], fields["d"]) for entry_id, fields in reply[0][1]]
+
+    async def exists(self, run_id: str) -> bool:
+        async with _store_errors():
+            return bool(await self.redis.exists(self.run_key(run_id)))
+
+    def _wake(self, run_id: str) -> None:
+        if self._wakeups is not None:
+            self._wakeups.wake(run_id)

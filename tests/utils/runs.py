@@ -1,0 +1,54 @@
+"""Helpers for the run routes: start a run, follow its events, wait for its end."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource
+
+from tests.utils.sse import Frame
+
+
+def start_run(client: httpx.Client, body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    response = client.post("/runs", json=body, **kwargs)
+    assert response.status_code == 202, response.text
+    assert response.headers["location"] == f"/runs/{response.json()['run_id']}"
+    run: dict[str, Any] = response.json()
+    return run
+
+
+def follow(
+    client: httpx.Client,
+    run_id: str,
+    *,
+    last_event_id: str | None = None,
+    stop_after: int | None = None,
+    stop_at_event: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> list[Frame]:
+    """Read ``GET /runs/{id}/events`` to its end (or the first ``stop_after`` frames / ``stop_at_event``)."""
+    sent = dict(headers or {})
+    if last_event_id is not None:
+        sent["Last-Event-ID"] = last_event_id
+    frames: list[Frame] = []
+    start = time.monotonic()
+    with client.stream("GET", f"/runs/{run_id}/events", headers=sent) as response:
+        assert response.status_code == 200, response.read()
+        for sse in EventSource(response).iter_sse():
+            frames.append(Frame(sse.id, sse.event, json.loads(sse.data), time.monotonic() - start))
+            if stop_after is not None and len(frames) >= stop_after:
+                break
+            if stop_at_event is not None and sse.event == stop_at_event:
+                break
+    return frames
+
+
+def wait_for_end(client: httpx.Client, run_id: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """Follow the run's events to ``done``, then read the run."""
+    frames = follow(client, run_id, headers=headers)
+    assert frames and frames[-1].event == "done", [f.event for f in frames]
+    run: dict[str, Any] = client.get(f"/runs/{run_id}", headers=headers).json()
+    return run
