@@ -24,7 +24,7 @@ from agent_api.routers.deps import AppState
 from agent_api.routers.ui import mount_ui
 from agent_api.runs.queue import SaqDispatcher
 from agent_api.runs.service import RunService
-from agent_api.runtime import open_engine, open_runtime, start_workers
+from agent_api.runtime import Workers, open_engine, open_runtime, start_workers
 from agent_api.security import KeyRing
 from agent_api.services.ratelimit import RequestRateLimiter
 from agent_api.shutdown import Shutdown
@@ -53,6 +53,11 @@ def _announce_auth(keys: KeyRing) -> None:
         )
 
 
+async def _stop_on_drain(shutdown: Shutdown, workers: Workers) -> None:
+    await shutdown.draining.wait()
+    await workers.stop(shutdown.grace)
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -67,8 +72,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         model, backend = settings.openai_model, "openai-compatible"
         if settings.workers_in_process:
             llm, runner = await open_engine(runtime, stack)
-            await start_workers(runtime, llm, runner, stack, count=settings.workers_in_process, in_process=True)
+            workers = await start_workers(
+                runtime, llm, runner, stack, count=settings.workers_in_process, in_process=True
+            )
             model, backend = llm.model, llm.backend
+            # On SIGTERM the in-process workers let their runs finish for the grace period, then
+            # fail the rest: followers get the ending, and the server can close its connections.
+            stopping = asyncio.get_running_loop().create_task(_stop_on_drain(shutdown, workers))
+            stack.callback(stopping.cancel)
         elif settings.uses_offline_model:
             model, backend = "offline-model", "offline"
         if isinstance(runtime.dispatcher, SaqDispatcher):
@@ -159,7 +170,8 @@ def _document_teams(app: FastAPI, names: list[str]) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = FastAPI.openapi(app)
-            schema["components"]["schemas"]["AgentRequest"]["properties"]["agent"]["enum"] = names
+            for model in ("AgentRequest", "RunRequest"):
+                schema["components"]["schemas"][model]["properties"]["agent"]["enum"] = names
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -120,10 +121,18 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+@dataclass
+class Workers:
+    """Run workers started in this event loop."""
+
+    tasks: list[asyncio.Task[None]]
+    stop: Callable[[float], Awaitable[None]]  # let runs finish for that many seconds, then stop
+
+
 async def start_workers(
     runtime: Runtime, llm: LLMProvider, runner: TeamRunner, stack: AsyncExitStack, *, count: int, in_process: bool
-) -> list[asyncio.Task[None]]:
-    """Start ``count`` run workers in this event loop; they stop when ``stack`` closes."""
+) -> Workers:
+    """Start ``count`` run workers in this event loop; they stop when ``stack`` closes, if not before."""
     executor = RunExecutor(
         runtime.store,
         runtime.lifecycle,
@@ -134,19 +143,20 @@ async def start_workers(
         model=llm.model,
     )
     dispatcher = runtime.dispatcher
+    grace = runtime.settings.shutdown_grace_seconds
     if isinstance(dispatcher, MemoryDispatcher):
         dispatcher.execute = executor.execute
-        return []
+        return Workers([], dispatcher.stop)
     tasks = []
+    workers = []
     concurrency = max(1, runtime.settings.thread_pool_size // max(1, count))
     for _ in range(count):
-        worker = dispatcher.worker(
-            executor.execute,
-            concurrency=concurrency,
-            grace=runtime.settings.shutdown_grace_seconds,
-            in_process=in_process,
-        )
-        task = asyncio.get_running_loop().create_task(worker.start())
-        stack.push_async_callback(dispatcher.stop_gracefully, worker, runtime.settings.shutdown_grace_seconds)
-        tasks.append(task)
-    return tasks
+        worker = dispatcher.worker(executor.execute, concurrency=concurrency, grace=grace, in_process=in_process)
+        tasks.append(asyncio.get_running_loop().create_task(worker.start()))
+        workers.append(worker)
+
+    async def stop(grace: float) -> None:
+        await asyncio.gather(*(dispatcher.stop_gracefully(w, grace) for w in workers))
+
+    stack.push_async_callback(stop, grace)
+    return Workers(tasks, stop)

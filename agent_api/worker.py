@@ -32,7 +32,7 @@ async def run_worker(settings: Settings, *, metrics_port: int | None = None) -> 
             from prometheus_client import start_http_server
 
             start_http_server(metrics_port, addr=settings.host)
-        tasks = await start_workers(runtime, llm, runner, stack, count=1, in_process=False)
+        workers = await start_workers(runtime, llm, runner, stack, count=1, in_process=False)
         log.info(
             "agent-api %s worker %s ready: model=%s (%s), up to %d runs at once",
             __version__,
@@ -47,5 +47,6 @@ async def run_worker(settings: Settings, *, metrics_port: int | None = None) -> 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         done = loop.create_task(stop.wait())
-        await asyncio.wait([done, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([done, *workers.tasks], return_when=asyncio.FIRST_COMPLETED)
         log.info("worker stopping: letting runs in progress finish for %ss", settings.shutdown_grace_seconds)
+        await workers.stop(settings.shutdown_grace_seconds)

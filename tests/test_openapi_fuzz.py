@@ -18,7 +18,11 @@ KEY = "fuzz-key-0123456789"
 def test_schemathesis_finds_no_server_errors_or_schema_violations(
     settings_factory: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    app = create_app(settings_factory(api_keys=KEY, rate_limit="100000/minute", max_concurrent_runs_per_key=0))
+    # Webhook URLs are checked against DNS, which this machine has none of: allow them as written.
+    settings = settings_factory(
+        api_keys=KEY, rate_limit="100000/minute", max_concurrent_runs_per_key=0, webhook_allow_private=True
+    )
+    app = create_app(settings)
     cli = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or "schemathesis"
     with ThreadedServer(app, lifespan="on") as server:
         done = subprocess.run(

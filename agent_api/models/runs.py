@@ -12,6 +12,9 @@ from agent_api.models.chat import AgentRequest, ChatMessage, Usage
 RUN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 RunStatusName = Literal["queued", "running", "requires_input", "succeeded", "failed", "cancelled", "interrupted"]
 MAX_METADATA_BYTES = 4096
+# A Redis Stream id: two 64-bit numbers. 19 digits each always fit; 20 may overflow (Redis refuses).
+EVENT_ID_PATTERN = r"^(0|[0-9]{1,19}-[0-9]{1,19})$"
+WEBHOOK_URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?$"
 
 
 class RunRequest(AgentRequest):
@@ -29,7 +32,11 @@ class RunRequest(AgentRequest):
 
     stream: bool = Field(default=True, description="Record the model's tokens in the run's events as they come.")
     webhook: str | None = Field(
-        default=None, max_length=2048, description="POST the final run here when it ends (Standard Webhooks signed)."
+        default=None,
+        max_length=2048,
+        pattern=WEBHOOK_URL_PATTERN,
+        description="POST the final run here when it ends, signed per Standard Webhooks. URLs on loopback, "
+        "private or link-local addresses are refused unless the operator allows them.",
     )
     metadata: dict[str, Any] = Field(default_factory=dict, description="Your own data, kept with the run (≤ 4 KB).")
 

@@ -11,6 +11,7 @@ from sse_starlette import EventSourceResponse
 from agent_api.errors import AgentAPIError
 from agent_api.models.chat import AgentRequest, AgentResponse, ChatMessage, Usage
 from agent_api.models.stream import FrameType, StreamFrameData
+from agent_api.observability import note
 from agent_api.routers.deps import AUTH_RESPONSES, PrincipalDep, RunsDep, StateDep
 from agent_api.routers.streams import follow_response
 from agent_api.runs.model import IfBusy, RunStatus
@@ -59,9 +60,13 @@ def _event_schema() -> dict[str, Any]:
     data.pop("$defs", None)
     return {
         "type": "object",
-        "required": ["id", "event", "data"],
+        "required": ["event", "data"],
         "properties": {
-            "id": {"type": "string", "description": "Increasing within the run."},
+            "id": {
+                "type": "string",
+                "description": "The event's id in the run's log, increasing. Absent only on the error and done frames "
+                "a follower gets when reading the log itself failed (they are not in the log).",
+            },
             "event": {"type": "string", "enum": list(get_args(FrameType))},
             "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data},
         },
@@ -97,6 +102,7 @@ async def chat(request: AgentRequest, runs: RunsDep, state: StateDep, principal:
     if request.stream:
         return await chat_stream(request, runs, state, principal)
     run = await runs.create(request, principal.key_id, _options(request, stream=False))
+    note(team=run.team, session_id=run.session_id, run_id=run.id)
     try:
         ended = await runs.wait(run.id)
     except asyncio.CancelledError:
@@ -110,6 +116,8 @@ async def chat(request: AgentRequest, runs: RunsDep, state: StateDep, principal:
         exc.headers.setdefault("X-Run-ID", run.id)
         raise
     result = ended.result or {}
+    usage = Usage.model_validate(result["usage"])
+    note(turns_used=result["turns_used"], prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
     return AgentResponse(
         session_id=run.session_id,
         response=result["response"],
@@ -117,7 +125,7 @@ async def chat(request: AgentRequest, runs: RunsDep, state: StateDep, principal:
         messages=[ChatMessage.model_validate(m) for m in result["messages"]],
         finished=result["finished"],
         agent=run.team,
-        usage=Usage.model_validate(result["usage"]),
+        usage=usage,
         cached=result.get("cached", False),
         run_id=run.id,
     )
@@ -131,6 +139,7 @@ async def chat_stream(
 ) -> EventSourceResponse:
     """Send a message to a team and receive its work as Server-Sent Events."""
     run = await runs.create(request, principal.key_id, _options(request, stream=True))
+    note(team=run.team, session_id=run.session_id, run_id=run.id)
     return follow_response(
         runs, run, state.settings, state.shutdown, cancel_on_disconnect=request.on_disconnect == "cancel"
     )

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from sse_starlette import EventSourceResponse
 
 from agent_api.models.chat import SESSION_ID_PATTERN
-from agent_api.models.runs import RUN_ID_PATTERN, RunList, RunRequest, RunResponse
+from agent_api.models.runs import EVENT_ID_PATTERN, RUN_ID_PATTERN, RunList, RunRequest, RunResponse
+from agent_api.observability import note
 from agent_api.routers.chat import SSE_CONTENT
 from agent_api.routers.deps import AUTH_RESPONSES, PrincipalDep, RunsDep, StateDep
 from agent_api.routers.streams import follow_response
 from agent_api.runs.model import IfBusy
-from agent_api.runs.service import RunOptions, check_cursor
+from agent_api.runs.service import RunOptions
 from agent_api.runs.views import run_response
 
 router = APIRouter(tags=["runs"], responses=AUTH_RESPONSES)
@@ -50,6 +51,7 @@ async def create_run(request: RunRequest, runs: RunsDep, principal: PrincipalDep
         metadata=request.metadata,
     )
     run = await runs.create(request, principal.key_id, options)
+    note(team=run.team, session_id=run.session_id, run_id=run.id)
     response.headers["Location"] = f"/runs/{run.id}"
     response.headers["X-Session-ID"] = run.session_id
     return run_response(run)
@@ -72,14 +74,15 @@ async def run_events(
     runs: RunsDep,
     state: StateDep,
     principal: PrincipalDep,
-    last_event_id: Annotated[str | None, Header(description="Resume after this event id.")] = None,
-    after: Annotated[str | None, Query(max_length=48, description="Resume after this event id.")] = None,
+    last_event_id: Annotated[
+        str, Header(pattern=EVENT_ID_PATTERN, description="Resume after this event id (what EventSource sends).")
+    ] = "0",
+    after: Annotated[
+        str, Query(pattern=EVENT_ID_PATTERN, description="Resume after this event id ('0': from the start).")
+    ] = "0",
 ) -> EventSourceResponse:
     """Follow a run's events (re-attach with `Last-Event-ID`)."""
-    if last_event_id is not None:
-        cursor = check_cursor(last_event_id.strip(), ["header", "Last-Event-ID"])
-    else:
-        cursor = check_cursor(after if after is not None else "0", ["query", "after"])
+    cursor = last_event_id if last_event_id != "0" else after
     run = await runs.get(run_id, principal.key_id)
     return follow_response(runs, run, state.settings, state.shutdown, after=cursor)
 

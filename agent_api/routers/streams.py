@@ -54,6 +54,9 @@ def follow_response(
     return EventSourceResponse(
         _events(runs, run, after, cancel_on_disconnect=cancel_on_disconnect, shutdown=shutdown),
         ping=settings.sse_ping_seconds,
+        # On shutdown, runs of in-process workers end themselves (error and done frames) once the
+        # grace period is over: sse-starlette must not cut their streams off before that.
+        shutdown_grace_period=settings.shutdown_grace_seconds + 5,
         headers={
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",

@@ -100,7 +100,8 @@ class SaqDispatcher:
         Runs still going then are cancelled and end ``failed`` (``shutdown``): nothing half-done
         is saved, and no run is started again elsewhere.
         """
-        worker.event.set()  # no new job slots
+        # (Not worker.event: setting it makes saq stop at once, without a grace period. A job
+        # taken during the grace period is stopped with the rest.)
         running = [context["task"] for context in list(worker.job_task_contexts.values())]
         if running and grace > 0:
             await asyncio.wait(running, timeout=grace)

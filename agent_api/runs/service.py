@@ -25,6 +25,7 @@ from agent_api.errors import (
     WorkerLost,
 )
 from agent_api.models.chat import AgentRequest
+from agent_api.models.runs import EVENT_ID_PATTERN
 from agent_api.runs import frames
 from agent_api.runs.lifecycle import RunLifecycle
 from agent_api.runs.model import IfBusy, Run, RunStatus, utcnow
@@ -35,7 +36,7 @@ from agent_api.shutdown import Shutdown
 
 log = logging.getLogger(__name__)
 
-CURSOR = re.compile(r"^(0|\d{1,20}-\d{1,20})$")
+CURSOR = re.compile(EVENT_ID_PATTERN)
 
 
 def new_run_id() -> str:

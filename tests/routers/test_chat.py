@@ -91,7 +91,8 @@ def test_each_turn_refreshes_the_ttl(serve: Serve, redis_client: redis.Redis) ->
         sid = client.post("/chat", json={"message": "hi"}).json()["session_id"]
         keys = [f"agent-api:session:{sid}", f"agent-api:session:{sid}:messages"]
         # the session itself, and the list of its runs (kept as long as runs are: RUN_TTL)
-        assert sorted(redis_client.keys(f"agent-api:session:{sid}*")) == sorted([*keys, f"agent-api:session:{sid}:runs"])
+        stored = sorted(redis_client.keys(f"agent-api:session:{sid}*"))
+        assert stored == sorted([*keys, f"agent-api:session:{sid}:runs"])
         for key in keys:
             redis_client.expire(key, 30)
         client.post("/chat", json={"message": "again", "session_id": sid}).raise_for_status()

