@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
+from sse_starlette.sse import AppStatus
 from starlette.middleware.cors import CORSMiddleware
 
 from agent_api import __version__
@@ -53,6 +55,22 @@ def _announce_auth(keys: KeyRing) -> None:
         )
 
 
+def _server_is_exiting() -> bool:
+    if AppStatus.should_exit:
+        return True
+    # uvicorn's SIGTERM handler is a bound method of its Server, whose should_exit flips first.
+    handler = signal.getsignal(signal.SIGTERM)
+    server = getattr(handler, "__self__", None)
+    return bool(getattr(server, "should_exit", False))
+
+
+async def _watch_server_exit(shutdown: Shutdown, poll: float = 0.2) -> None:
+    """uvicorn has no shutdown hook that runs before it waits for open connections: watch its flag."""
+    while not _server_is_exiting():
+        await asyncio.sleep(poll)
+    await shutdown.begin()
+
+
 async def _stop_on_drain(shutdown: Shutdown, workers: Workers) -> None:
     await shutdown.draining.wait()
     await workers.stop(shutdown.grace)
@@ -66,7 +84,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         teams: TeamRegistry = app.state.teams
         runtime = await open_runtime(settings, teams, stack)
         shutdown = Shutdown(settings.shutdown_grace_seconds)
-        watcher = asyncio.get_running_loop().create_task(shutdown.watch())
+        watcher = asyncio.get_running_loop().create_task(_watch_server_exit(shutdown))
         stack.callback(watcher.cancel)
 
         model, backend = settings.openai_model, "openai-compatible"

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -62,6 +63,24 @@ def test_metrics_show_tokens_turns_and_errors(client: httpx.Client, offline: Off
     assert delta("agent_api_http_requests_total", route="/chat", status="502") == 1
     assert delta("agent_api_run_duration_seconds_count", team="research", outcome="upstream_error") == 1
     assert value(after, "agent_api_runs_in_flight", team="research") == 0
+    # runs by final status, and the time they waited for a worker
+    assert delta("agent_api_runs_total", team="research", status="succeeded") == 3
+    assert delta("agent_api_runs_total", team="research", status="failed") == 1
+    assert delta("agent_api_run_queued_seconds_count") == 4
+    assert value(after, "agent_api_run_queue_depth") == 0
+
+
+def test_metrics_count_live_workers_and_cancelled_runs(serve: Serve) -> None:
+    with serve() as client:
+        run = client.post("/runs", json={"message": "long [[latency:0:0.2]] [[tokens:40]]"}).json()
+        client.post(f"/runs/{run['run_id']}/cancel")
+        metrics = samples(client)
+        assert value(metrics, "agent_api_runs_total", status="cancelled") >= 1
+        # the in-process worker reports to the queue; the API's upkeep counts it (every 5 s)
+        deadline = time.monotonic() + 15
+        while value(samples(client), "agent_api_run_workers") < 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert value(samples(client), "agent_api_run_workers") >= 1
 
 
 def test_response_cache(serve: Serve, offline: OfflineServer, redis_client: redis.Redis) -> None:

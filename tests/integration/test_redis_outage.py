@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from httpx_sse import EventSource
 
+from agent_api.offline_llm import OfflineServer
+from tests.utils.process import serve_process
 from tests.utils.redis_server import RedisServer
 from tests.utils.runs import start_run
 
-Serve = Callable[..., AbstractContextManager[httpx.Client]]
 pytestmark = pytest.mark.slow
 
 
@@ -38,8 +39,19 @@ def _restart(server: RedisServer) -> None:
     raise AssertionError("redis-server did not come back")
 
 
-def test_followers_get_an_error_frame_and_service_recovers(serve: Serve, own_redis: RedisServer) -> None:
-    with serve(redis_url=own_redis.url, redis_timeout=1.0, redis_pool_timeout=2.0) as client:
+def test_followers_get_an_error_frame_and_service_recovers(
+    tmp_path: Path, offline: OfflineServer, own_redis: RedisServer
+) -> None:
+    # A process of its own: connections broken by the outage are its business, not this test's.
+    env = {
+        "OPENAI_BASE_URL": offline.base_url,
+        "OPENAI_API_KEY": "k",
+        "REDIS_URL": own_redis.url,
+        "REDIS_TIMEOUT": "1",
+        "REDIS_POOL_TIMEOUT": "2",
+        "LLM_MAX_RETRIES": "0",
+    }
+    with serve_process(tmp_path, env) as api, httpx.Client(base_url=api.url, timeout=30) as client:
         run = start_run(client, {"message": "outage [[latency:0:0.2]] [[tokens:100]]"})
         frames: list[tuple[str, dict[str, object]]] = []
         started = threading.Event()
