@@ -14,7 +14,8 @@ RunStatusName = Literal["queued", "running", "requires_input", "succeeded", "fai
 MAX_METADATA_BYTES = 4096
 # A Redis Stream id: two 64-bit numbers. 19 digits each always fit; 20 may overflow (Redis refuses).
 EVENT_ID_PATTERN = r"^(0|[0-9]{1,19}-[0-9]{1,19})$"
-WEBHOOK_URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?$"
+_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+WEBHOOK_URL_PATTERN = rf"^https?://[A-Za-z0-9.-]+(:{_PORT})?(/[^\s]*)?$"
 
 
 class RunRequest(AgentRequest):

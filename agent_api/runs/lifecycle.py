@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from agent_api.errors import AgentAPIError
+from agent_api.errors import AgentAPIError, StoreUnavailable
 from agent_api.metrics import RUNS_FINISHED
 from agent_api.runs import frames
 from agent_api.runs.model import Run, RunStatus
@@ -55,7 +55,7 @@ class RunLifecycle:
         RUNS_FINISHED.labels(run.team, status.value).inc()
         log.info("run %s %s", run.id, status.value, extra={"run_id": run.id, "status": status.value})
         if finished.next_run is not None:
-            await self.dispatcher.enqueue(finished.next_run)
+            await self._dispatch_next(finished.next_run)
         if finished.rollback:
             await self.store.delete(run)
         elif run.webhook and self.webhooks is not None:
@@ -64,6 +64,15 @@ class RunLifecycle:
                 event_type = f"run.{status.value}"
                 self.webhooks.schedule(run.webhook, run_json(ended), event_type=event_type, message_id=run.id)
         return True
+
+    async def _dispatch_next(self, run_id: str) -> None:
+        try:
+            await self.dispatcher.enqueue(run_id)
+        except Exception:
+            log.exception("could not dispatch run %s, next on its session; failing it", run_id)
+            waiting = await self.store.get(run_id)
+            if waiting is not None:
+                await self.fail(waiting, StoreUnavailable())
 
     async def fail(self, run: Run, error: AgentAPIError, status: RunStatus = RunStatus.FAILED) -> bool:
         """End ``run`` with an error frame and an ``error`` in its record."""

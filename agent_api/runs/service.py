@@ -7,6 +7,7 @@ here: a run, like a session, exists only for the API key that made it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import secrets
@@ -22,6 +23,7 @@ from agent_api.errors import (
     RunStopped,
     SessionTeamMismatch,
     ShuttingDown,
+    StoreUnavailable,
     WorkerLost,
 )
 from agent_api.models.chat import AgentRequest
@@ -115,7 +117,13 @@ class RunService:
         if admission.interrupted is not None:
             await self.stop(admission.interrupted, RunStatus.INTERRUPTED)
         if admission.dispatch:
-            await self.lifecycle.dispatcher.enqueue(run.id)
+            try:
+                await self.lifecycle.dispatcher.enqueue(run.id)
+            except Exception:
+                # A run nobody will take must not hold its session: end it, best effort.
+                with contextlib.suppress(Exception):
+                    await self.lifecycle.fail(run, StoreUnavailable())
+                raise StoreUnavailable() from None
         return run
 
     async def _session_for(
