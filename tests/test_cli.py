@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 
-from tests.utils.process import serve_process
+from tests.utils.process import serve_process, serve_refusing_to_start
 
 
 def test_serve_runs_on_embedded_defaults(tmp_path: Path) -> None:
@@ -29,3 +32,33 @@ def test_serve_runs_on_embedded_defaults(tmp_path: Path) -> None:
     printed = server.stdout.read_text()
     for autogen_output in ("TERMINATE", "research_assistant", "(to ", ">>>>", "Offline answer"):
         assert autogen_output not in printed, printed
+
+
+def test_embedded_runs_can_be_followed_and_cancelled(tmp_path: Path) -> None:
+    """The embedded default runs runs in-process: the same routes, with no Redis at all."""
+    with serve_process(tmp_path, {"LOG_FORMAT": "text"}) as server, httpx.Client(base_url=server.url, timeout=30) as c:
+        run = c.post("/runs", json={"message": "embedded [[tokens:5]]"}).json()
+        events = c.get(f"/runs/{run['run_id']}/events").text
+        assert "event: done" in events and '"run_status":"succeeded"' in events
+        first_id = events.split("id: ", 2)[1].split()[0]
+        rest = c.get(f"/runs/{run['run_id']}/events", headers={"Last-Event-ID": first_id}).text
+        assert "event: session" not in rest and rest.count("event: done") == 1
+        slow = c.post("/runs", json={"message": "slow [[latency:0:0.2]] [[tokens:50]]"}).json()
+        assert c.post(f"/runs/{slow['run_id']}/cancel").json()["status"] == "cancelled"
+
+
+def test_worker_needs_redis(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "agent_api.cli", "worker"],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith("REDIS_")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and "needs REDIS_URL" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_workers_in_process_zero_needs_redis(tmp_path: Path) -> None:
+    done = serve_refusing_to_start(tmp_path, {"WORKERS_IN_PROCESS": "0"})
+    assert "WORKERS_IN_PROCESS=0 needs REDIS_URL" in done.stderr
