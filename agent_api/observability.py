@@ -118,6 +118,7 @@ def configure_logging(level: str, fmt: str) -> None:
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # agent_api.access writes the request lines
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("saq").setLevel(logging.WARNING)  # a line per job and state change: the runs log their own
 
 
 __all__ = ["AccessLog", "configure_logging", "correlation_id", "count_error", "note", "valid_request_id"]

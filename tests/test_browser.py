@@ -279,6 +279,9 @@ def test_stop_ends_the_stream_and_the_run(serve: Serve, offline: OfflineServer, 
         expect(page.get_by_test_id("usage")).to_have_count(0)
         sid = page.locator("#session-id").text_content()
         assert client.get(f"/session/{sid}").json()["messages"] == []  # the stopped turn was not saved
+        # The page cancelled the run on the server (leaving alone would not: runs outlive pages).
+        runs = client.get(f"/session/{sid}/runs").json()["runs"]
+        assert [r["status"] for r in runs] == ["cancelled"]
 
         # Escape stops too.
         send(page, "marker-escape [[latency:0:0.4]] [[tokens:8]]")
@@ -292,6 +295,41 @@ def test_stop_ends_the_stream_and_the_run(serve: Serve, offline: OfflineServer, 
         wait_done(page, 1)
         expect(page.locator(AGENT_TEXT).last).to_contain_text("I can see 0 earlier messages")
         expect(page.locator("#session-id")).to_have_text(sid or "")
+
+
+def test_a_reload_reattaches_to_the_answer_in_progress(serve: Serve, offline: OfflineServer, page: Page) -> None:
+    with serve() as client:
+        open_chat(page, client)
+        send(page, "first question")
+        wait_done(page, 1)
+        send(page, "marker-reload [[latency:0:0.15]] [[tokens:40]]")
+        page.wait_for_function(WORDS_AT_LEAST_JS, arg=5, timeout=TIMEOUT_MS)
+        sid = page.locator("#session-id").text_content() or ""
+        shot(page, "08-before-reload")
+        page.reload()
+
+        # The page shows the session and follows the same run to its end: the answer once, whole.
+        expect(page.get_by_test_id("usage")).to_have_count(1, timeout=20_000)
+        expect(page.locator("#app")).to_have_attribute("data-state", "idle")
+        runs = client.get(f"/session/{sid}/runs").json()["runs"]
+        assert [r["status"] for r in runs] == ["succeeded", "succeeded"]  # the reload cancelled nothing
+        answer = runs[0]["result"]["response"]
+        assert agent_texts(page)[-1] == answer and len(answer.split()) == 40
+        assert len(model_calls(offline, "marker-reload")) == 1
+        users = page.locator(".bubble.user .text").all_text_contents()
+        assert users == ["first question", "marker-reload [[latency:0:0.15]] [[tokens:40]]"]
+        assert len(agent_texts(page)) == 2 and "first question" in agent_texts(page)[0]
+        expect(page.locator("#session-id")).to_have_text(sid)
+        shot(page, "09-reattached")
+        history = client.get(f"/session/{sid}").json()["messages"]
+        assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]  # saved once
+
+        # A reload after the end has nothing to re-attach to: a fresh page, as before runs.
+        page.reload()
+        expect(page.locator("#status")).to_have_text("Ready.")
+        expect(page.locator(".bubble")).to_have_count(0)
+        send(page, "and then?")
+        wait_done(page, 1)
 
 
 def test_a_wrong_api_key_is_reported_and_the_right_one_works(serve: Serve, page: Page) -> None:

@@ -1,12 +1,16 @@
 // The agent-api chat page: plain JavaScript, no build step, no dependencies.
 //
 // It lists the teams (GET agents), sends each message with fetch (POST chat/stream: EventSource
-// cannot POST) and reads the Server-Sent Events as they arrive. Every text that comes from the
+// cannot POST) and reads the Server-Sent Events as they arrive. Each turn is a run that goes on
+// if the page goes away ("on_disconnect": "continue"); a reload re-attaches to it
+// (GET runs/{id}/events) and Stop cancels it (POST runs/{id}/cancel). Every text that comes from the
 // server or the model is put into the page with textContent / text nodes, never as HTML.
 "use strict";
 
 (() => {
   const KEY_STORAGE = "agent-api.api-key";
+  // The run in progress, so that a reload re-attaches to it (turns are runs that outlive requests).
+  const RUN_STORAGE = "agent-api.run";
   const HUES = 6; // agent colours in app.css: [data-hue="0"] … [data-hue="5"]
 
   const $ = (id) => document.getElementById(id);
@@ -202,6 +206,34 @@
     return focus;
   }
 
+  // --- the run in progress (survives a reload) -------------------------------------------------
+
+  function rememberRun(run) {
+    try {
+      sessionStorage.setItem(RUN_STORAGE, JSON.stringify(run));
+    } catch (_) { /* storage unavailable: no re-attach after a reload */ }
+  }
+
+  function forgetRun() {
+    try {
+      sessionStorage.removeItem(RUN_STORAGE);
+    } catch (_) { /* nothing to forget */ }
+  }
+
+  function storedRun() {
+    try {
+      const run = JSON.parse(sessionStorage.getItem(RUN_STORAGE) || "null");
+      return run && typeof run.runId === "string" && typeof run.sessionId === "string" ? run : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  function cancelRun(runId) {
+    return fetch(`runs/${encodeURIComponent(runId)}/cancel`, { method: "POST", headers: headers(), cache: "no-store" })
+      .catch(() => null);
+  }
+
   // --- the conversation ------------------------------------------------------------------------
 
   function setSession(id, team) {
@@ -311,9 +343,13 @@
     }
     if (!data || typeof data !== "object") return;
     turn.frames += 1;
+    // A run stopped from this page ends with the server's own error and done frames: the page
+    // says "Stopped" instead (see follow).
+    if (turn.stopped && (frame.event === "error" || frame.event === "done")) return;
     switch (frame.event) {
       case "session":
         setSession(data.session_id, data.agent);
+        if (data.run_id && !turn.runId) turn.runId = data.run_id;
         setStatus("The team is thinking…", "busy");
         break;
       case "token":
@@ -344,6 +380,7 @@
         break;
       case "done":
         turn.done = true;
+        forgetRun();
         closeBubble(turn);
         if (data.session_id) setSession(data.session_id, state.sessionTeam);
         if (!turn.failed) {
@@ -455,11 +492,10 @@
     else if (lost) ui.message.focus();
   }
 
-  async function send() {
-    const text = ui.message.value;
-    if (state.turn || !text.trim()) return;
-    const turn = {
+  function newTurn() {
+    return {
       controller: new AbortController(),
+      runId: null,
       bubble: null,
       bubbles: 0,
       streaming: new Set(), // agents whose current message came token by token
@@ -469,6 +505,12 @@
       failed: false,
       stopped: false,
     };
+  }
+
+  async function send() {
+    const text = ui.message.value;
+    if (state.turn || !text.trim()) return;
+    const turn = newTurn();
     state.turn = turn;
     const mine = userBubble(text);
     ui.message.value = "";
@@ -476,7 +518,8 @@
     ui.message.focus();
     setStatus("Sending…", "busy");
 
-    const body = { message: text };
+    // The run goes on if this page goes away (a reload re-attaches to it); Stop cancels it.
+    const body = { message: text, on_disconnect: "continue" };
     if (state.sessionId) body.session_id = state.sessionId;
     if (ui.team.value) body.agent = ui.team.value;
 
@@ -507,29 +550,50 @@
       failedToSend(mine, text);
     } else if (response) {
       markKeyInvalid(false);
-      try {
-        await readStream(turn, response);
-        if (!turn.done) {
-          closeBubble(turn, "failed");
-          errorItem("The connection closed before the answer was complete.", "", null);
-          setStatus("Error: the stream ended early", "error");
-        }
-      } catch (err) {
-        if (turn.stopped) {
-          closeBubble(turn, "stopped");
-          noticeItem("Stopped. This unfinished turn was not saved; the session continues from before it.", "stopped");
-          setStatus("Stopped.", "info");
-        } else {
-          closeBubble(turn, "failed");
-          errorItem("The connection was lost before the answer was complete.", "", null);
-          setStatus("Error: connection lost", "error");
-        }
+      turn.runId = response.headers.get("X-Run-ID");
+      if (turn.runId) {
+        rememberRun({
+          runId: turn.runId,
+          sessionId: response.headers.get("X-Session-ID") || state.sessionId,
+          team: ui.team.value,
+          message: text,
+        });
       }
+      if (turn.stopped) {
+        // Stop was pressed before the run existed: cancel it now that it has an id.
+        forgetRun();
+        if (turn.runId) await cancelRun(turn.runId);
+        turn.controller.abort();
+      }
+      await follow(turn, response);
     }
 
     state.turn = null;
     setBusy(false);
     restoreFocus(focusAfter);
+  }
+
+  // Reads a run's stream to its end, saying how it ended.
+  async function follow(turn, response) {
+    try {
+      await readStream(turn, response);
+    } catch (err) {
+      if (!turn.stopped) {
+        closeBubble(turn, "failed");
+        errorItem("The connection was lost before the answer was complete.", "", null);
+        setStatus("Error: connection lost", "error");
+        return;
+      }
+    }
+    if (turn.stopped) {
+      closeBubble(turn, "stopped");
+      noticeItem("Stopped. This unfinished turn was not saved; the session continues from before it.", "stopped");
+      setStatus("Stopped.", "info");
+    } else if (!turn.done) {
+      closeBubble(turn, "failed");
+      errorItem("The connection closed before the answer was complete.", "", null);
+      setStatus("Error: the stream ended early", "error");
+    }
   }
 
   function failedToSend(bubble, text) {
@@ -543,7 +607,63 @@
     if (!turn || turn.stopped) return;
     turn.stopped = true;
     setStatus("Stopping…", "busy");
-    turn.controller.abort(); // the server sees the disconnect and cancels the run
+    if (!turn.runId) return; // not started yet: send() cancels it once it has an id
+    forgetRun();
+    // The run would go on without us: stop it on the server, and let go of the stream once it
+    // has stopped (the cancel answers then), so that the session is free for the next message.
+    cancelRun(turn.runId).finally(() => turn.controller.abort());
+  }
+
+  // After a reload: show the session as it was, then follow the run that was in progress from
+  // its first event (its turn is saved only when it ends, so the history does not hold it yet).
+  async function resumeRun() {
+    const run = storedRun();
+    if (!run) return;
+    let current;
+    let history;
+    try {
+      const response = await fetch(`runs/${encodeURIComponent(run.runId)}`, { headers: headers(), cache: "no-store" });
+      if (!response.ok) {
+        if (response.status === 404) forgetRun(); // expired, or another key's
+        return;
+      }
+      current = await response.json();
+      const stored = await fetch(`session/${encodeURIComponent(run.sessionId)}`, { headers: headers(), cache: "no-store" });
+      history = stored.ok ? (await stored.json()).messages || [] : [];
+    } catch (_) {
+      return; // the server is unreachable: the run stays remembered for the next load
+    }
+    if (state.turn) return;
+    setSession(run.sessionId, run.team || current.team);
+    // Earlier turns from the session; the run's own turn comes from its events.
+    const before = history.filter((m) => Date.parse(m.timestamp) < Date.parse(current.created_at));
+    for (const message of before) {
+      if (message.role === "user") userBubble(message.content);
+      else if (message.role === "assistant" && message.content && message.content.trim()) {
+        const shown = newTurn();
+        appendToken(shown, message.name || "assistant", message.content.replace(/\s*TERMINATE\s*$/, ""));
+        closeBubble(shown);
+      }
+    }
+    const turn = newTurn();
+    turn.runId = run.runId;
+    state.turn = turn;
+    userBubble(run.message || "");
+    setBusy(true);
+    setStatus("Re-attached to the answer in progress…", "busy");
+    try {
+      const response = await fetch(`runs/${encodeURIComponent(run.runId)}/events`, {
+        headers: headers({ Accept: "text/event-stream" }),
+        signal: turn.controller.signal,
+        cache: "no-store",
+      });
+      if (response.ok) await follow(turn, response);
+      else forgetRun();
+    } catch (_) {
+      if (!turn.stopped) setStatus("Error: could not re-attach to the answer in progress", "error");
+    }
+    state.turn = null;
+    setBusy(false);
   }
 
   // --- teams -------------------------------------------------------------------------------------
@@ -646,5 +766,5 @@
   loadStoredKey();
   setSession(null);
   updateControls();
-  loadTeams();
+  loadTeams().then(resumeRun);
 })();
