@@ -47,6 +47,7 @@ bench: install system-deps ## every benchmark and fault scenario, about 25 minut
 	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
 	$(BIN)/python bench/concurrency.py
 	$(BIN)/python bench/first_token.py
+	$(BIN)/python bench/runs.py
 	$(BIN)/python bench/faults.py
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/plots.py

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as redis
-from saq import Job, Worker
+from saq import Job, Status, Worker
 from saq.queue.redis import RedisQueue
 
 from agent_api.metrics import LIVE_WORKERS, QUEUE_DEPTH
@@ -32,16 +32,50 @@ LostHandler = Callable[[str], Awaitable[None]]
 
 
 class RunJobQueue(RedisQueue):
-    """saq's Redis queue, telling the runs when its sweep gives up a job whose worker died."""
+    """saq's Redis queue with a sweep that gives up only dead workers' jobs, and says so.
+
+    saq's own sweep gives up every job of the active list whose status is not ``active``, and so
+    also a job a live worker has just dequeued but not yet marked active: under load that
+    window is long enough to lose runs. Here such a job is given up only if it is still not
+    active at the next sweep this process makes (seconds later); an active job, when its
+    heartbeat is older than ``heartbeat`` (saq's ``stuck``). Each run given up is reported to
+    ``on_lost``.
+    """
 
     on_lost: LostHandler | None = None
+    _suspects: frozenset[bytes] = frozenset()
 
     async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
-        swept = await super().sweep(lock, abort)
-        for job_id in swept:
+        if not await self.redis.set(self._sweep, 1, nx=True, ex=lock):
+            return []  # another process swept within the interval
+        ids: list[bytes] = await self.redis.lrange(self._active, 0, -1)  # type: ignore[misc]
+        raws = await self.redis.mget(ids) if ids else []
+        dead: list[Job] = []
+        suspects: set[bytes] = set()
+        for job_id, raw in zip(ids, raws, strict=True):
+            job = self.deserialize(raw) if raw else None
+            if job is None:
+                async with self.redis.pipeline(transaction=True) as pipe:  # a job record that expired
+                    pipe.lrem(self._active, 0, job_id)  # type: ignore[arg-type]
+                    pipe.zrem(self._incomplete, job_id)
+                    await pipe.execute()
+            elif job.status in (Status.ACTIVE, Status.ABORTING):
+                if job.stuck:
+                    dead.append(job)
+            elif job_id in self._suspects:
+                dead.append(job)
+            else:
+                suspects.add(job_id)
+        self._suspects = frozenset(suspects)
+        for job in dead:
+            log.warning("giving up job %s: its worker stopped", job.key)
+            await self.abort(job, error=self.swept_error_message)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await job.refresh(abort)
+            await self.finish(job, Status.ABORTED, error=self.swept_error_message)
             if self.on_lost is not None:
-                await self.on_lost(self.job_key_from_id(job_id))
-        return swept
+                await self.on_lost(job.key)
+        return [job.id for job in dead]
 
 
 class SaqDispatcher:
