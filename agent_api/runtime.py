@@ -155,8 +155,11 @@ async def start_workers(
         tasks.append(asyncio.get_running_loop().create_task(worker.start()))
         workers.append(worker)
 
+    listener = asyncio.get_running_loop().create_task(dispatcher.listen_for_cancels())
+
     async def stop(grace: float) -> None:
         await asyncio.gather(*(dispatcher.stop_gracefully(w, grace) for w in workers))
+        listener.cancel()
 
     stack.push_async_callback(stop, grace)
     return Workers(tasks, stop)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import redis.asyncio as redis
@@ -27,7 +27,7 @@ from agent_api.metrics import LIVE_WORKERS, QUEUE_DEPTH
 log = logging.getLogger(__name__)
 
 JOB_FUNCTION = "execute_run"
-Execute = Callable[[str], Awaitable[None]]
+Execute = Callable[[str], Coroutine[Any, Any, None]]
 LostHandler = Callable[[str], Awaitable[None]]
 
 
@@ -85,15 +85,40 @@ class SaqDispatcher:
         # saq reads and writes bytes; the client must not decode responses.
         self.queue = RunJobQueue(client, name=name, max_concurrent_ops=1000)
         self.heartbeat = heartbeat
+        self.cancel_channel = f"{name}:cancel"
+        self._running: dict[str, asyncio.Task[None]] = {}  # this process's runs, by id
 
     async def enqueue(self, run_id: str) -> None:
         job = Job(JOB_FUNCTION, kwargs={"run_id": run_id}, key=run_id, timeout=0, heartbeat=self.heartbeat, retries=1)
         await self.queue.enqueue(job)
 
     async def abort(self, run_id: str) -> None:
+        """Stop a run wherever it is: off the queue, or cancelled in whichever worker runs it.
+
+        The worker hears of it at once (a message on ``cancel_channel``); saq's own abort, which
+        workers poll for every few seconds, is the fallback should that message be missed.
+        """
         job = await self.queue.job(run_id)
         if job is not None and not job.completed:
             await self.queue.abort(job, "cancelled")
+            await self.queue.redis.publish(self.cancel_channel, run_id)
+
+    async def listen_for_cancels(self) -> None:
+        """Cancel this process's runs named on ``cancel_channel`` (runs until cancelled)."""
+        while True:
+            try:
+                async with self.queue.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self.cancel_channel)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            task = self._running.get(message["data"].decode())
+                            if task is not None:
+                                task.cancel()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis went away: subscribe again once it is back
+                log.warning("cancel listener lost its connection; retrying")
+                await asyncio.sleep(1)
 
     def worker(self, execute: Execute, *, concurrency: int, grace: float, in_process: bool) -> Worker[Any]:
         """A saq worker that runs ``execute(run_id)`` per job, refreshing the job's heartbeat."""
@@ -108,18 +133,28 @@ class SaqDispatcher:
                     with contextlib.suppress(Exception):  # a missed beat is retried; the sweep waits 3 of them
                         await job.update()
 
-            beating = asyncio.get_running_loop().create_task(beat())
+            loop = asyncio.get_running_loop()
+            beating = loop.create_task(beat())
+            work = loop.create_task(execute(run_id))
+            self._running[run_id] = work
             try:
-                await execute(run_id)
+                await work
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if work.cancelled() and current is not None and not current.cancelling():
+                    return  # the run was cancelled (and has ended itself): the job is done
+                raise
             finally:
+                self._running.pop(run_id, None)
                 beating.cancel()
 
         worker: Worker[Any] = Worker(
             self.queue,
             functions=[(JOB_FUNCTION, execute_run)],
             concurrency=concurrency,
-            # abort: how soon a cancel reaches a running job; sweep: how soon a dead worker is noticed.
-            timers={"abort": 0.25, "sweep": 5, "worker_info": 10, "schedule": 1},  # type: ignore[arg-type]  # saq types them int; it sleeps them as floats
+            # abort: saq's poll for aborted jobs, a fallback for the cancel channel (each poll reads
+            # every running job); sweep: how soon a dead worker is noticed.
+            timers={"abort": 2, "sweep": 5, "worker_info": 10, "schedule": 1},
             # stop() cancels at once: the grace period for running runs is stop_gracefully's.
             shutdown_grace_period_s=0,
             dequeue_timeout=5,
