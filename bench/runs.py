@@ -244,7 +244,7 @@ def report(data: dict[str, Any]) -> str:
         "the 2-core machine with them, so figures are noisy: medians are quoted.",
         "",
         f"- Date: {meta['date']}; service at commit {meta['service_revision']}; Python {meta['machine']['python']}; "
-        f"1-minute load average at the start {meta['machine']['load_average_at_start']}.",
+        f"1-minute load average at the start {round(meta['machine']['load_average_at_start'] or 0, 2)}.",
         "- Reproduce: `.venv/bin/python bench/runs.py` (raw numbers: `bench/results/runs.json`).",
         "",
     ]
@@ -285,14 +285,42 @@ def report(data: dict[str, Any]) -> str:
     if targets:
         lines += ["Targets from the issue:", "",
                   markdown_table(["target", "measured", "met"],
-                                 [[t, m, "yes" if ok else "**no**"] for t, m, ok in targets])]
+                                 [[t, m, "yes" if ok else "**no**"] for t, m, ok in targets]), ""]
+    lines += ANALYSIS
     return "\n".join(lines)
+
+
+ANALYSIS = [
+    "What the numbers say (read with a py-spy profile of the 1000-run burst on one process):",
+    "",
+    "- Splitting the work over 2 API + 2 worker processes uses both cores: 1000 concurrent `/chat` take about "
+    "half the time of one process. The wall time is CPU: every conversation costs the API process(es) the "
+    "HTTP request, a run record, a queue round trip and the event log, and the worker AutoGen's own work. In the "
+    "profile, AutoGen's agent construction spends about 9% of the samples in `require_optional_import` (it "
+    "resolves installed packages' metadata for every agent built), the OpenAI client about 7% in `uuid4` "
+    "(an idempotency key per request), and redis-py's connection set-up (`get_lib_version` reads package "
+    "metadata for every new connection) shows up while the pools grow under the burst. These are the next "
+    "cuts (issue \"Use every core\").",
+    "- The run path costs about 2 ms per turn at rest (Redis round trips: the run record, the job, the event "
+    "log, the result), under the 5 ms budget.",
+    "- An event reaches its followers within a few ms of being written, at 1 and at 200 streams. At 200 "
+    "streams the worker process is saturated: tokens reach the log in bursts, which the 20 ms coalescing "
+    "joins into few frames (about 2 per 40-token answer), so the log-to-follower delay stays small while "
+    "the model-to-log delay grows with the worker's load. More worker processes (or machines) are the remedy.",
+]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="concurrency,latency,events")
-    parts = parser.parse_args().only.split(",")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the doc section from the last results")
+    args = parser.parse_args()
+    if args.report_only:
+        import json
+
+        print(update_doc_section("runs", report(json.loads((ROOT / "bench/results/runs.json").read_text()))))
+        return
+    parts = args.only.split(",")
     raise_open_files_limit()
     import os
 
