@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from agent_api.offline_llm import OfflineServer, ThreadedServer
 from agent_api.runs.webhooks import new_secret
-from tests.utils.process import serve_process, worker_process
+from tests.utils.process import ServeProcess, serve_process, worker_process
 from tests.utils.redis_server import RedisServer
 from tests.utils.runs import follow, start_run, wait_for_end
 
@@ -44,18 +44,23 @@ def env(offline: OfflineServer, redis_server: RedisServer, redis_client: Any) ->
 
 
 def _api(stack: ExitStack, tmp_path: Path, env: dict[str, str], name: str) -> httpx.Client:
+    return _api_process(stack, tmp_path, env, name)[1]
+
+
+def _api_process(stack: ExitStack, tmp_path: Path, env: dict[str, str], name: str) -> tuple[ServeProcess, httpx.Client]:
     workdir = tmp_path / name
     workdir.mkdir()
     api = stack.enter_context(serve_process(workdir, {**env, "WORKERS_IN_PROCESS": "0"}))
-    return stack.enter_context(httpx.Client(base_url=api.url, timeout=30))
+    return api, stack.enter_context(httpx.Client(base_url=api.url, timeout=30))
 
 
 def test_reattach_to_another_api_process_gets_exactly_the_rest(tmp_path: Path, env: dict[str, str]) -> None:
     with ExitStack() as stack:
-        a, b = _api(stack, tmp_path, env, "api-a"), _api(stack, tmp_path, env, "api-b")
+        (process_a, a), b = _api_process(stack, tmp_path, env, "api-a"), _api(stack, tmp_path, env, "api-b")
         stack.enter_context(worker_process(tmp_path, env))
-        run = start_run(a, {"message": "reattach [[latency:0:0.05]] [[tokens:40]]"})
+        run = start_run(a, {"message": "reattach [[latency:0:0.05]] [[tokens:60]]"})
         head = follow(a, run["run_id"], stop_after=6)  # the connection breaks here
+        process_a.terminate()  # and its API process restarts: the run, on a worker, goes on
         assert [f.event for f in head][:1] == ["session"] and head[-1].event == "token"
         tail = follow(b, run["run_id"], last_event_id=head[-1].id)
         assert tail[-1].event == "done" and tail[-1].data["run_status"] == "succeeded"
