@@ -123,6 +123,9 @@ class RunExecutor:
             await asyncio.shield(self._stopped(run))
             raise
         except Exception as exc:
+            # What happened before the failure stays in the log, ahead of the error frame.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.close(), 5)
             writer.abandon()
             error = exc if isinstance(exc, AgentAPIError) else AgentRunError()
             if error is exc:
