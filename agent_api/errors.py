@@ -4,9 +4,11 @@
     ├── Unauthorized              401  no API key, or an unknown one (WWW-Authenticate)
     ├── SessionNotFound           404  unknown, expired or not the caller's session
     ├── RunNotFound               404  unknown, expired or not the caller's run
+    ├── TeamNotFound              404  no team of that name, where a team is a resource (/v1/models)
     ├── RunStopped                409  the run was cancelled or interrupted before it finished
     ├── SessionBusy               409  another run is in progress on the session
     ├── SessionTeamMismatch       409  the session belongs to another team
+    ├── RunIdTaken                409  a client-chosen run id (AG-UI's runId) is in use
     ├── UnknownTeam               422  no team of that name
     ├── InvalidField              422  a field's value is refused (a webhook URL, an event cursor)
     ├── RateLimited               429  the key's request rate or concurrent runs (Retry-After)
@@ -95,6 +97,25 @@ class UnknownTeam(AgentAPIError):
     def __init__(self, name: str, valid: list[str]) -> None:
         super().__init__(f"Unknown agent team {name!r}; valid teams: {', '.join(valid)}.")
         self.detail_body = [{"loc": ["body", "agent"], "msg": self.detail, "type": "value_error"}]
+
+
+class TeamNotFound(AgentAPIError):
+    """The team named where a team is the resource (an OpenAI model, an AG-UI agent) does not exist."""
+
+    status_code = 404
+    error_type = "model_not_found"
+
+    def __init__(self, name: str, loc: list[str | int]) -> None:
+        super().__init__(f"There is no team {name!r} (GET /agents lists them).")
+        self.detail_body = [{"loc": loc, "msg": self.detail, "type": "value_error"}]
+
+
+class RunIdTaken(AgentAPIError):
+    """The run id the client chose is in use."""
+
+    status_code = 409
+    detail = "A run with this id exists already: choose a new run id."
+    error_type = "conflict"
 
 
 class AgentRunError(AgentAPIError):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 import openai
@@ -90,21 +90,24 @@ class TeamRunner:
         *,
         stream: bool,
         stop: asyncio.Event | None = None,
+        llm_params: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[RunEvent | RunFinished]:
         """Run the team; yield its events as they happen, then a :class:`RunFinished`.
 
         Closing the iterator early (the caller went away) cancels the run: the model stream is
         dropped at the next token and no further model call starts. So does ``stop`` being set
-        (the service is shutting down), which raises :class:`ShuttingDown`.
+        (the service is shutting down), which raises :class:`ShuttingDown`. ``llm_params``
+        (temperature, max_tokens, ...) go with every model call of the agents' replies.
         """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
+        config = self.llm.config(stream=stream)
         run = TeamRun(
             message=message,
             # The new message counts against the cap too: the model sees at most max_history.
             history=trim_history(history, self.max_history - 1),
             max_turns=max_turns,
-            llm_config=self.llm.config(stream=stream),
+            llm_config={**config, **llm_params} if llm_params else config,
             quiet_llm_config=self.llm.config(stream=False),
             # Only a session's first turn may be answered from the cache: later ones have history.
             cache=RunCache(self.cache) if self.cache is not None and not history else None,

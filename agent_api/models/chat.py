@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_MESSAGE_CHARS = 4000
 Role = Literal["user", "assistant", "tool", "system"]
 
 
@@ -50,7 +51,7 @@ class AgentRequest(BaseModel):
         },
     )
 
-    message: str = Field(min_length=1, max_length=4000, description="The user's message.")
+    message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS, description="The user's message.")
     session_id: str | None = Field(
         default=None,
         pattern=SESSION_ID_PATTERN,

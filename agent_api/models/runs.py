@@ -81,8 +81,19 @@ class RunResponse(BaseModel):
     ended_at: datetime | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     webhook: str | None = None
+    stateless: bool | None = Field(
+        default=None,
+        description="True for a stateless run (an OpenAI-style completion): it brought its own history and saved "
+        "nothing; its session_id names no stored session.",
+    )
     result: RunResult | None = Field(default=None, description="When succeeded.")
     error: RunError | None = Field(default=None, description="When failed, cancelled or interrupted.")
+
+
+class KeyRunList(BaseModel):
+    """The calling key's runs, newest first."""
+
+    runs: list[RunResponse]
 
 
 class RunList(BaseModel):

@@ -8,7 +8,15 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from sse_starlette import EventSourceResponse
 
 from agent_api.models.chat import SESSION_ID_PATTERN
-from agent_api.models.runs import EVENT_ID_PATTERN, RUN_ID_PATTERN, RunList, RunRequest, RunResponse
+from agent_api.models.runs import (
+    EVENT_ID_PATTERN,
+    RUN_ID_PATTERN,
+    KeyRunList,
+    RunList,
+    RunRequest,
+    RunResponse,
+    RunStatusName,
+)
 from agent_api.observability import note
 from agent_api.routers.chat import SSE_CONTENT
 from agent_api.routers.deps import AUTH_RESPONSES, PrincipalDep, RunsDep, StateDep
@@ -55,6 +63,18 @@ async def create_run(request: RunRequest, runs: RunsDep, principal: PrincipalDep
     response.headers["Location"] = f"/runs/{run.id}"
     response.headers["X-Session-ID"] = run.session_id
     return run_response(run)
+
+
+@router.get("/runs", response_model=KeyRunList, response_model_exclude_none=True)
+async def list_runs(
+    runs: RunsDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    status: Annotated[RunStatusName | None, Query(description="Only runs in this status.")] = None,
+) -> KeyRunList:
+    """The calling key's runs (every way in: /chat, /runs, /v1, ...), newest first."""
+    found = await runs.owner_runs(principal.key_id, limit)
+    return KeyRunList(runs=[run_response(r) for r in found if status is None or r.status.value == status])
 
 
 @router.get("/runs/{run_id}", response_model=RunResponse, response_model_exclude_none=True, responses=NOT_FOUND)

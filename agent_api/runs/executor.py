@@ -19,6 +19,7 @@ from agent_api.agents.registry import TeamRegistry
 from agent_api.agents.runner import RunFinished, TeamRunner
 from agent_api.errors import AgentAPIError, AgentRunError, RunStopped, ShuttingDown
 from agent_api.metrics import RUN_DURATION, RUN_QUEUED, RUN_TURNS, RUNS_IN_FLIGHT, SESSION_TURNS, record_usage
+from agent_api.models.chat import ChatMessage
 from agent_api.runs import frames
 from agent_api.runs.lifecycle import RunLifecycle
 from agent_api.runs.model import Run, RunStatus, utcnow
@@ -144,10 +145,16 @@ class RunExecutor:
             raise
 
     async def _run_team(self, run: Run, writer: EventWriter) -> RunOutcome:
-        session = await self.sessions.load(run.session_id, run.owner, touch=True)
+        if run.history is not None:
+            history = [ChatMessage.model_validate(m) for m in run.history]
+        else:
+            history = (await self.sessions.load(run.session_id, run.owner, touch=True)).messages
         team = self.teams.get(run.team)
         outcome: RunOutcome | None = None
-        async for item in self.runner.events(team, session.messages, run.message, run.max_turns, stream=run.stream):
+        events = self.runner.events(
+            team, history, run.message, run.max_turns, stream=run.stream, llm_params=run.llm_params
+        )
+        async for item in events:
             if isinstance(item, RunFinished):
                 outcome = item.outcome
             else:
@@ -157,11 +164,13 @@ class RunExecutor:
         return outcome
 
     async def _succeed(self, run: Run, outcome: RunOutcome) -> str:
-        try:
-            session_turns = await self.sessions.append_messages(run.session_id, outcome.messages)
-        except AgentAPIError as exc:  # the session expired meanwhile, or the store is gone
-            await self.lifecycle.fail(run, exc)
-            return exc.error_type
+        session_turns: int | None = None
+        if not run.stateless:
+            try:
+                session_turns = await self.sessions.append_messages(run.session_id, outcome.messages)
+            except AgentAPIError as exc:  # the session expired meanwhile, or the store is gone
+                await self.lifecycle.fail(run, exc)
+                return exc.error_type
         result: dict[str, Any] = {
             "response": outcome.response,
             "messages": [m.model_dump(mode="json", exclude_none=True) for m in outcome.messages],
@@ -174,7 +183,8 @@ class RunExecutor:
         if not await self.lifecycle.finish(run, RunStatus.SUCCEEDED, events, result=result):
             log.warning("run %s finished after it was ended elsewhere; its turn was saved", run.id)
         RUN_TURNS.labels(run.team).observe(outcome.turns_used)
-        SESSION_TURNS.labels(run.team).observe(session_turns)
+        if session_turns is not None:
+            SESSION_TURNS.labels(run.team).observe(session_turns)
         record_usage(run.team, self.model, outcome.usage)
         return "ok"
 

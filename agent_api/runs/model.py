@@ -34,9 +34,7 @@ class RunStatus(StrEnum):
 FINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED})
 
 TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
-    RunStatus.QUEUED: frozenset(
-        {RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED}
-    ),
+    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED}),
     RunStatus.RUNNING: frozenset(
         {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED, RunStatus.REQUIRES_INPUT}
     ),
@@ -88,6 +86,13 @@ class Run:
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     cancel_to: RunStatus | None = None  # the final status a requested stop ends in
+    # A stateless run (an OpenAI-style completion) brings its own history and saves nothing.
+    history: list[dict[str, Any]] | None = None
+    llm_params: dict[str, Any] = field(default_factory=dict)  # per-run model parameters (temperature, ...)
+
+    @property
+    def stateless(self) -> bool:
+        return self.history is not None
 
     def to_fields(self) -> dict[str, str]:
         """The Redis hash of a new run."""
@@ -105,6 +110,10 @@ class Run:
         }
         if self.webhook:
             fields["webhook"] = self.webhook
+        if self.history is not None:
+            fields["history"] = json.dumps(self.history)
+        if self.llm_params:
+            fields["llm_params"] = json.dumps(self.llm_params)
         return fields
 
     @classmethod
@@ -135,6 +144,8 @@ class Run:
             result=obj("result"),
             error=obj("error"),
             cancel_to=RunStatus(cancel_to) if cancel_to else None,
+            history=obj("history"),
+            llm_params=obj("llm_params") or {},
         )
 
 

@@ -19,6 +19,7 @@ from agent_api.agents.registry import TeamRegistry
 from agent_api.errors import (
     InvalidField,
     RunFailed,
+    RunIdTaken,
     RunNotFound,
     RunStopped,
     SessionTeamMismatch,
@@ -26,7 +27,7 @@ from agent_api.errors import (
     StoreUnavailable,
     WorkerLost,
 )
-from agent_api.models.chat import AgentRequest
+from agent_api.models.chat import AgentRequest, ChatMessage
 from agent_api.models.runs import EVENT_ID_PATTERN
 from agent_api.runs import frames
 from agent_api.runs.lifecycle import RunLifecycle
@@ -54,6 +55,9 @@ class RunOptions:
     webhook: str | None = None
     metadata: dict[str, object] | None = None
     run_id: str | None = None
+    # Stateless: the conversation so far comes with the request, and nothing is saved to a session.
+    history: list[ChatMessage] | None = None
+    llm_params: dict[str, object] | None = None  # model parameters for this run's agents
 
 
 class RunService:
@@ -89,7 +93,12 @@ class RunService:
                 await validate_webhook_url(options.webhook, allow_private=self.allow_private_webhooks)
             except WebhookRefused as exc:
                 raise InvalidField(["body", "webhook"], str(exc)) from exc
-        session_id, team, prepare = await self._session_for(request, owner)
+        if options.history is not None:
+            if request.session_id is not None:
+                raise InvalidField(["body", "session_id"], "A stateless run cannot continue a session.")
+            session_id, team, prepare = new_session_id(), self.teams.get(request.agent).name, None
+        else:
+            session_id, team, prepare = await self._session_for(request, owner)
         run = Run(
             id=options.run_id or new_run_id(),
             owner=owner,
@@ -102,6 +111,12 @@ class RunService:
             stream=options.stream,
             webhook=options.webhook,
             metadata=dict(options.metadata or {}),
+            history=(
+                [m.model_dump(mode="json", exclude_none=True) for m in options.history]
+                if options.history is not None
+                else None
+            ),
+            llm_params=dict(options.llm_params or {}),
         )
         if prepare is not None:
             await prepare()
@@ -113,7 +128,7 @@ class RunService:
                 session_frame=frames.session_frame(session_id, team, run.id),
             )
         except RunExists as exc:
-            raise InvalidField(["body", "run_id"], "A run with this id exists already.") from exc
+            raise RunIdTaken() from exc
         if admission.interrupted is not None:
             await self.stop(admission.interrupted, RunStatus.INTERRUPTED)
         if admission.dispatch:
@@ -150,6 +165,10 @@ class RunService:
         await self.sessions.team_of(session_id, owner)  # 404 unless it is the caller's session
         runs = await self.store.get_many(await self.store.session_runs(session_id, limit))
         return [run for run in runs if run.owner == owner]
+
+    async def owner_runs(self, owner: str, limit: int = 100) -> list[Run]:
+        """The key's newest runs, newest first."""
+        return await self.store.get_many(await self.store.owner_runs(owner, limit))
 
     async def cancel(self, run_id: str, owner: str, *, wait: float = 5.0) -> Run:
         """Stop the caller's run; the run as it is once stopped (or after ``wait`` seconds)."""

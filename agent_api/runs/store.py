@@ -6,6 +6,7 @@
     {prefix}session:{sid}:pending  list: runs waiting for the session, in the order they start
     {prefix}session:{sid}:runs     sorted set: the session's runs by creation time
     {prefix}runs:active:{owner}    sorted set: the key's runs that have not ended (the per-key limit)
+    {prefix}runs:owner:{owner}     sorted set: the key's newest runs by creation time (GET /runs)
 
 Every change of status is one Lua script, so that a run record, its log and the session's order
 never disagree: creating a run decides the busy-session policy atomically, and ending a run
@@ -54,11 +55,14 @@ else
   redis.call('SET', KEYS[3], ARGV[1])
   current = ''
 end
-for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('XADD', KEYS[2], '*', 'e', 'session', 'd', ARGV[6])
 redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
 redis.call('EXPIRE', KEYS[5], ARGV[5])
 redis.call('ZADD', KEYS[6], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[7], ARGV[4], ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -tonumber(ARGV[8]) - 1)
+redis.call('EXPIRE', KEYS[7], tonumber(ARGV[5]) + 86400)
 return {code, current}
 """
 
@@ -99,6 +103,10 @@ if redis.call('GET', KEYS[3]) == ARGV[1] then
 end
 return {1, next, redis.call('HGET', KEYS[1], 'rollback') or '0'}
 """
+
+
+# GET /runs lists at most this many of a key's newest runs.
+OWNER_INDEX_SIZE = 1000
 
 
 class RunExists(Exception):
@@ -193,10 +201,21 @@ class RunStore:
     def _owner_key(self, owner: str) -> str:
         return f"{self.prefix}runs:active:{owner}"
 
+    def _owner_index(self, owner: str) -> str:
+        return f"{self.prefix}runs:owner:{owner}"
+
     async def create(self, run: Run, *, if_busy: IfBusy, max_runs: int | None, session_frame: str) -> Admission:
         """Store a new run and its first event, applying the busy-session policy and the key's limit."""
         active, pending, index = self._session_keys(run.session_id)
-        keys = [self.run_key(run.id), self.events_key(run.id), active, pending, index, self._owner_key(run.owner)]
+        keys = [
+            self.run_key(run.id),
+            self.events_key(run.id),
+            active,
+            pending,
+            index,
+            self._owner_key(run.owner),
+            self._owner_index(run.owner),
+        ]
         args: list[str | int] = [
             run.id,
             if_busy.value,
@@ -205,6 +224,7 @@ class RunStore:
             self.run_ttl,
             session_frame,
             self.run_key(""),
+            OWNER_INDEX_SIZE,
         ]
         for name, value in run.to_fields().items():
             args += [name, value]
@@ -241,6 +261,12 @@ class RunStore:
         """The session's run ids, newest first."""
         async with _store_errors():
             ids = await self.redis.zrevrange(self._session_keys(session_id)[2], 0, limit - 1)
+        return [str(i) for i in ids]
+
+    async def owner_runs(self, owner: str, limit: int) -> list[str]:
+        """The key's run ids, newest first (some may have expired since)."""
+        async with _store_errors():
+            ids = await self.redis.zrevrange(self._owner_index(owner), 0, limit - 1)
         return [str(i) for i in ids]
 
     async def start(self, run_id: str, worker: str) -> Run | None:
@@ -292,6 +318,7 @@ class RunStore:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.delete(self.run_key(run.id), self.events_key(run.id))
                 pipe.zrem(self._session_keys(run.session_id)[2], run.id)
+                pipe.zrem(self._owner_index(run.owner), run.id)
                 await pipe.execute()
         self._wake(run.id)
 

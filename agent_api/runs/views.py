@@ -22,6 +22,7 @@ def run_response(run: Run) -> RunResponse:
         ended_at=run.ended_at,
         metadata=run.metadata,
         webhook=run.webhook,
+        stateless=True if run.stateless else None,
         result=RunResult.model_validate(run.result) if run.result else None,
         error=error,
     )

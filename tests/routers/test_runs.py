@@ -194,6 +194,13 @@ def test_runs_are_invisible_to_other_keys(serve: Serve) -> None:
         assert client.post(f"/runs/{rid}/cancel", headers=bob).status_code == 404
         assert client.get(f"/session/{run['session_id']}/runs", headers=bob).status_code == 404
         assert client.get(f"/runs/{rid}", headers=alice).status_code == 200
+        # GET /runs lists the caller's runs only, newest first
+        second = start_run(client, {"message": "mine too"}, headers=alice)
+        wait_for_end(client, second["run_id"], headers=alice)
+        listed = client.get("/runs", headers=alice).json()["runs"]
+        assert [r["run_id"] for r in listed] == [second["run_id"], rid]
+        assert client.get("/runs", params={"status": "failed"}, headers=alice).json()["runs"] == []
+        assert client.get("/runs", headers=bob).json()["runs"] == []
 
 
 def test_concurrent_runs_never_mix(client: httpx.Client) -> None:
