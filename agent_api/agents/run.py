@@ -67,6 +67,9 @@ class TeamRun:
     def end_reply(self, agent: str, full_text: str = "") -> None:
         answering = agent in self.answerers
         self._emit_text(agent, self._shapers[answering].end_reply(full_text), answering)
+        if not answering:
+            # Other agents' replies are separate messages, not parts of one answer: no separator.
+            self._shapers[False] = ReplyShaper()
 
     def _emit_text(self, agent: str, text: str, answering: bool) -> None:
         if text:
