@@ -9,7 +9,9 @@ STAMP := $(VENV)/.installed-stamp
 run: install ## start the API on its embedded defaults (or whatever .env / the environment says)
 	$(BIN)/agent-api serve
 
-test: install system-deps ## install everything, lint, and run the test suite
+NODE_MODULES := tests/node/node_modules/.package-lock.json
+
+test: install system-deps $(NODE_MODULES) ## install everything, lint, and run the test suite
 	$(BIN)/ruff check agent_api tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest
@@ -22,14 +24,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# The protocols' own JavaScript clients (the official openai SDK, ...), from the committed lockfile.
+$(NODE_MODULES): tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+
 # The tests need real programs: redis-server (sessions), docker-compose (it validates the compose
-# file; no Docker engine needed) and Chromium (the browser test). Debian's packages, installed
-# when missing if we are root.
+# file; no Docker engine needed), Chromium (the browser test) and Node.js with npm (the protocols'
+# JavaScript clients). Debian's packages, installed when missing if we are root.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing Debian packages:$$missing"; \
@@ -53,4 +61,4 @@ bench: install system-deps ## every benchmark and fault scenario, about 25 minut
 	$(BIN)/python bench/plots.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info tests/node/node_modules

@@ -1,8 +1,13 @@
-"""One error shape for every failure: FastAPI's ``{"detail": ...}``, never an exception's text."""
+"""One error shape per API for every failure, never an exception's text.
+
+The native routes answer FastAPI's ``{"detail": ...}``; a route prefix can have a shape of its own
+(``/v1`` answers in OpenAI's, so that the OpenAI SDKs raise their own exception classes).
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,52 +20,91 @@ from agent_api.observability import count_error
 
 log = logging.getLogger(__name__)
 
+# (status, message, error type, location of the field at fault, headers) -> response
+ErrorShape = Callable[[int, str, str, list[Any] | None, dict[str, str] | None], JSONResponse]
+
 
 def _validation_detail(errors: list[Any]) -> list[dict[str, Any]]:
-    # Keep where and what; drop the echoed input and the context (it can hold exception objects).
+    # Keep where and what; drop the echoed input and the context (it can hold exception objects),
+    # and pydantic's "Value error, " before the sentences our validators write.
     return [
-        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))} for e in errors
+        {
+            "loc": list(e.get("loc", ())),
+            "msg": str(e.get("msg", "")).removeprefix("Value error, "),
+            "type": str(e.get("type", "")),
+        }
+        for e in errors
     ]
 
 
-async def _agent_api_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, AgentAPIError)
-    count_error(exc.error_type)
-    detail = getattr(exc, "detail_body", None) or exc.detail
-    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers or None)
+class ErrorHandlers:
+    def __init__(self, shapes: Mapping[str, ErrorShape]) -> None:
+        self.shapes = dict(shapes)
+
+    def _shape(self, request: Request) -> ErrorShape | None:
+        path = request.url.path
+        for prefix, shape in self.shapes.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                return shape
+        return None
+
+    def _respond(
+        self,
+        request: Request,
+        status: int,
+        detail: Any,
+        error_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> JSONResponse:
+        shape = self._shape(request)
+        if shape is None:
+            return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
+        if isinstance(detail, list) and detail:
+            first = detail[0]
+            loc = list(first.get("loc", ()))
+            where = ".".join(str(p) for p in (loc[1:] if loc and loc[0] == "body" else loc))
+            message = f"Invalid value for '{where}': {first.get('msg', '')}" if where else str(first.get("msg", ""))
+            return shape(status, message, error_type, loc, headers)
+        return shape(status, str(detail), error_type, None, headers)
+
+    async def agent_api_error(self, request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AgentAPIError)
+        count_error(exc.error_type)
+        detail = getattr(exc, "detail_body", None) or exc.detail
+        return self._respond(request, exc.status_code, detail, exc.error_type, exc.headers)
+
+    async def validation_error(self, request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        count_error("validation")
+        return self._respond(request, 422, _validation_detail(list(exc.errors())), "validation")
+
+    async def http_error(self, request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        error_type = {404: "not_found", 405: "validation", 413: "validation"}.get(exc.status_code, "validation")
+        count_error(error_type)
+        if exc.status_code == 400 and isinstance(exc.__cause__, (RecursionError, ValueError)):
+            # FastAPI answers 400 when the JSON parser itself fails (e.g. nesting too deep for it):
+            # for the caller that is an invalid body like any other.
+            detail = [
+                {
+                    "loc": ["body"],
+                    "msg": "The body is not valid JSON (malformed or nested too deeply).",
+                    "type": "json_invalid",
+                }
+            ]
+            return self._respond(request, 422, detail, "validation")
+        return self._respond(request, exc.status_code, exc.detail, error_type, dict(exc.headers or {}))
+
+    async def unexpected_error(self, request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        count_error("internal")
+        return self._respond(request, 500, "Internal server error.", "internal")
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    count_error("validation")
-    return JSONResponse({"detail": _validation_detail(list(exc.errors()))}, status_code=422)
-
-
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    count_error({404: "not_found", 405: "validation", 413: "validation"}.get(exc.status_code, "validation"))
-    if exc.status_code == 400 and isinstance(exc.__cause__, (RecursionError, ValueError)):
-        # FastAPI answers 400 when the JSON parser itself fails (e.g. nesting too deep for it):
-        # for the caller that is an invalid body like any other.
-        detail = [
-            {
-                "loc": ["body"],
-                "msg": "The body is not valid JSON (malformed or nested too deeply).",
-                "type": "json_invalid",
-            }
-        ]
-        return JSONResponse({"detail": detail}, status_code=422)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-
-
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    count_error("internal")
-    return JSONResponse({"detail": "Internal server error."}, status_code=500)
-
-
-def install_exception_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(AgentAPIError, _agent_api_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+def install_exception_handlers(app: FastAPI, shapes: Mapping[str, ErrorShape] | None = None) -> None:
+    """Install the handlers; ``shapes`` maps a route prefix (``/v1``) to its own error shape."""
+    handlers = ErrorHandlers(shapes or {})
+    app.add_exception_handler(AgentAPIError, handlers.agent_api_error)
+    app.add_exception_handler(RequestValidationError, handlers.validation_error)
+    app.add_exception_handler(StarletteHTTPException, handlers.http_error)
+    app.add_exception_handler(Exception, handlers.unexpected_error)

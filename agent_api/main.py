@@ -21,9 +21,10 @@ from agent_api.config import Settings, get_settings
 from agent_api.exception_handlers import install_exception_handlers
 from agent_api.middleware import BodySizeLimit
 from agent_api.observability import AccessLog, configure_logging, valid_request_id
-from agent_api.routers import agents, chat, health, metrics, runs, sessions
+from agent_api.routers import agents, agui, chat, health, metrics, openai, runs, sessions
 from agent_api.routers.deps import AppState
 from agent_api.routers.ui import mount_ui
+from agent_api.runs.model import utcnow
 from agent_api.runs.queue import SaqDispatcher
 from agent_api.runs.service import RunService
 from agent_api.runtime import Workers, open_engine, open_runtime, start_workers
@@ -132,6 +133,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             keys=keys,
             rate_limiter=rate_limiter,
             shutdown=shutdown,
+            started_at=utcnow(),
         )
         log.info(
             "agent-api %s ready: store=%s model=%s (%s), %d in-process run worker(s)",
@@ -160,8 +162,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     # Team files are checked now, so that a bad one stops start-up with its name and problem.
     app.state.teams = TeamRegistry(load_teams(settings.teams_dir, settings.team_plugin_list))
-    install_exception_handlers(app)
-    for module in (chat, runs, sessions, agents, health):
+    install_exception_handlers(app, {openai.PREFIX: openai.openai_error})
+    for module in (chat, runs, openai, agui, sessions, agents, health):
         app.include_router(module.router)
     mount_ui(app)
     if settings.metrics_enabled:
@@ -190,6 +192,11 @@ def _document_teams(app: FastAPI, names: list[str]) -> None:
             schema = FastAPI.openapi(app)
             for model in ("AgentRequest", "RunRequest"):
                 schema["components"]["schemas"][model]["properties"]["agent"]["enum"] = names
+            schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]["model"]["enum"] = names
+            for path, method, name in (("/v1/models/{model}", "get", "model"), ("/ag-ui/{team}", "post", "team")):
+                for parameter in schema["paths"][path][method]["parameters"]:
+                    if parameter["name"] == name:
+                        parameter["schema"]["enum"] = names
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
@@ -31,6 +32,7 @@ class AppState:
     keys: KeyRing
     rate_limiter: RequestRateLimiter | None
     shutdown: Shutdown
+    started_at: datetime
 
 
 def get_state(request: Request) -> AppState:

@@ -42,6 +42,15 @@ redis.call('EXPIRE', KEYS[2], ttl)
 return turns
 """
 
+_CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'agent', ARGV[1], 'owner', ARGV[2], 'created_at', ARGV[3], 'updated_at', ARGV[3],
+             'turns', 0)
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+end
+return redis.call('HMGET', KEYS[1], 'owner', 'agent')
+"""
+
 _DELETE = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
@@ -86,6 +95,7 @@ class SessionManager:
         self.prefix = prefix
         self._append = client.register_script(_APPEND)
         self._delete = client.register_script(_DELETE)
+        self._claim = client.register_script(_CLAIM)
 
     def _keys(self, session_id: str) -> tuple[str, str]:
         base = f"{self.prefix}session:{session_id}"
@@ -111,6 +121,19 @@ class SessionManager:
                 pipe.expire(meta, self.ttl)
                 await pipe.execute()
         return Session(session_id, agent, owner, now, now, 0, self.ttl, [])
+
+    async def claim(self, session_id: str, agent: str, owner: str) -> str:
+        """The team of ``owner``'s session ``session_id``, creating it empty for ``agent`` if there is
+        none (for protocols whose clients name their threads). Atomic: of two callers claiming a new
+        id at once, one creates it; another key's session is :class:`SessionNotFound`."""
+        meta, _ = self._keys(session_id)
+        async with _store_errors():
+            found_owner, found_agent = await self._claim(
+                keys=[meta], args=[agent, owner, datetime.now(UTC).isoformat(), self.ttl]
+            )
+        if found_owner != owner or found_agent is None:
+            raise SessionNotFound()
+        return str(found_agent)
 
     async def team_of(self, session_id: str, owner: str) -> str:
         """The session's team, checking that it exists and is ``owner``'s (one cheap round trip)."""

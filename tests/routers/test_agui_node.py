@@ -1,0 +1,88 @@
+"""The real ``@ag-ui/client`` (HttpAgent, from tests/node's lockfile) against ``POST /ag-ui/{team}``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+NODE_DIR = Path(__file__).parents[1] / "node"
+
+
+def run_client(client: httpx.Client, team: str, message: str) -> dict[str, Any]:
+    node = shutil.which("node")
+    if node is None or not (NODE_DIR / "node_modules" / "@ag-ui" / "client").is_dir():
+        pytest.skip("node or tests/node/node_modules missing: `make test` installs them")
+    env = {
+        **os.environ,
+        "BASE_URL": str(client.base_url).rstrip("/"),
+        "TEAM": team,
+        "API_KEY": "unused",
+        "MESSAGE": message,
+    }
+    done = subprocess.run([node, "agui_client.mjs"], cwd=NODE_DIR, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return seen
+
+
+def test_ag_ui_client_watches_a_group_chat(client: httpx.Client) -> None:
+    seen = run_client(client, "research_team", "What are tides? [[tokens:12]] [[latency:0:0.02]]")
+    first = seen["first"]
+    events = first["events"]
+    types = [e["type"] for e in events]
+    assert types[0] == "RUN_STARTED" and types[-1] == "RUN_FINISHED"
+    assert events[0]["threadId"] == seen["threadId"] and events[0]["runId"] == first["runId"]
+    # every agent's turn is a step, and its text messages sit inside it, labelled with its name
+    steps = [e["stepName"] for e in events if e["type"] == "STEP_STARTED"]
+    assert steps == ["researcher", "critic", "writer"], steps  # the team file's round robin
+    open_step, open_message = None, None
+    for event in events:
+        kind = event["type"]
+        if kind == "STEP_STARTED":
+            assert open_step is None and open_message is None
+            open_step = event["stepName"]
+        elif kind == "STEP_FINISHED":
+            assert event["stepName"] == open_step and open_message is None
+            open_step = None
+        elif kind == "TEXT_MESSAGE_START":
+            assert open_message is None and event["name"] == open_step
+            open_message = event["messageId"]
+        elif kind == "TEXT_MESSAGE_CONTENT":
+            assert event["messageId"] == open_message and event["delta"]
+        elif kind == "TEXT_MESSAGE_END":
+            assert event["messageId"] == open_message
+            open_message = None
+    assert open_step is None and open_message is None
+    # each message starts with its words, not with a separator left from another agent's reply
+    firsts = [
+        e
+        for i, e in enumerate(events)
+        if e["type"] == "TEXT_MESSAGE_CONTENT" and events[i - 1]["type"] == "TEXT_MESSAGE_START"
+    ]
+    assert len(firsts) == 3 and all(e["delta"] == e["delta"].lstrip() for e in firsts)
+    # the writer's deltas, as they came (several of them), add up to the final answer
+    writer_ids = {e["messageId"] for e in events if e["type"] == "TEXT_MESSAGE_START" and e["name"] == "writer"}
+    deltas = [e["delta"] for e in events if e["type"] == "TEXT_MESSAGE_CONTENT" and e["messageId"] in writer_ids]
+    assert len(deltas) > 3 and "".join(deltas) == events[-1]["result"] == first["result"]
+    assert first["result"].startswith("Offline answer")
+    # the run is a run of the service: /runs knows it by the client's runId
+    run = client.get(f"/runs/{first['runId']}").json()
+    assert run["status"] == "succeeded" and run["session_id"] == seen["threadId"]
+    assert run["result"]["response"] == first["result"]
+    # a second run on the thread continues the stored session: the model sees the first turn
+    second = seen["second"]
+    assert second["events"][-1]["type"] == "RUN_FINISHED"
+    assert "I can see 0 earlier messages" not in second["result"]
+    stored = client.get(f"/session/{seen['threadId']}").json()
+    assert stored["agent"] == "research_team"
+    assert [m["content"] for m in stored["messages"] if m["role"] == "user"] == [
+        "What are tides? [[tokens:12]] [[latency:0:0.02]]",
+        "And what did I ask first?",
+    ]
