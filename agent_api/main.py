@@ -23,6 +23,7 @@ from agent_api.middleware import BodySizeLimit
 from agent_api.observability import AccessLog, configure_logging, valid_request_id
 from agent_api.routers import agents, agui, chat, health, metrics, openai, runs, sessions
 from agent_api.routers.deps import AppState
+from agent_api.routers.mcp import mount_mcp, serve_mcp
 from agent_api.routers.ui import mount_ui
 from agent_api.runs.model import utcnow
 from agent_api.runs.queue import SaqDispatcher
@@ -135,6 +136,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             shutdown=shutdown,
             started_at=utcnow(),
         )
+        await stack.enter_async_context(serve_mcp(app, app.state.agent_api))
         log.info(
             "agent-api %s ready: store=%s model=%s (%s), %d in-process run worker(s)",
             __version__,
@@ -165,6 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_exception_handlers(app, {openai.PREFIX: openai.openai_error})
     for module in (chat, runs, openai, agui, sessions, agents, health):
         app.include_router(module.router)
+    mount_mcp(app)
     mount_ui(app)
     if settings.metrics_enabled:
         app.include_router(metrics.router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -53,9 +54,22 @@ async def authenticate(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Principal:
     """The caller, from ``X-API-Key`` or ``Authorization: Bearer``; 401 without a valid key."""
+    return await check_key(state, api_key if api_key is not None else (bearer.credentials if bearer else None))
+
+
+async def authenticate_headers(state: AppState, headers: Mapping[str, str]) -> Principal:
+    """:func:`authenticate` for routes outside FastAPI's dependencies (the MCP and A2A servers)."""
+    presented = headers.get("x-api-key")
+    if presented is None:
+        scheme, _, credentials = headers.get("authorization", "").partition(" ")
+        presented = credentials.strip() if scheme.lower() == "bearer" else None
+    return await check_key(state, presented)
+
+
+async def check_key(state: AppState, presented: str | None) -> Principal:
+    """The caller presenting ``presented`` (rate-limited); 401 without a valid key."""
     if not state.keys.enabled:
         return Principal(ANONYMOUS)
-    presented = api_key if api_key is not None else (bearer.credentials if bearer is not None else None)
     if not presented:
         raise Unauthorized("Missing API key: send it as 'X-API-Key: <key>' or 'Authorization: Bearer <key>'.")
     principal = state.keys.verify(presented)
