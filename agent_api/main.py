@@ -22,6 +22,7 @@ from agent_api.exception_handlers import install_exception_handlers
 from agent_api.middleware import BodySizeLimit
 from agent_api.observability import AccessLog, configure_logging, valid_request_id
 from agent_api.routers import agents, agui, chat, health, metrics, openai, runs, sessions
+from agent_api.routers.a2a import mount_a2a
 from agent_api.routers.deps import AppState
 from agent_api.routers.mcp import mount_mcp, serve_mcp
 from agent_api.routers.ui import mount_ui
@@ -42,6 +43,9 @@ Serve AutoGen multi-agent teams over HTTP.
   `POST /chat/stream` sends the team's work as Server-Sent Events while it happens.
 * `POST /runs` starts a turn in the background: poll it, follow its events (and re-attach with
   `Last-Event-ID`), cancel it, or get a webhook when it ends. `/chat` is a run you wait for.
+* Every team is also a model of the OpenAI-compatible API (`/v1/chat/completions`), an AG-UI
+  agent (`POST /ag-ui/{team}`), an MCP tool (`/mcp`, not listed here) and an A2A agent
+  (`/a2a/{team}`, cards at `/a2a`; not listed here). Each of them creates runs.
 * Sessions keep each conversation's history (with a TTL) so that the next turn continues it.
 * Send your API key as `X-API-Key` or `Authorization: Bearer` (the "Authorize" button here).
 """
@@ -168,6 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (chat, runs, openai, agui, sessions, agents, health):
         app.include_router(module.router)
     mount_mcp(app)
+    mount_a2a(app)
     mount_ui(app)
     if settings.metrics_enabled:
         app.include_router(metrics.router)

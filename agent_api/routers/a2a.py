@@ -1,0 +1,290 @@
+"""``/a2a/{team}``: every team as an A2A agent (the official ``a2a-sdk``, JSON-RPC binding).
+
+A task is a run (the task id is the run id) and a context is a session (the context id is the
+session id), so an A2A client's tasks can also be read, followed and cancelled through
+``/runs``, and ``tasks/cancel`` really stops the team. The SDK's JSON-RPC dispatcher parses and
+answers the protocol; :class:`TeamRequestHandler` implements its handler interface on runs. Every
+JSON-RPC request is authenticated and rate-limited with the service's API keys before the SDK
+sees it; the Agent Cards are public, and name the key as their security scheme.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from a2a.server.context import ServerCallContext
+from a2a.server.events.event_queue import Event
+from a2a.server.request_handlers.request_handler import RequestHandler
+from a2a.server.request_handlers.response_helpers import agent_card_to_dict
+from a2a.server.routes.common import DefaultServerCallContextBuilder
+from a2a.server.routes.jsonrpc_routes import create_jsonrpc_routes
+from a2a.types.a2a_pb2 import (
+    CancelTaskRequest,
+    DeleteTaskPushNotificationConfigRequest,
+    GetExtendedAgentCardRequest,
+    GetTaskPushNotificationConfigRequest,
+    GetTaskRequest,
+    ListTaskPushNotificationConfigsRequest,
+    ListTaskPushNotificationConfigsResponse,
+    ListTasksRequest,
+    ListTasksResponse,
+    Message,
+    SendMessageRequest,
+    SubscribeToTaskRequest,
+    Task,
+    TaskPushNotificationConfig,
+)
+from a2a.utils.errors import (
+    ExtendedAgentCardNotConfiguredError,
+    InternalError,
+    InvalidParamsError,
+    InvalidRequestError,
+    PushNotificationNotSupportedError,
+    TaskNotCancelableError,
+    TaskNotFoundError,
+    UnsupportedOperationError,
+)
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from agent_api import __version__
+from agent_api.errors import AgentAPIError, RateLimited, RunNotFound, Unauthorized
+from agent_api.models.chat import SESSION_ID_PATTERN, AgentRequest
+from agent_api.observability import count_error, note
+from agent_api.protocols import a2a
+from agent_api.routers.deps import AppState, authenticate_headers
+from agent_api.runs.model import Run, RunStatus
+from agent_api.runs.service import RunOptions
+from agent_api.security import Principal
+
+PREFIX = "/a2a"
+CARD_PATH = "/.well-known/agent-card.json"
+_CONTEXT_ID = re.compile(SESSION_ID_PATTERN)
+_PRINCIPAL = "agent_api_principal"
+
+
+def _a2a_error(exc: AgentAPIError) -> Exception:
+    """A service error as the A2A error a client understands (JSON-RPC error codes)."""
+    count_error(exc.error_type)
+    if exc.status_code == 404:
+        return InvalidParamsError(message=exc.detail)
+    if exc.status_code in (409, 422, 429):
+        return InvalidRequestError(message=exc.detail)
+    return InternalError(message=exc.detail)
+
+
+class TeamRequestHandler(RequestHandler):
+    """A2A's request handler for one team, on runs."""
+
+    def __init__(self, app: FastAPI, team: str) -> None:
+        self.app = app
+        self.team = team
+
+    @property
+    def state(self) -> AppState:
+        state: AppState = self.app.state.agent_api
+        return state
+
+    @staticmethod
+    def _owner(context: ServerCallContext) -> str:
+        principal = context.state.get(_PRINCIPAL)
+        if not isinstance(principal, Principal):  # pragma: no cover - the gate sets it on every request
+            raise InvalidRequestError(message="Not authenticated.")
+        return principal.key_id
+
+    async def _run(self, task_id: str, context: ServerCallContext) -> Run:
+        """The caller's run behind ``task_id``, if it is a task of this agent."""
+        try:
+            run = await self.state.runs.get(task_id, self._owner(context))
+        except RunNotFound:
+            raise TaskNotFoundError() from None
+        except AgentAPIError as exc:
+            raise _a2a_error(exc) from None
+        if run.team != self.team:
+            raise TaskNotFoundError()
+        return run
+
+    async def _start(self, params: SendMessageRequest, context: ServerCallContext) -> Run:
+        owner = self._owner(context)
+        message: Message = params.message
+        if message.task_id:
+            raise UnsupportedOperationError(
+                message="A task ends with its run and cannot be continued: send a new message with the same "
+                "contextId instead."
+            )
+        try:
+            text = a2a.message_text(message)
+        except a2a.A2AInputError as exc:
+            raise InvalidParamsError(message=str(exc)) from None
+        session_id = message.context_id or None
+        try:
+            if session_id is not None:
+                if not _CONTEXT_ID.match(session_id):
+                    raise InvalidParamsError(message="contextId must be 1-64 letters, digits, '-' or '_'.")
+                team = await self.state.sessions.claim(session_id, self.team, owner)
+                if team != self.team:
+                    raise InvalidParamsError(message=f"This context belongs to the agent {team!r}.")
+            request = AgentRequest(message=text, agent=self.team, session_id=session_id, stream=True)
+            run = await self.state.runs.create(request, owner, RunOptions(stream=True))
+        except AgentAPIError as exc:
+            raise _a2a_error(exc) from None
+        note(team=run.team, session_id=run.session_id, run_id=run.id, protocol="a2a")
+        return run
+
+    async def _stop_on_leave(self, run: Run) -> None:
+        if not self.state.shutdown.draining.is_set():
+            await asyncio.shield(self.state.runs.stop(run.id, RunStatus.CANCELLED))
+
+    async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> Task | Message:
+        run = await self._start(params, context)
+        configuration = params.configuration
+        if configuration.return_immediately:
+            return a2a.task(run)
+        try:
+            ended = await self.state.runs.wait(run.id)
+        except asyncio.CancelledError:  # the client went away: so does its run
+            await self._stop_on_leave(run)
+            raise
+        except AgentAPIError as exc:
+            raise _a2a_error(exc) from None
+        history = configuration.history_length if configuration.HasField("history_length") else None
+        return a2a.task(ended, history_length=history)
+
+    async def on_message_send_stream(
+        self, params: SendMessageRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Event]:
+        run = await self._start(params, context)
+        async for event in self._follow(run, stop_on_leave=True):
+            yield event
+
+    async def on_subscribe_to_task(
+        self, params: SubscribeToTaskRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Event]:
+        run = await self._run(params.id, context)
+        if run.status.final:
+            raise UnsupportedOperationError(message=f"The task has ended ({run.status.value}); read it with GetTask.")
+        async for event in self._follow(run, stop_on_leave=False):
+            yield event
+
+    async def _follow(self, run: Run, *, stop_on_leave: bool) -> AsyncGenerator[Event]:
+        yield a2a.task(run)
+        encoder = a2a.StreamEncoder(run)
+        complete = False
+        try:
+            async for entry in self.state.runs.follow(run.id):
+                for event in encoder.feed(entry.event, entry.data):
+                    yield event
+            complete = True
+        except AgentAPIError as exc:  # reading the run's log failed: end the stream with the failure
+            complete = True
+            for event in encoder.fail(exc.detail):
+                yield event
+        finally:
+            if stop_on_leave and not complete:
+                await self._stop_on_leave(run)
+
+    async def on_get_task(self, params: GetTaskRequest, context: ServerCallContext) -> Task | None:
+        run = await self._run(params.id, context)
+        return a2a.task(run, history_length=params.history_length if params.HasField("history_length") else None)
+
+    async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task | None:
+        run = await self._run(params.id, context)
+        if run.status.final:
+            raise TaskNotCancelableError(message=f"The task has ended ({run.status.value}).")
+        try:
+            stopped = await self.state.runs.cancel(run.id, run.owner)
+        except AgentAPIError as exc:
+            raise _a2a_error(exc) from None
+        return a2a.task(stopped)
+
+    async def on_list_tasks(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
+        limit = params.page_size or 50
+        try:
+            runs = await self.state.runs.owner_runs(self._owner(context), 500)
+        except AgentAPIError as exc:
+            raise _a2a_error(exc) from None
+        found = [
+            run
+            for run in runs
+            if run.team == self.team
+            and (not params.context_id or run.session_id == params.context_id)
+            and (not params.status or a2a.STATES[run.status] == params.status)
+        ]
+        tasks = [a2a.task(run) for run in found[:limit]]
+        return ListTasksResponse(tasks=tasks, page_size=limit, total_size=len(found), next_page_token="")
+
+    async def on_create_task_push_notification_config(
+        self, params: TaskPushNotificationConfig, context: ServerCallContext
+    ) -> TaskPushNotificationConfig:
+        raise PushNotificationNotSupportedError()
+
+    async def on_get_task_push_notification_config(
+        self, params: GetTaskPushNotificationConfigRequest, context: ServerCallContext
+    ) -> TaskPushNotificationConfig:
+        raise PushNotificationNotSupportedError()
+
+    async def on_list_task_push_notification_configs(
+        self, params: ListTaskPushNotificationConfigsRequest, context: ServerCallContext
+    ) -> ListTaskPushNotificationConfigsResponse:
+        raise PushNotificationNotSupportedError()
+
+    async def on_delete_task_push_notification_config(
+        self, params: DeleteTaskPushNotificationConfigRequest, context: ServerCallContext
+    ) -> None:
+        raise PushNotificationNotSupportedError()
+
+    async def on_get_extended_agent_card(self, params: GetExtendedAgentCardRequest, context: ServerCallContext) -> Any:
+        raise ExtendedAgentCardNotConfiguredError()
+
+
+class _CallContext(DefaultServerCallContextBuilder):
+    """The SDK's call context (headers, extensions), plus the caller the gate authenticated."""
+
+    def build(self, request: Request) -> ServerCallContext:
+        context = super().build(request)
+        context.state[_PRINCIPAL] = getattr(request.state, _PRINCIPAL, None)
+        return context
+
+
+def _gated(app: FastAPI, endpoint: Any) -> Any:
+    async def handle(request: Request) -> Response:
+        state: AppState = app.state.agent_api
+        try:
+            principal = await authenticate_headers(state, request.headers)
+        except (Unauthorized, RateLimited) as exc:
+            count_error(exc.error_type)
+            return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+        setattr(request.state, _PRINCIPAL, principal)
+        response: Response = await endpoint(request)
+        return response
+
+    return handle
+
+
+def card_for(request: Request, name: str, description: str) -> dict[str, Any]:
+    url = str(request.base_url).rstrip("/") + f"{PREFIX}/{name}"
+    return agent_card_to_dict(a2a.agent_card(name, description, url, version=__version__))
+
+
+def mount_a2a(app: FastAPI) -> None:
+    """The JSON-RPC endpoint and Agent Card of every team, and the directory of cards at ``/a2a``."""
+    teams = [(team.name, team.description) for team in app.state.teams]
+    for name, description in teams:
+        for route in create_jsonrpc_routes(TeamRequestHandler(app, name), f"{PREFIX}/{name}", _CallContext()):
+            assert isinstance(route, Route)
+            app.router.routes.append(Route(route.path, endpoint=_gated(app, route.endpoint), methods=["POST"]))
+
+        async def card(request: Request, name: str = name, description: str = description) -> JSONResponse:
+            return JSONResponse(card_for(request, name, description))
+
+        app.router.routes.append(Route(f"{PREFIX}/{name}{CARD_PATH}", endpoint=card, methods=["GET"]))
+
+    async def directory(request: Request) -> JSONResponse:
+        return JSONResponse({"agents": [card_for(request, name, description) for name, description in teams]})
+
+    app.router.routes.append(Route(PREFIX, endpoint=directory, methods=["GET"]))
