@@ -40,6 +40,9 @@ def _serve(args: argparse.Namespace) -> None:
         access_log=False,  # the app writes one line per request itself
         # uvicorn's hard deadline comes after the app's own grace period for running turns.
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 10,
+        # uvicorn's default (5 s) equals many clients' pool idle time: a request sent on a
+        # connection the server is closing at that moment fails before it reaches the app.
+        timeout_keep_alive=settings.keep_alive_timeout,
     )
 
 

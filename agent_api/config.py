@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
+    keep_alive_timeout: int = Field(
+        default=75,
+        ge=1,
+        le=3600,
+        description="Seconds an idle HTTP connection is kept open; above the idle time of proxies and client "
+        "pools (60 s is common), so that they, not the server, close idle connections.",
+    )
     log_level: str = "info"
     log_format: Literal["json", "text"] = "json"
     metrics_enabled: bool = Field(default=True, description="Serve Prometheus metrics at /metrics (without a key).")

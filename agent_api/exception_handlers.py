@@ -24,6 +24,26 @@ log = logging.getLogger(__name__)
 ErrorShape = Callable[[int, str, str, list[Any] | None, dict[str, str] | None], JSONResponse]
 
 
+# The error type (in metrics and logs) of the HTTP errors the framework raises itself.
+HTTP_ERROR_TYPES = {
+    400: "validation",
+    401: "auth",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+def _not_json(request: Request, errors: list[Any]) -> bool:
+    """A body was sent, but not as JSON: FastAPI then fails the body as a whole."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json" or content_type.endswith("+json"):
+        return False
+    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    return has_body and any(tuple(e.get("loc", ())) == ("body",) for e in errors)
+
+
 def _validation_detail(errors: list[Any]) -> list[dict[str, Any]]:
     # Keep where and what; drop the echoed input and the context (it can hold exception objects),
     # and pydantic's "Value error, " before the sentences our validators write.
@@ -75,12 +95,17 @@ class ErrorHandlers:
 
     async def validation_error(self, request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
+        errors = list(exc.errors())
+        if _not_json(request, errors):
+            count_error("unsupported_media_type")
+            detail = "The body must be JSON, sent with 'Content-Type: application/json'."
+            return self._respond(request, 415, detail, "unsupported_media_type")
         count_error("validation")
-        return self._respond(request, 422, _validation_detail(list(exc.errors())), "validation")
+        return self._respond(request, 422, _validation_detail(errors), "validation")
 
     async def http_error(self, request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        error_type = {404: "not_found", 405: "validation", 413: "validation"}.get(exc.status_code, "validation")
+        error_type = HTTP_ERROR_TYPES.get(exc.status_code, "validation" if exc.status_code < 500 else "internal")
         count_error(error_type)
         if exc.status_code == 400 and isinstance(exc.__cause__, (RecursionError, ValueError)):
             # FastAPI answers 400 when the JSON parser itself fails (e.g. nesting too deep for it):

@@ -22,6 +22,7 @@ directives in double brackets that change the answer for that one request:
                             that tool and it has not been answered yet); once the tool result
                             is the last message, answer with a sentence that quotes it
     [[speaker:NAME]]        (group chats) the answer to a speaker-selection request is NAME
+    [[malformed]]           answer 200 with a body (or, streaming, an event) that is not JSON
 
 Server-wide behaviour (latency, failure rate, reply length) is set at start-up or through
 ``PUT /_offline/config``; every request is recorded and listed at ``GET /_offline/requests``.
@@ -78,6 +79,7 @@ class Reply:
     sleep: float = 0.0
     fail_status: int | None = None
     cut_after: int | None = None
+    malformed: bool = False
 
     @property
     def text(self) -> str:
@@ -156,6 +158,7 @@ class OfflineModel:
             reply.sleep = float(found["sleep"])
         if "cut" in found:
             reply.cut_after = int(found["cut"])
+        reply.malformed = "malformed" in found
         if "latency" in found:
             first, _, each = found["latency"].partition(":")
             reply.first_token_delay, reply.token_delay = float(first), float(each or 0)
@@ -268,6 +271,8 @@ def create_offline_app(model: OfflineModel | None = None) -> Starlette:
             await asyncio.sleep(reply.sleep)
         if reply.fail_status:
             return _error(reply.fail_status)
+        if reply.malformed and not body.get("stream"):
+            return Response('{"id": "chatcmpl-broken", "choices": [', media_type="application/json")
         rid = f"chatcmpl-offline-{n}"
         name = body.get("model") or model.config.model
         if body.get("stream"):
@@ -297,6 +302,9 @@ def create_offline_app(model: OfflineModel | None = None) -> Starlette:
     ) -> AsyncIterator[str]:
         await asyncio.sleep(reply.first_token_delay)
         yield _chunk(rid, name, {"role": "assistant", "content": ""})
+        if reply.malformed:
+            yield 'data: {"id": "chatcmpl-broken", "choices": [\n\n'
+            return
         if reply.tool_call:
             call = {"index": 0, **reply.tool_call}
             yield _chunk(rid, name, {"tool_calls": [call]})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +12,7 @@ from typing import Any, Literal
 
 import httpx
 import openai
+import pydantic
 
 from agent_api.agents.cache import ResponseCache, RunCache
 from agent_api.agents.events import RunEvent, RunOutcome
@@ -57,6 +59,10 @@ def translate_model_error(exc: BaseException) -> AgentAPIError | None:
         return ModelRateLimited(headers={"Retry-After": retry_after if retry_after.isdigit() else "5"})
     # A stream that breaks mid-way surfaces as httpx's error: the OpenAI client does not wrap it.
     if isinstance(exc, (openai.OpenAIError, httpx.TransportError)):
+        return ModelError()
+    # A reply that is not what the API promises: the OpenAI client raises the JSON parser's error
+    # (for a body or a stream event that is not JSON) or pydantic's, unwrapped.
+    if isinstance(exc, (json.JSONDecodeError, pydantic.ValidationError)):
         return ModelError()
     return None
 

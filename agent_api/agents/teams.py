@@ -98,6 +98,11 @@ class Team(ABC):
         """The agents whose replies make up the answer."""
         return [self.agents[-1].name]
 
+    @property
+    def min_turns(self) -> int:
+        """The fewest agent replies in which the answering agent can speak (a smaller max_turns is refused)."""
+        return 1
+
     def describe(self) -> dict[str, Any]:
         return {}
 
@@ -187,6 +192,12 @@ class GroupTeam(Team):
     def answering_agents(self) -> list[str]:
         return [self.answer_from]
 
+    @property
+    def min_turns(self) -> int:
+        if self.speaker_selection != "round_robin":
+            return 1  # the model picks the speakers: the answering agent may speak first
+        return 1 + [spec.name for spec in self._agents].index(self.answer_from)
+
     def describe(self) -> dict[str, Any]:
         return {"speaker_selection": self.speaker_selection, "max_rounds": self.max_rounds}
 
@@ -207,8 +218,14 @@ class GroupTeam(Team):
         )
         # The manager's own model calls (speaker selection) must not stream: their tokens are
         # not anybody's answer.
+        answerers = set(self.answering_agents)
+
+        def answered(message: dict[str, Any]) -> bool:
+            # The answering agent ends the turn; a TERMINATE from another agent (or the caller) does not.
+            return message.get("name") in answerers and is_termination(message)
+
         manager = autogen.GroupChatManager(
-            groupchat=groupchat, llm_config=run.quiet_llm_config, is_termination_msg=is_termination, silent=True
+            groupchat=groupchat, llm_config=run.quiet_llm_config, is_termination_msg=answered, silent=True
         )
         for agent in assistants:
             agent.chat_messages[manager] = [agent_view(m, agent.name) for m in run.history]

@@ -23,6 +23,7 @@ class TeamInfo(BaseModel):
     answer_from: list[str] = Field(description="The agents whose replies make up the response.")
     speaker_selection: Literal["round_robin", "auto"] | None = None
     max_rounds: int | None = None
+    min_turns: int = Field(default=1, description="The smallest max_turns the team accepts (its answerer's turn).")
     default: bool = Field(description="True for the team used when a request names none.")
 
 

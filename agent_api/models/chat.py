@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_MESSAGE_CHARS = 4000
+NOT_BLANK = r"\S"  # at least one character that is not whitespace
 Role = Literal["user", "assistant", "tool", "system"]
+
+
+def _integral(value: object) -> object:
+    # JSON has one number type: 5.0 is the integer 5 to JSON Schema (and to this API's OpenAPI
+    # schema), so it is accepted as 5. 5.5, "5" and true are not integers and stay refused.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JSONInteger = Annotated[int, BeforeValidator(_integral)]
 
 
 class Usage(BaseModel):
@@ -41,8 +53,10 @@ class ChatMessage(BaseModel):
 class AgentRequest(BaseModel):
     """One user turn sent to a team of agents."""
 
+    # Strict: a wrong type is a 422, never coerced ("5" or true for max_turns, "yes" for stream).
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {"message": "What are the main causes of coral bleaching?"},
@@ -51,13 +65,18 @@ class AgentRequest(BaseModel):
         },
     )
 
-    message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS, description="The user's message.")
+    message: str = Field(
+        min_length=1,
+        max_length=MAX_MESSAGE_CHARS,
+        pattern=NOT_BLANK,
+        description="The user's message (not only whitespace).",
+    )
     session_id: str | None = Field(
         default=None,
         pattern=SESSION_ID_PATTERN,
         description="Continue this session; omit to start a new one.",
     )
-    max_turns: int = Field(default=5, ge=1, le=20, description="Upper bound on agent replies in this run.")
+    max_turns: JSONInteger = Field(default=5, ge=1, le=20, description="Upper bound on agent replies in this run.")
     stream: bool = Field(default=False, description="Answer with a Server-Sent-Events stream instead of JSON.")
     agent: str = Field(default="research", min_length=1, max_length=64, description="The team to run.")
     if_busy: Literal["reject", "enqueue", "interrupt", "rollback"] = Field(

@@ -23,6 +23,7 @@ class RunRequest(AgentRequest):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {"message": "Summarise the causes of coral bleaching.", "webhook": "https://example.com/hooks/runs"},

@@ -26,6 +26,7 @@ async def list_agents(state: StateDep, principal: PrincipalDep) -> TeamsResponse
                 pattern=team.pattern,
                 agents=[AgentInfo(name=a.name, description=a.description, tools=list(a.tools)) for a in team.agents],
                 answer_from=team.answering_agents,
+                min_turns=team.min_turns,
                 default=team.name == DEFAULT_TEAM,
                 **team.describe(),
             )

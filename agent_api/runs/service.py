@@ -99,6 +99,13 @@ class RunService:
             session_id, team, prepare = new_session_id(), self.teams.get(request.agent).name, None
         else:
             session_id, team, prepare = await self._session_for(request, owner)
+        least = self.teams.get(team).min_turns
+        if request.max_turns < least:
+            raise InvalidField(
+                ["body", "max_turns"],
+                f"Team {team!r} needs max_turns of at least {least}: its answering agent speaks after "
+                f"{least - 1} other agent(s).",
+            )
         run = Run(
             id=options.run_id or new_run_id(),
             owner=owner,
