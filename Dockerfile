@@ -8,15 +8,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, in their own layer: it is rebuilt only when pyproject.toml changes.
+# Dependencies first, in their own layer: it is rebuilt only when pyproject.toml changes. The
+# placeholder package and everything its build left behind go: setuptools would otherwise reuse
+# the stale build/ (newer than the sources COPY brings) and install the empty package.
 COPY pyproject.toml README.md ./
 RUN mkdir agent_api && touch agent_api/__init__.py \
     && pip install . \
     && pip uninstall -y agent-api \
-    && rm -rf agent_api
+    && rm -rf agent_api build *.egg-info
 
 COPY agent_api ./agent_api
 RUN pip install --no-deps . \
+    && rm -rf build *.egg-info \
+    && python -c "import agent_api; print('agent-api', agent_api.__version__)" \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin agent
 
 USER agent
