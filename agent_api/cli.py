@@ -4,27 +4,69 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import tempfile
+from typing import NoReturn
 
 import uvicorn
 from pydantic import ValidationError
 
 from agent_api.agents.loader import TeamConfigError, load_teams
-from agent_api.config import get_settings
+from agent_api.config import Settings, get_settings
 from agent_api.observability import configure_logging
 from agent_api.security import hash_key
+
+EXIT_CONFIG = 2  # a setting, a team file or the port is wrong: fix it, restarting will not help
+
+
+def _refuse(what: str, problem: str) -> NoReturn:
+    print(f"agent-api: {what}: {problem}", file=sys.stderr)
+    sys.exit(EXIT_CONFIG)
+
+
+def _checked_settings(what: str) -> Settings:
+    """The settings, with everything start-up reads checked now: one line and exit 2 if one is wrong."""
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]).upper() if error.get("loc") else "settings"
+        _refuse(what, f"{name}: {str(error['msg']).removeprefix('Value error, ')}")
+    try:
+        load_teams(settings.teams_dir, settings.team_plugin_list)  # here, clearly, not in each worker
+    except (TeamConfigError, ValueError) as exc:
+        _refuse(what, str(exc))
+    try:
+        settings.load_config_list()
+    except OSError as exc:
+        _refuse(what, f"OAI_CONFIG_LIST: cannot read {settings.oai_config_list!r}: {exc.strerror or exc}")
+    except ValueError as exc:  # json.JSONDecodeError included
+        _refuse(what, f"OAI_CONFIG_LIST: not a valid config list: {exc}")
+    return settings
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail before anything starts when the address cannot be bound (uvicorn would log "ready" first)."""
+    if port == 0:
+        return
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as exc:
+        _refuse("cannot start", f"PORT: cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 def _serve(args: argparse.Namespace) -> None:
     if args.workers_in_process is not None:
         # The settings are read again in each API process: pass the flag on the way they read it.
         os.environ["WORKERS_IN_PROCESS"] = str(args.workers_in_process)
-    try:
-        settings = get_settings()
-        load_teams(settings.teams_dir, settings.team_plugin_list)  # fail here, clearly, not in each worker
-    except (ValidationError, TeamConfigError, ValueError) as exc:
-        sys.exit(f"agent-api: cannot start: {exc}")
+    settings = _checked_settings("cannot start")
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    _check_port(host, port)
     workers = args.workers or settings.workers
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Workers write their metrics here and /metrics on any of them sums them all.
@@ -32,8 +74,8 @@ def _serve(args: argparse.Namespace) -> None:
     configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         "agent_api.main:app",
-        host=args.host or settings.host,
-        port=args.port if args.port is not None else settings.port,
+        host=host,
+        port=port,
         workers=workers,
         log_level=settings.log_level,
         log_config=None,  # the app's own logging (JSON lines on stderr)
@@ -51,13 +93,9 @@ def _worker(args: argparse.Namespace) -> None:
 
     from agent_api.worker import run_worker
 
-    try:
-        settings = get_settings()
-        load_teams(settings.teams_dir, settings.team_plugin_list)
-        if settings.redis_url is None:
-            raise ValueError("agent-api worker needs REDIS_URL: it takes runs from the job queue in Redis")
-    except (ValidationError, TeamConfigError, ValueError) as exc:
-        sys.exit(f"agent-api: cannot start the worker: {exc}")
+    settings = _checked_settings("cannot start the worker")
+    if settings.redis_url is None:
+        _refuse("cannot start the worker", "REDIS_URL: not set; a worker needs REDIS_URL: it takes runs from Redis")
     configure_logging(settings.log_level, settings.log_format)
     asyncio.run(run_worker(settings, metrics_port=args.metrics_port))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -56,9 +57,40 @@ def test_worker_needs_redis(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert done.returncode != 0 and "needs REDIS_URL" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 2 and "needs REDIS_URL" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_workers_in_process_zero_needs_redis(tmp_path: Path) -> None:
     done = serve_refusing_to_start(tmp_path, {"WORKERS_IN_PROCESS": "0"})
     assert "WORKERS_IN_PROCESS=0 needs REDIS_URL" in done.stderr
+
+
+def test_a_wrong_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    for env, named in (
+        ({"OAI_CONFIG_LIST": str(tmp_path / "missing.json")}, "OAI_CONFIG_LIST: cannot read"),
+        ({"OAI_CONFIG_LIST": "[not json"}, "OAI_CONFIG_LIST: not a valid config list"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL:"),
+        ({"PORT": "http"}, "PORT:"),
+    ):
+        done = serve_refusing_to_start(tmp_path, env)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, done.stderr
+        assert lines[0].startswith("agent-api: cannot start: ") and named in lines[0], lines[0]
+
+
+def test_a_busy_port_fails_first_and_clearly(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "agent_api.cli", "serve", "--port", str(port)],
+            cwd=tmp_path,
+            env={**os.environ, "LOG_FORMAT": "text"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines == [f"agent-api: cannot start: PORT: cannot listen on 127.0.0.1:{port}: Address already in use"]
