@@ -11,6 +11,7 @@ from typing import Any
 
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from sse_starlette.sse import AppStatus
 from starlette.middleware.cors import CORSMiddleware
 
@@ -32,6 +33,7 @@ from agent_api.runs.service import RunService
 from agent_api.runtime import Workers, open_engine, open_runtime, start_workers
 from agent_api.security import KeyRing
 from agent_api.services.ratelimit import RequestRateLimiter
+from agent_api.services.readiness import ModelProbe, model_base_url
 from agent_api.shutdown import Shutdown
 
 log = logging.getLogger("agent_api")
@@ -128,6 +130,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             max_runs_per_key=max_runs or None,
             allow_private_webhooks=settings.webhook_allow_private,
         )
+        model_probe = ModelProbe(model_base_url(settings))
+        stack.push_async_callback(model_probe.close)
         app.state.agent_api = AppState(
             settings=settings,
             sessions=runtime.sessions,
@@ -139,6 +143,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             rate_limiter=rate_limiter,
             shutdown=shutdown,
             started_at=utcnow(),
+            model_probe=model_probe,
         )
         await stack.enter_async_context(serve_mcp(app, app.state.agent_api))
         log.info(
@@ -156,7 +161,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; its long-lived parts are created when it starts (the lifespan)."""
     settings = settings or get_settings()
     docs = settings.docs_enabled
-    app = FastAPI(
+    # The docs pages load Swagger UI and ReDoc from the package (fastapi-offline), not from a CDN:
+    # they work offline and under a strict Content-Security-Policy.
+    app = (FastAPIOffline if docs else FastAPI)(
         title="agent-api",
         version=__version__,
         description=DESCRIPTION,

@@ -510,3 +510,20 @@ def test_the_page_fits_a_phone(serve: Serve, page: Page) -> None:
             box = page.locator(selector).bounding_box()
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], selector
         shot(page, "14-phone")
+
+
+def test_the_api_docs_render_with_no_network_beyond_the_service(serve: Serve, page: Page) -> None:
+    with serve() as client:
+        base = str(client.base_url).rstrip("/")
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
+        page.goto(f"{base}/docs")
+        expect(page.locator(".swagger-ui .information-container .title")).to_contain_text("agent-api")
+        expect(page.locator(".swagger-ui .opblock-summary-path").first).to_be_visible()
+        page.goto(f"{base}/redoc")
+        expect(page.locator("h1").first).to_contain_text("agent-api")
+        # Everything the pages need comes from the service; ReDoc's own "API docs by Redocly" logo
+        # is the one image its bundle still names on its CDN (a broken image if unreachable).
+        outside = [url for url in requested if not url.startswith((base, "blob:" + base))]
+        assert requested and outside in ([], ["https://cdn.redoc.ly/redoc/logo-mini.svg"]), outside
+        shot(page, "15-docs-offline")

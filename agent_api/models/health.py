@@ -18,3 +18,10 @@ class HealthResponse(BaseModel):
     model_backend: Literal["openai-compatible", "offline"]
     auth: bool = Field(description="Whether API keys are required.")
     worker: int = Field(description="Process id of the worker that answered.")
+
+
+class ReadinessResponse(BaseModel):
+    """Whether this process can serve turns now."""
+
+    ready: bool
+    problems: list[str] = Field(description="Why not: Redis, the model server, or a shutdown in progress.")

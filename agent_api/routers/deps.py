@@ -16,6 +16,7 @@ from agent_api.errors import Unauthorized
 from agent_api.runs.service import RunService
 from agent_api.security import ANONYMOUS, KeyRing, Principal
 from agent_api.services.ratelimit import RequestRateLimiter
+from agent_api.services.readiness import ModelProbe
 from agent_api.services.sessions import SessionManager
 from agent_api.shutdown import Shutdown
 
@@ -34,6 +35,7 @@ class AppState:
     rate_limiter: RequestRateLimiter | None
     shutdown: Shutdown
     started_at: datetime
+    model_probe: ModelProbe
 
 
 def get_state(request: Request) -> AppState:

@@ -7,6 +7,8 @@ import logging
 import re
 import socket
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ import pytest
 
 from tests.utils.process import serve_process
 from tests.utils.sse import read_frames
+
+Serve = Callable[..., AbstractContextManager[httpx.Client]]
 
 
 @pytest.mark.parametrize(
@@ -137,3 +141,14 @@ def read_response(conn: socket.socket) -> bytes:
             break
         body += chunk
     return head + b"\r\n\r\n" + body
+
+
+def test_readiness_tells_an_unreachable_model_apart_from_liveness(serve: Serve) -> None:
+    with serve() as client:
+        ready = client.get("/health/ready")
+        assert ready.status_code == 200 and ready.json() == {"ready": True, "problems": []}
+    with serve(openai_base_url="http://127.0.0.1:9/v1") as client:  # nothing listens on port 9
+        assert client.get("/health").status_code == 200  # alive
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503 and ready.json()["ready"] is False
+        assert ready.json()["problems"] == ["the model server is unreachable (ConnectError)"]
