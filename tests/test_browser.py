@@ -527,3 +527,59 @@ def test_the_api_docs_render_with_no_network_beyond_the_service(serve: Serve, pa
         outside = [url for url in requested if not url.startswith((base, "blob:" + base))]
         assert requested and outside in ([], ["https://cdn.redoc.ly/redoc/logo-mini.svg"]), outside
         shot(page, "15-docs-offline")
+
+
+def test_markdown_is_rendered_and_script_in_it_never_runs(serve: Serve, page: Page) -> None:
+    # The offline model quotes the question in its answer: the answer carries this Markdown and HTML.
+    question = (
+        "**Tides** follow the `moon`: [details](https://example.com/tides) [bad](javascript:window.__xss=3) "
+        '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
+    )
+    with serve() as client:
+        open_chat(page, client)
+        send(page, question)
+        wait_done(page, 1)
+        bubble = page.locator(AGENT_TEXT).first
+        expect(bubble).to_have_attribute("data-format", "markdown")
+        expect(bubble.locator("strong")).to_have_text("Tides")
+        expect(bubble.locator("code")).to_have_text("moon")
+        good = bubble.locator("a", has_text="details")
+        expect(good).to_have_attribute("href", "https://example.com/tides")
+        expect(good).to_have_attribute("rel", "noopener noreferrer")
+        # the javascript: link loses its target; the HTML is shown as text, not parsed
+        bad = bubble.locator("a", has_text="bad")
+        assert bad.count() == 0 or not (bad.get_attribute("href") or "").startswith("javascript")
+        expect(bubble).to_contain_text("<script>window.__xss=1</script>")
+        expect(bubble).to_contain_text('<img src=x onerror="window.__xss=2">')
+        assert page.locator("#log script, #log img, #log [onerror]").count() == 0
+        if bad.count():
+            bad.click(no_wait_after=True)
+        page.wait_for_timeout(300)
+        assert page.evaluate("() => typeof window.__xss") == "undefined"
+        shot(page, "16-markdown")
+
+
+def test_a_reload_between_turns_keeps_the_conversation(serve: Serve, page: Page) -> None:
+    with serve() as client:
+        open_chat(page, client)
+        page.locator("#team").select_option("research_team")
+        send(page, "What is a tide?")
+        wait_done(page, 1)
+        session = page.locator("#session-id").inner_text()
+        before = agent_texts(page)
+        page.reload()
+        expect(page.locator("#session-id")).to_have_text(session)
+        expect(page.locator("#team")).to_have_value("research_team")
+        expect(page.locator(".bubble.user .text")).to_have_text(["What is a tide?"])
+        expect(page.locator(AGENT_TEXT)).to_have_text(before)
+        # the next message continues the same session: the model sees the first turn
+        send(page, "And the moon?")
+        wait_done(page, 1)  # the usage line of the first turn is not redrawn, only its messages
+        assert "I can see 0 earlier messages" not in agent_texts(page)[-1]
+        assert page.locator("#session-id").inner_text() == session
+        # "New session" forgets it: a reload then starts afresh
+        page.locator("#new-session").click()
+        page.reload()
+        expect(page.locator("#session-id")).to_have_text("new")
+        expect(page.locator(".bubble")).to_have_count(0)
+        shot(page, "17-reload-keeps-the-conversation")

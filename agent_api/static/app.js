@@ -1,16 +1,21 @@
-// The agent-api chat page: plain JavaScript, no build step, no dependencies.
+// The agent-api chat page: plain JavaScript, no build step; two vendored libraries (marked, DOMPurify).
 //
 // It lists the teams (GET agents), sends each message with fetch (POST chat/stream: EventSource
 // cannot POST) and reads the Server-Sent Events as they arrive. Each turn is a run that goes on
 // if the page goes away ("on_disconnect": "continue"); a reload re-attaches to it
-// (GET runs/{id}/events) and Stop cancels it (POST runs/{id}/cancel). Every text that comes from the
-// server or the model is put into the page with textContent / text nodes, never as HTML.
+// (GET runs/{id}/events) and Stop cancels it (POST runs/{id}/cancel), and a reload between turns
+// redraws the conversation from its session (GET session/{id}). Text from the server or the model
+// goes into the page as text nodes, with one exception: an agent's finished message is rendered
+// from Markdown, with any HTML in it escaped (shown as text) and the result sanitized by DOMPurify
+// (and the page's Content-Security-Policy runs no inline script and loads no outside image).
 "use strict";
 
 (() => {
   const KEY_STORAGE = "agent-api.api-key";
   // The run in progress, so that a reload re-attaches to it (turns are runs that outlive requests).
   const RUN_STORAGE = "agent-api.run";
+  // The conversation, so that a reload between turns shows it again and continues it.
+  const SESSION_STORAGE = "agent-api.session";
   const HUES = 6; // agent colours in app.css: [data-hue="0"] … [data-hue="5"]
 
   const $ = (id) => document.getElementById(id);
@@ -241,6 +246,51 @@
     state.sessionTeam = id ? team || state.sessionTeam : null;
     ui.sessionId.textContent = id || "new";
     ui.sessionId.dataset.empty = id ? "false" : "true";
+    try {
+      if (id) sessionStorage.setItem(SESSION_STORAGE, JSON.stringify({ sessionId: id, team: state.sessionTeam }));
+      else sessionStorage.removeItem(SESSION_STORAGE);
+    } catch (_) { /* storage unavailable: a reload starts afresh */ }
+  }
+
+  function storedSession() {
+    try {
+      const session = JSON.parse(sessionStorage.getItem(SESSION_STORAGE) || "null");
+      return session && typeof session.sessionId === "string" ? session : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  // --- Markdown, safely ------------------------------------------------------------------------
+
+  const markdown = window.marked && window.DOMPurify
+    ? new window.marked.Marked({
+      gfm: true,
+      breaks: true,
+      // HTML in a model's answer is shown as text, never parsed: agents quote markup all the time.
+      renderer: { html: (token) => escapeHtml(token.text || token.raw || "") },
+    })
+    : null;
+  const SANITIZE = {
+    USE_PROFILES: { html: true },
+    FORBID_TAGS: ["img", "style", "form", "input", "button", "textarea", "select", "iframe", "svg", "math"],
+    FORBID_ATTR: ["style"],
+  };
+
+  function escapeHtml(text) {
+    return String(text).replace(/[&<>"']/g, (ch) => `&#${ch.codePointAt(0)};`);
+  }
+
+  // An agent's finished message: its Markdown as sanitized HTML (links open in a new tab).
+  function renderMarkdown(box, text) {
+    if (!markdown || !text) return;
+    const html = window.DOMPurify.sanitize(markdown.parse(text, { async: false }), SANITIZE);
+    box.innerHTML = html;
+    for (const link of box.querySelectorAll("a[href]")) {
+      link.setAttribute("target", "_blank");
+      link.setAttribute("rel", "noopener noreferrer");
+    }
+    box.dataset.format = "markdown";
   }
 
   // Forget the session (the server keeps it until its TTL); `keepLog` leaves the conversation
@@ -294,6 +344,8 @@
     open.closed = true;
     open.text.data = open.text.data.replace(/\s+$/, "");
     open.node.dataset.state = finalState || "complete";
+    const box = open.node.querySelector(".text");
+    if (box) renderMarkdown(box, open.text.data);
   }
 
   function appendToken(turn, agent, text) {
@@ -616,6 +668,44 @@
 
   // After a reload: show the session as it was, then follow the run that was in progress from
   // its first event (its turn is saved only when it ends, so the history does not hold it yet).
+  function drawHistory(messages) {
+    for (const message of messages) {
+      if (message.role === "user") userBubble(message.content);
+      else if (message.role === "assistant" && message.content && message.content.trim()) {
+        const shown = newTurn();
+        appendToken(shown, message.name || "assistant", message.content.replace(/\s*TERMINATE\s*$/, ""));
+        closeBubble(shown);
+      }
+    }
+  }
+
+  // After a reload between turns: the conversation of the remembered session, drawn again.
+  async function restoreSession(remembered) {
+    if (!remembered || storedRun()) return; // a run in progress restores its session itself
+    let session;
+    try {
+      const response = await fetch(`session/${encodeURIComponent(remembered.sessionId)}`, {
+        headers: headers(),
+        cache: "no-store",
+      });
+      if (!response.ok) {
+        if (response.status === 404) setSession(null); // expired, or another key's
+        return;
+      }
+      session = await response.json();
+    } catch (_) {
+      return; // the server is unreachable: keep the session for the next load
+    }
+    if (state.turn || !session) return;
+    if ([...ui.team.options].some((option) => option.value === session.agent)) {
+      ui.team.value = session.agent;
+      describeTeam("");
+    }
+    setSession(session.session_id, session.agent);
+    drawHistory(session.messages || []);
+    if ((session.messages || []).length) setStatus("Conversation restored: your next message continues it.");
+  }
+
   async function resumeRun() {
     const run = storedRun();
     if (!run) return;
@@ -636,15 +726,7 @@
     if (state.turn) return;
     setSession(run.sessionId, run.team || current.team);
     // Earlier turns from the session; the run's own turn comes from its events.
-    const before = history.filter((m) => Date.parse(m.timestamp) < Date.parse(current.created_at));
-    for (const message of before) {
-      if (message.role === "user") userBubble(message.content);
-      else if (message.role === "assistant" && message.content && message.content.trim()) {
-        const shown = newTurn();
-        appendToken(shown, message.name || "assistant", message.content.replace(/\s*TERMINATE\s*$/, ""));
-        closeBubble(shown);
-      }
-    }
+    drawHistory(history.filter((m) => Date.parse(m.timestamp) < Date.parse(current.created_at)));
     const turn = newTurn();
     turn.runId = run.runId;
     state.turn = turn;
@@ -764,7 +846,10 @@
   ui.apiKey.addEventListener("change", loadTeams);
 
   loadStoredKey();
+  const remembered = storedSession();
   setSession(null);
   updateControls();
-  loadTeams().then(resumeRun);
+  loadTeams()
+    .then(() => restoreSession(remembered))
+    .then(resumeRun);
 })();
