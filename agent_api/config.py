@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         description="Run workers inside each API process. 0: runs go to `agent-api worker` processes (needs Redis).",
     )
     run_ttl: int = Field(default=86400, ge=60, description="Seconds a run and its events are kept after it ends.")
+    run_timeout: float = Field(
+        default=900.0,
+        ge=0,
+        description="Seconds a run may take in all (every model call, tool and retry); past it the run fails "
+        "run_timeout and saves nothing. 0: no limit.",
+    )
     run_heartbeat: int = Field(
         default=10, ge=2, le=600, description="Seconds without a worker heartbeat before a run is failed worker_lost."
     )

@@ -17,6 +17,7 @@
     ├── RunFailed                 any  a run that failed elsewhere, as its record tells
     ├── StoreUnavailable          503  Redis cannot be reached (or no connection came free in time)
     ├── ShuttingDown              503  the service is stopping (Retry-After)
+    ├── RunTimedOut               504  the run took longer than RUN_TIMEOUT in all
     └── ModelError                502  the model provider failed or answered with an error
         ├── ModelTimeout          504  the model did not answer within LLM_TIMEOUT
         └── ModelRateLimited      503  the provider rate-limited us (Retry-After passed on)
@@ -224,3 +225,15 @@ class RunFailed(AgentAPIError):
         super().__init__(detail, headers=headers)
         self.error_type = error_type
         self.status_code = status_code
+
+
+class RunTimedOut(AgentAPIError):
+    """The run as a whole took longer than ``RUN_TIMEOUT`` (however many model calls and retries)."""
+
+    status_code = 504
+    error_type = "run_timeout"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"The run took longer than {seconds:g} s in all (RUN_TIMEOUT) and was stopped; nothing was saved."
+        )

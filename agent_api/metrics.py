@@ -55,8 +55,8 @@ SESSION_AGE = Histogram(
 ERRORS = Counter(
     "agent_api_errors_total",
     "Errors by type: validation, auth, rate_limit, conflict, not_found, model_not_found, method_not_allowed, "
-    "too_large, unsupported_media_type, upstream_timeout, upstream_error, upstream_rate_limit, store, cancel, "
-    "shutdown, agent, worker_lost, internal.",
+    "too_large, unsupported_media_type, run_timeout, upstream_timeout, upstream_error, upstream_rate_limit, "
+    "store, cancel, shutdown, agent, worker_lost, internal.",
     ["type"],
 )
 RUNS_FINISHED = Counter("agent_api_runs_total", "Runs that ended, by final status.", ["team", "status"])

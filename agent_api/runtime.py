@@ -141,6 +141,7 @@ async def start_workers(
         runtime.teams,
         worker_id=worker_id(),
         model=llm.model,
+        run_timeout=runtime.settings.run_timeout or None,
     )
     dispatcher = runtime.dispatcher
     grace = runtime.settings.shutdown_grace_seconds

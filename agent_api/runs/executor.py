@@ -17,7 +17,7 @@ from typing import Any
 from agent_api.agents.events import RunEvent, RunOutcome, TokenEvent
 from agent_api.agents.registry import TeamRegistry
 from agent_api.agents.runner import RunFinished, TeamRunner
-from agent_api.errors import AgentAPIError, AgentRunError, RunStopped, ShuttingDown
+from agent_api.errors import AgentAPIError, AgentRunError, RunStopped, RunTimedOut, ShuttingDown
 from agent_api.metrics import RUN_DURATION, RUN_QUEUED, RUN_TURNS, RUNS_IN_FLIGHT, SESSION_TURNS, record_usage
 from agent_api.models.chat import ChatMessage
 from agent_api.runs import frames
@@ -90,6 +90,7 @@ class RunExecutor:
         *,
         worker_id: str,
         model: str,
+        run_timeout: float | None = None,
     ) -> None:
         self.store = store
         self.lifecycle = lifecycle
@@ -98,6 +99,7 @@ class RunExecutor:
         self.teams = teams
         self.worker_id = worker_id
         self.model = model
+        self.run_timeout = run_timeout
 
     async def execute(self, run_id: str) -> None:
         run = await self.store.start(run_id, self.worker_id)
@@ -116,8 +118,11 @@ class RunExecutor:
 
     async def _execute(self, run: Run) -> str:
         writer = EventWriter(self.store, run)
+        deadline = asyncio.timeout(self.run_timeout)
         try:
-            outcome = await self._run_team(run, writer)
+            # The deadline cancels the team like a caller leaving would: no further model call starts.
+            async with deadline:
+                outcome = await self._run_team(run, writer)
             await writer.close()
         except asyncio.CancelledError:
             writer.abandon()
@@ -128,6 +133,8 @@ class RunExecutor:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.close(), 5)
             writer.abandon()
+            if isinstance(exc, TimeoutError) and deadline.expired() and self.run_timeout is not None:
+                exc = RunTimedOut(self.run_timeout)
             error = exc if isinstance(exc, AgentAPIError) else AgentRunError()
             if error is exc:
                 log.info("run %s failed: %s", run.id, error.error_type)

@@ -152,3 +152,16 @@ def test_readiness_tells_an_unreachable_model_apart_from_liveness(serve: Serve) 
         ready = client.get("/health/ready")
         assert ready.status_code == 503 and ready.json()["ready"] is False
         assert ready.json()["problems"] == ["the model server is unreachable (ConnectError)"]
+
+
+def test_a_run_past_run_timeout_fails_whole_and_saves_nothing(serve: Serve, offline: Any) -> None:
+    with serve(run_timeout=1) as client:
+        response = client.post("/chat", json={"message": "slow [[latency:0:0.2]] [[tokens:40]]"})
+        assert response.status_code == 504, response.text
+        assert "RUN_TIMEOUT" in response.json()["detail"]
+        run = client.get(f"/runs/{response.headers['x-run-id']}").json()
+        assert run["status"] == "failed" and run["error"]["type"] == "run_timeout"
+        session = client.get(f"/session/{response.headers['x-session-id']}").json()
+        assert session["messages"] == []
+        # the model's stream was dropped: its request did not run to its 40 tokens
+        assert len([r for r in offline.model.requests if "slow" in str(r["messages"])]) == 1
