@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -12,6 +11,8 @@ from typing import Any
 import httpx
 from ag_ui.core import Event, EventType
 from pydantic import TypeAdapter
+
+from tests.utils.runs import ended_status
 
 Serve = Callable[..., AbstractContextManager[httpx.Client]]
 EVENT = TypeAdapter(Event)
@@ -89,14 +90,7 @@ def test_leaving_cancels_the_run(client: httpx.Client) -> None:
         for line in response.iter_lines():
             if "TEXT_MESSAGE_CONTENT" in line:
                 break  # the team is talking: leave
-    deadline = time.monotonic() + 20
-    status = ""
-    while time.monotonic() < deadline:
-        status = client.get(f"/runs/{body['runId']}").json()["status"]
-        if status not in ("queued", "running"):
-            break
-        time.sleep(0.1)
-    assert status == "cancelled"
+    assert ended_status(client, body["runId"]) == "cancelled"
     assert client.get(f"/session/{body['threadId']}").json()["messages"] == []  # nothing saved
 
 

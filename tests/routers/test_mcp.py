@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any
@@ -15,6 +14,7 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from agent_api.offline_llm import OfflineServer
+from tests.utils.runs import ended_status
 
 Serve = Callable[..., AbstractContextManager[httpx.Client]]
 SLOW = "[[latency:0:0.2]] [[tokens:40]]"  # about 8 s of tokens: long enough to act on mid-run
@@ -95,14 +95,7 @@ async def test_cancelling_the_call_cancels_the_run(client: httpx.Client, offline
                 group.cancel_scope.cancel()  # the client gives up on the call: MCP's cancellation
         runs = client.get("/runs").json()["runs"]
         run_id = runs[0]["run_id"]
-        deadline = time.monotonic() + 20
-        status = ""
-        while time.monotonic() < deadline:
-            status = client.get(f"/runs/{run_id}").json()["status"]
-            if status not in ("queued", "running"):
-                break
-            await asyncio.sleep(0.1)
-        assert status == "cancelled"
+        assert await asyncio.to_thread(ended_status, client, run_id) == "cancelled"
         # the session is still usable
         after = await session.call_tool("ask_research", {"message": "still there?"})
         assert not after.is_error

@@ -4,7 +4,6 @@ app through real workers to the offline model: what any OpenAI client sees when 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 from openai.types.chat import ChatCompletionChunk
 
 from agent_api.offline_llm import OfflineServer
+from tests.utils.runs import ended_status
 
 Serve = Callable[..., AbstractContextManager[httpx.Client]]
 SLOW = "[[latency:0:0.2]] [[tokens:40]]"  # about 8 s of tokens: long enough to act on mid-run
@@ -247,14 +247,7 @@ def test_leaving_the_stream_cancels_the_run(client: httpx.Client) -> None:
         for line in response.iter_lines():
             if '"content":"' in line and '"content":""' not in line:
                 break  # a token arrived: the run is running; leave
-    deadline = time.monotonic() + 20
-    status = ""
-    while time.monotonic() < deadline:
-        status = client.get(f"/runs/{run_id}").json()["status"]
-        if status not in ("queued", "running"):
-            break
-        time.sleep(0.1)
-    assert status == "cancelled"
+    assert ended_status(client, run_id) == "cancelled"
 
 
 def test_other_keys_cannot_see_completion_runs(serve: Serve) -> None:

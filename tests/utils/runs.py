@@ -52,3 +52,15 @@ def wait_for_end(client: httpx.Client, run_id: str, headers: dict[str, str] | No
     assert frames and frames[-1].event == "done", [f.event for f in frames]
     run: dict[str, Any] = client.get(f"/runs/{run_id}", headers=headers).json()
     return run
+
+
+def ended_status(client: httpx.Client, run_id: str, timeout: float = 20.0) -> str:
+    """The run's status once it is no longer queued or running (or its status after ``timeout`` s)."""
+    deadline = time.monotonic() + timeout
+    status = ""
+    while time.monotonic() < deadline:
+        status = str(client.get(f"/runs/{run_id}").json()["status"])
+        if status not in ("queued", "running"):
+            break
+        time.sleep(0.1)
+    return status
