@@ -31,7 +31,6 @@ router = APIRouter(tags=["ag-ui"], responses=AUTH_RESPONSES)
 
 _THREAD_ID = re.compile(SESSION_ID_PATTERN)
 _RUN_ID = re.compile(RUN_ID_PATTERN)
-DEFAULT_MAX_TURNS = 5
 
 DESCRIPTION = """
 Runs the team on AG-UI's `RunAgentInput` and answers with AG-UI events (Server-Sent Events):
@@ -50,13 +49,14 @@ connection cancels the run. `forwardedProps.max_turns` (1-20) bounds the agents'
 """
 
 
-def _max_turns(forwarded: Any) -> int:
+def _max_turns(forwarded: Any) -> dict[str, Any]:
+    """``max_turns`` for the run, if the client gave one (else the service's default applies)."""
     value = forwarded.get("max_turns") if isinstance(forwarded, dict) else None
     if value is None:
-        return DEFAULT_MAX_TURNS
+        return {}
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 20:
         raise InvalidField(["body", "forwardedProps", "max_turns"], "max_turns must be an integer from 1 to 20.")
-    return value
+    return {"max_turns": value}
 
 
 @router.post(
@@ -98,9 +98,7 @@ async def run_agent(
     session_team = await sessions.claim(run_input.thread_id, name, principal.key_id)
     if session_team != name:
         raise SessionTeamMismatch(session_team, name)
-    request = AgentRequest(
-        message=message, agent=name, session_id=run_input.thread_id, max_turns=max_turns, stream=True
-    )
+    request = AgentRequest(message=message, agent=name, session_id=run_input.thread_id, stream=True, **max_turns)
     run = await runs.create(request, principal.key_id, RunOptions(stream=True, run_id=run_input.run_id))
     note(team=run.team, session_id=run.session_id, run_id=run.id, protocol="ag-ui")
     encoder = agui.AgUiEncoder(run_input.thread_id, run.id)

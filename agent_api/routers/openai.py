@@ -27,7 +27,6 @@ from agent_api.runs.service import RunOptions, RunService, raise_for_failure
 from agent_api.shutdown import Shutdown
 
 PREFIX = "/v1"
-DEFAULT_MAX_TURNS = 5
 
 
 class OpenAIErrorDetail(BaseModel):
@@ -130,12 +129,13 @@ async def chat_completions(
     except oai.ChatCompletionRequestError as exc:
         raise InvalidField(["body", exc.param], exc.message) from None
     stateful = x_session_id is not None
+    fields: dict[str, Any] = {"max_turns": body.max_turns} if body.max_turns is not None else {}
     request = AgentRequest(
         message=conversation.message,
         agent=team.name,
         session_id=x_session_id if stateful and x_session_id != "new" else None,
-        max_turns=body.max_turns or DEFAULT_MAX_TURNS,
         stream=body.stream,
+        **fields,
     )
     options = RunOptions(
         stream=body.stream,

@@ -99,13 +99,16 @@ class RunService:
             session_id, team, prepare = new_session_id(), self.teams.get(request.agent).name, None
         else:
             session_id, team, prepare = await self._session_for(request, owner)
+        max_turns = request.max_turns
         least = self.teams.get(team).min_turns
-        if request.max_turns < least:
-            raise InvalidField(
-                ["body", "max_turns"],
-                f"Team {team!r} needs max_turns of at least {least}: its answering agent speaks after "
-                f"{least - 1} other agent(s).",
-            )
+        if max_turns < least:
+            if "max_turns" in request.model_fields_set:
+                raise InvalidField(
+                    ["body", "max_turns"],
+                    f"Team {team!r} needs max_turns of at least {least}: its answering agent speaks after "
+                    f"{least - 1} other agent(s).",
+                )
+            max_turns = least  # the default would leave the answering agent no turn
         run = Run(
             id=options.run_id or new_run_id(),
             owner=owner,
@@ -114,7 +117,7 @@ class RunService:
             status=RunStatus.QUEUED,
             created_at=utcnow(),
             message=request.message,
-            max_turns=request.max_turns,
+            max_turns=max_turns,
             stream=options.stream,
             webhook=options.webhook,
             metadata=dict(options.metadata or {}),

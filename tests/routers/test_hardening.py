@@ -3,6 +3,7 @@ model replies that are not JSON, teams that cannot answer in the turns given, id
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import socket
@@ -165,3 +166,19 @@ def test_a_run_past_run_timeout_fails_whole_and_saves_nothing(serve: Serve, offl
         assert session["messages"] == []
         # the model's stream was dropped: its request did not run to its 40 tokens
         assert len([r for r in offline.model.requests if "slow" in str(r["messages"])]) == 1
+
+
+def test_the_default_max_turns_leaves_a_late_answerer_its_turn(serve: Serve, tmp_path: Path) -> None:
+    agents = [
+        {"name": f"a{i}", "system_message": "Help." + (" End with TERMINATE." if i == 6 else "")} for i in range(7)
+    ]
+    team = {"name": "seven", "description": "Seven in a row.", "pattern": "group", "agents": agents}
+    (tmp_path / "seven.json").write_text(json.dumps(team))
+    with serve(teams_dir=str(tmp_path)) as client:
+        # max_turns not given: 5 would end the turn before a6 speaks, so the run gets 7
+        answered = client.post("/chat", json={"message": "hi", "agent": "seven"})
+        assert answered.status_code == 200, answered.text
+        assert answered.json()["messages"][-1]["name"] == "a6" and answered.json()["response"]
+        # given explicitly, a value too small is refused with the minimum
+        refused = client.post("/chat", json={"message": "hi", "agent": "seven", "max_turns": 5})
+        assert refused.status_code == 422 and "at least 7" in refused.json()["detail"][0]["msg"]
