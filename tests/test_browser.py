@@ -324,12 +324,15 @@ def test_a_reload_reattaches_to_the_answer_in_progress(serve: Serve, offline: Of
         history = client.get(f"/session/{sid}").json()["messages"]
         assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]  # saved once
 
-        # A reload after the end has nothing to re-attach to: a fresh page, as before runs.
+        # A reload after the end has no run to re-attach to: it redraws the conversation from the
+        # session, and the next message continues it.
         page.reload()
-        expect(page.locator("#status")).to_have_text("Ready.")
-        expect(page.locator(".bubble")).to_have_count(0)
+        expect(page.locator("#status")).to_have_text("Conversation restored: your next message continues it.")
+        expect(page.locator(".bubble")).to_have_count(4)
+        expect(page.locator("#session-id")).to_have_text(sid)
         send(page, "and then?")
         wait_done(page, 1)
+        assert agent_texts(page)[-1].endswith("I can see 4 earlier messages.")
 
 
 def test_a_wrong_api_key_is_reported_and_the_right_one_works(serve: Serve, page: Page) -> None:

@@ -284,7 +284,8 @@
   // An agent's finished message: its Markdown as sanitized HTML (links open in a new tab).
   function renderMarkdown(box, text) {
     if (!markdown || !text) return;
-    const html = window.DOMPurify.sanitize(markdown.parse(text, { async: false }), SANITIZE);
+    // trim: marked ends each block with a newline, which would stay as a stray text node.
+    const html = window.DOMPurify.sanitize(markdown.parse(text, { async: false }).trim(), SANITIZE);
     box.innerHTML = html;
     for (const link of box.querySelectorAll("a[href]")) {
       link.setAttribute("target", "_blank");
