@@ -13,6 +13,19 @@ NOT_BLANK = r"\S"  # at least one character that is not whitespace
 Role = Literal["user", "assistant", "tool", "system"]
 
 
+def message_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a user's message (the rules of ``AgentRequest.message``), or None.
+
+    For the protocols, which take the message out of their own request shapes and must refuse it
+    in their own words before an ``AgentRequest`` is built.
+    """
+    if not text.strip():
+        return "The user's message is empty."
+    if len(text) > MAX_MESSAGE_CHARS:
+        return f"The user's message is longer than {MAX_MESSAGE_CHARS} characters."
+    return None
+
+
 def _integral(value: object) -> object:
     # JSON has one number type: 5.0 is the integer 5 to JSON Schema (and to this API's OpenAPI
     # schema), so it is accepted as 5. 5.5, "5" and true are not integers and stay refused.

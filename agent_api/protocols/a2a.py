@@ -34,7 +34,8 @@ from a2a.types.a2a_pb2 import (
 )
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from agent_api.models.chat import MAX_MESSAGE_CHARS
+from agent_api.errors import AgentAPIError
+from agent_api.models.chat import message_problem
 from agent_api.runs.model import Run, RunStatus
 
 ANSWER_ARTIFACT = "answer"
@@ -94,10 +95,9 @@ def message_text(message: Message) -> str:
             raise A2AInputError("Only text parts are supported.")
         texts.append(part.text)
     text = "".join(texts)
-    if not text.strip():
-        raise A2AInputError("The message has no text.")
-    if len(text) > MAX_MESSAGE_CHARS:
-        raise A2AInputError(f"The message is longer than {MAX_MESSAGE_CHARS} characters.")
+    problem = message_problem(text)
+    if problem is not None:
+        raise A2AInputError(problem)
     return text
 
 
@@ -183,11 +183,17 @@ class StreamEncoder:
         self._chunks += 1
         return update
 
-    def feed(self, event: str, data: str) -> list[TaskStatusUpdateEvent | TaskArtifactUpdateEvent]:
+    def start(self) -> list[Task | TaskStatusUpdateEvent | TaskArtifactUpdateEvent]:
+        """The task as it is when the stream starts."""
+        return [task(self.run)]
+
+    def feed(
+        self, event: str, data: str, event_id: str = ""
+    ) -> list[Task | TaskStatusUpdateEvent | TaskArtifactUpdateEvent]:
         if self.ended or event in ("session", "usage"):
             return []
         fields: dict[str, Any] = orjson.loads(data)
-        out: list[TaskStatusUpdateEvent | TaskArtifactUpdateEvent] = []
+        out: list[Task | TaskStatusUpdateEvent | TaskArtifactUpdateEvent] = []
         agent = fields.get("agent")
         if event in ("token", "message", "tool_call") and agent and agent != self._speaker:
             self._speaker = str(agent)
@@ -211,8 +217,9 @@ class StreamEncoder:
             out.append(self._status(TaskState.TASK_STATE_FAILED, detail))
         return out
 
-    def fail(self, detail: str) -> list[TaskStatusUpdateEvent]:
+    def fail(self, error: AgentAPIError) -> list[Task | TaskStatusUpdateEvent | TaskArtifactUpdateEvent]:
+        """The end of a stream whose run could not be followed any more."""
         if self.ended:
             return []
         self.ended = True
-        return [self._status(TaskState.TASK_STATE_FAILED, detail)]
+        return [self._status(TaskState.TASK_STATE_FAILED, f"{error.detail} ({error.error_type})")]

@@ -29,7 +29,8 @@ from ag_ui.core import (
 )
 from ag_ui.encoder import EventEncoder
 
-from agent_api.models.chat import MAX_MESSAGE_CHARS
+from agent_api.errors import AgentAPIError
+from agent_api.models.chat import message_problem
 
 
 class AgUiInputError(Exception):
@@ -66,10 +67,9 @@ def user_message(run_input: RunAgentInput) -> str:
     if last.role != "user":
         raise AgUiInputError("messages", "The last message must be the user's (role 'user').")
     text = _text(last.content)
-    if not text.strip():
-        raise AgUiInputError("messages", "The last user message is empty.")
-    if len(text) > MAX_MESSAGE_CHARS:
-        raise AgUiInputError("messages", f"The last user message is longer than {MAX_MESSAGE_CHARS} characters.")
+    problem = message_problem(text)
+    if problem is not None:
+        raise AgUiInputError("messages", problem)
     return text
 
 
@@ -100,7 +100,7 @@ class AgUiEncoder:
     def start(self) -> list[str]:
         return self._encode([RunStartedEvent(thread_id=self.thread_id, run_id=self.run_id)])
 
-    def feed(self, event: str, data: str) -> list[str]:
+    def feed(self, event: str, data: str, event_id: str = "") -> list[str]:
         """The AG-UI events for one frame of the run's log."""
         if self.ended or event in ("session", "usage"):
             return []
@@ -146,12 +146,12 @@ class AgUiEncoder:
             self.ended = True
         return self._encode(out)
 
-    def fail(self, message: str, code: str) -> list[str]:
+    def fail(self, error: AgentAPIError) -> list[str]:
         """The end of a stream whose run could not be followed any more."""
         if self.ended:
             return []
         self.ended = True
-        return self._encode([*self._close_all(), RunErrorEvent(message=message, code=code)])
+        return self._encode([*self._close_all(), RunErrorEvent(message=error.detail, code=error.error_type)])
 
     # -- steps, messages and tool calls ------------------------------------------------------
     def _enter_step(self, agent: str, out: list[BaseEvent]) -> None:

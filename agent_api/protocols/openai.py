@@ -18,7 +18,8 @@ from openai.types import CompletionUsage, Model
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from agent_api.models.chat import MAX_MESSAGE_CHARS, ChatMessage, Usage
+from agent_api.errors import AgentAPIError
+from agent_api.models.chat import ChatMessage, Usage, message_problem
 
 USER = "user"  # the name stored user messages carry (AutoGen's user proxy)
 
@@ -189,12 +190,9 @@ def conversation(messages: list[InputMessage], *, answerer: str, now: datetime |
     where = f"messages[{len(messages) - 1}]"
     if last.role != "user":
         raise ChatCompletionRequestError(where, "The last message must be the user's (role 'user').")
-    if not last.content.strip():
-        raise ChatCompletionRequestError(f"{where}.content", "The last user message is empty.")
-    if len(last.content) > MAX_MESSAGE_CHARS:
-        raise ChatCompletionRequestError(
-            f"{where}.content", f"The last user message is longer than {MAX_MESSAGE_CHARS} characters."
-        )
+    problem = message_problem(last.content)
+    if problem is not None:
+        raise ChatCompletionRequestError(f"{where}.content", problem)
     return Conversation(history=history, message=last.content)
 
 
@@ -319,7 +317,7 @@ class ChunkEncoder:
         """The first chunk: the assistant's role, no text yet."""
         return [self._delta({"role": "assistant", "content": ""})]
 
-    def feed(self, event: str, data: str) -> list[str]:
+    def feed(self, event: str, data: str, event_id: str = "") -> list[str]:
         if self.finished:
             return []
         if event == "token":
@@ -327,7 +325,7 @@ class ChunkEncoder:
             return [self._delta({"content": text})] if text else []
         if event == "error":
             fields = orjson.loads(data)
-            return self.fail(
+            return self._error(
                 str(fields.get("detail") or "The run failed."),
                 int(fields.get("status") or 500),
                 str(fields.get("error_type") or "internal"),
@@ -337,7 +335,7 @@ class ChunkEncoder:
             if fields.get("run_status") != "succeeded":
                 # A stop ends without an error frame (cancelled or interrupted): say so.
                 status = str(fields.get("run_status") or "failed")
-                return self.fail(f"The run ended as {status}; nothing of it was saved.", 409, status)
+                return self._error(f"The run ended as {status}; nothing of it was saved.", 409, status)
             self.finished = True
             out = [self._delta({}, finish_reason(bool(fields.get("finished"))))]
             if self.include_usage:
@@ -345,7 +343,11 @@ class ChunkEncoder:
             return out
         return []
 
-    def fail(self, message: str, status: int, code: str) -> list[str]:
+    def fail(self, error: AgentAPIError) -> list[str]:
+        """The end of a stream whose run could not be followed any more."""
+        return self._error(error.detail, error.status_code, error.error_type)
+
+    def _error(self, message: str, status: int, code: str) -> list[str]:
         """The last chunk of a stream that failed after it started: it carries the error."""
         self.finished = True
         return [self._chunk([], error=error_body(message, type=error_type(status), code=code)["error"])]

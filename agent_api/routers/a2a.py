@@ -10,7 +10,6 @@ sees it; the Agent Cards are public, and name the key as their security scheme.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -49,23 +48,23 @@ from a2a.utils.errors import (
 )
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse
+from starlette.routing import Route, request_response
 
 from agent_api import __version__
-from agent_api.errors import AgentAPIError, RateLimited, RunNotFound, Unauthorized
+from agent_api.errors import AgentAPIError, RunNotFound
 from agent_api.models.chat import SESSION_ID_PATTERN, AgentRequest
 from agent_api.observability import count_error, note
 from agent_api.protocols import a2a
-from agent_api.routers.deps import AppState, authenticate_headers
-from agent_api.runs.model import Run, RunStatus
+from agent_api.routers.deps import PRINCIPAL_STATE, AppState, KeyGate, gated_principal
+from agent_api.routers.streams import encode_run
+from agent_api.runs.model import Run
 from agent_api.runs.service import RunOptions
 from agent_api.security import Principal
 
 PREFIX = "/a2a"
 CARD_PATH = "/.well-known/agent-card.json"
 _CONTEXT_ID = re.compile(SESSION_ID_PATTERN)
-_PRINCIPAL = "agent_api_principal"
 
 
 def _a2a_error(exc: AgentAPIError) -> Exception:
@@ -92,7 +91,7 @@ class TeamRequestHandler(RequestHandler):
 
     @staticmethod
     def _owner(context: ServerCallContext) -> str:
-        principal = context.state.get(_PRINCIPAL)
+        principal = context.state.get(PRINCIPAL_STATE)
         if not isinstance(principal, Principal):  # pragma: no cover - the gate sets it on every request
             raise InvalidRequestError(message="Not authenticated.")
         return principal.key_id
@@ -136,20 +135,13 @@ class TeamRequestHandler(RequestHandler):
         note(team=run.team, session_id=run.session_id, run_id=run.id, protocol="a2a")
         return run
 
-    async def _stop_on_leave(self, run: Run) -> None:
-        if not self.state.shutdown.draining.is_set():
-            await asyncio.shield(self.state.runs.stop(run.id, RunStatus.CANCELLED))
-
     async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> Task | Message:
         run = await self._start(params, context)
         configuration = params.configuration
         if configuration.return_immediately:
             return a2a.task(run)
         try:
-            ended = await self.state.runs.wait(run.id)
-        except asyncio.CancelledError:  # the client went away: so does its run
-            await self._stop_on_leave(run)
-            raise
+            ended = await self.state.runs.wait(run.id, cancel_if_abandoned=True)
         except AgentAPIError as exc:
             raise _a2a_error(exc) from None
         history = configuration.history_length if configuration.HasField("history_length") else None
@@ -172,21 +164,8 @@ class TeamRequestHandler(RequestHandler):
             yield event
 
     async def _follow(self, run: Run, *, stop_on_leave: bool) -> AsyncGenerator[Event]:
-        yield a2a.task(run)
-        encoder = a2a.StreamEncoder(run)
-        complete = False
-        try:
-            async for entry in self.state.runs.follow(run.id):
-                for event in encoder.feed(entry.event, entry.data):
-                    yield event
-            complete = True
-        except AgentAPIError as exc:  # reading the run's log failed: end the stream with the failure
-            complete = True
-            for event in encoder.fail(exc.detail):
-                yield event
-        finally:
-            if stop_on_leave and not complete:
-                await self._stop_on_leave(run)
+        async for event in encode_run(self.state.runs, run, a2a.StreamEncoder(run), cancel_on_leave=stop_on_leave):
+            yield event
 
     async def on_get_task(self, params: GetTaskRequest, context: ServerCallContext) -> Task | None:
         run = await self._run(params.id, context)
@@ -247,23 +226,8 @@ class _CallContext(DefaultServerCallContextBuilder):
 
     def build(self, request: Request) -> ServerCallContext:
         context = super().build(request)
-        context.state[_PRINCIPAL] = getattr(request.state, _PRINCIPAL, None)
+        context.state[PRINCIPAL_STATE] = gated_principal(request)
         return context
-
-
-def _gated(app: FastAPI, endpoint: Any) -> Any:
-    async def handle(request: Request) -> Response:
-        state: AppState = app.state.agent_api
-        try:
-            principal = await authenticate_headers(state, request.headers)
-        except (Unauthorized, RateLimited) as exc:
-            count_error(exc.error_type)
-            return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
-        setattr(request.state, _PRINCIPAL, principal)
-        response: Response = await endpoint(request)
-        return response
-
-    return handle
 
 
 def card_for(request: Request, name: str, description: str) -> dict[str, Any]:
@@ -277,7 +241,8 @@ def mount_a2a(app: FastAPI) -> None:
     for name, description in teams:
         for route in create_jsonrpc_routes(TeamRequestHandler(app, name), f"{PREFIX}/{name}", _CallContext()):
             assert isinstance(route, Route)
-            app.router.routes.append(Route(route.path, endpoint=_gated(app, route.endpoint), methods=["POST"]))
+            gated = KeyGate(app, request_response(route.endpoint))
+            app.router.routes.append(Route(route.path, endpoint=gated, methods=["POST"]))
 
         async def card(request: Request, name: str = name, description: str = description) -> JSONResponse:
             return JSONResponse(card_for(request, name, description))

@@ -7,9 +7,7 @@ follow and cancel it), and the run's events go out as AG-UI events (``protocols/
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from ag_ui.core import RunAgentInput
@@ -17,15 +15,14 @@ from ag_ui.encoder import EventEncoder
 from fastapi import APIRouter, Path
 from sse_starlette import EventSourceResponse
 
-from agent_api.errors import AgentAPIError, InvalidField, SessionTeamMismatch, TeamNotFound, UnknownTeam
+from agent_api.errors import InvalidField, SessionTeamMismatch, TeamNotFound, UnknownTeam
 from agent_api.models.chat import SESSION_ID_PATTERN, AgentRequest
 from agent_api.models.runs import RUN_ID_PATTERN
 from agent_api.observability import note
 from agent_api.protocols import agui
 from agent_api.routers.deps import AUTH_RESPONSES, PrincipalDep, RunsDep, SessionsDep, StateDep
-from agent_api.runs.model import Run, RunStatus
-from agent_api.runs.service import RunOptions, RunService
-from agent_api.shutdown import Shutdown
+from agent_api.routers.streams import encode_run, sse_response
+from agent_api.runs.service import RunOptions
 
 router = APIRouter(tags=["ag-ui"], responses=AUTH_RESPONSES)
 
@@ -102,30 +99,6 @@ async def run_agent(
     run = await runs.create(request, principal.key_id, RunOptions(stream=True, run_id=run_input.run_id))
     note(team=run.team, session_id=run.session_id, run_id=run.id, protocol="ag-ui")
     encoder = agui.AgUiEncoder(run_input.thread_id, run.id)
-    return EventSourceResponse(
-        _events(runs, run, encoder, state.shutdown),
-        ping=state.settings.sse_ping_seconds,
-        shutdown_grace_period=state.settings.shutdown_grace_seconds + 5,
-        # The body is AG-UI's own encoding (EventEncoder): sse-starlette passes bytes through as
-        # they are, and adds its keep-alive comments and disconnect handling.
-        media_type=EventEncoder().get_content_type(),
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Run-ID": run.id},
-    )
-
-
-async def _events(runs: RunService, run: Run, encoder: agui.AgUiEncoder, shutdown: Shutdown) -> AsyncIterator[bytes]:
-    complete = False
-    try:
-        for line in encoder.start():
-            yield line.encode()
-        async for entry in runs.follow(run.id):
-            for line in encoder.feed(entry.event, entry.data):
-                yield line.encode()
-        complete = True
-    except AgentAPIError as exc:  # reading the run's log failed: the 200 is out, end with RUN_ERROR
-        complete = True
-        for line in encoder.fail(exc.detail, exc.error_type):
-            yield line.encode()
-    finally:
-        if not complete and not shutdown.draining.is_set():
-            await asyncio.shield(runs.stop(run.id, RunStatus.CANCELLED))
+    # The body is AG-UI's own encoding (its EventEncoder): sse-starlette passes bytes through.
+    body = (line.encode() async for line in encode_run(runs, run, encoder, cancel_on_leave=True))
+    return sse_response(body, state.settings, {"X-Run-ID": run.id}, media_type=EventEncoder().get_content_type())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, get_args
 
 from fastapi import APIRouter
@@ -14,7 +13,7 @@ from agent_api.models.stream import FrameType, StreamFrameData
 from agent_api.observability import note
 from agent_api.routers.deps import AUTH_RESPONSES, PrincipalDep, RunsDep, StateDep
 from agent_api.routers.streams import follow_response
-from agent_api.runs.model import IfBusy, RunStatus
+from agent_api.runs.model import IfBusy
 from agent_api.runs.service import RunOptions, raise_for_failure
 
 router = APIRouter(tags=["chat"], responses=AUTH_RESPONSES)
@@ -103,12 +102,7 @@ async def chat(request: AgentRequest, runs: RunsDep, state: StateDep, principal:
         return await chat_stream(request, runs, state, principal)
     run = await runs.create(request, principal.key_id, _options(request, stream=False))
     note(team=run.team, session_id=run.session_id, run_id=run.id)
-    try:
-        ended = await runs.wait(run.id)
-    except asyncio.CancelledError:
-        if request.on_disconnect == "cancel" and not state.shutdown.draining.is_set():
-            await asyncio.shield(runs.stop(run.id, RunStatus.CANCELLED))
-        raise
+    ended = await runs.wait(run.id, cancel_if_abandoned=request.on_disconnect == "cancel")
     try:
         raise_for_failure(ended)
     except AgentAPIError as exc:
@@ -140,6 +134,4 @@ async def chat_stream(
     """Send a message to a team and receive its work as Server-Sent Events."""
     run = await runs.create(request, principal.key_id, _options(request, stream=True))
     note(team=run.team, session_id=run.session_id, run_id=run.id)
-    return follow_response(
-        runs, run, state.settings, state.shutdown, cancel_on_disconnect=request.on_disconnect == "cancel"
-    )
+    return follow_response(runs, run, state.settings, cancel_on_disconnect=request.on_disconnect == "cancel")

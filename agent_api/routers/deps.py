@@ -7,12 +7,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, FastAPI, Request, Security
+from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agent_api.agents.registry import TeamRegistry
 from agent_api.config import Settings
-from agent_api.errors import Unauthorized
+from agent_api.errors import RateLimited, Unauthorized
+from agent_api.observability import count_error
 from agent_api.runs.service import RunService
 from agent_api.security import ANONYMOUS, KeyRing, Principal
 from agent_api.services.ratelimit import RequestRateLimiter
@@ -100,3 +104,32 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 RunsDep = Annotated[RunService, Depends(get_runs)]
 SessionsDep = Annotated[SessionManager, Depends(get_sessions)]
+
+
+PRINCIPAL_STATE = "agent_api_principal"
+
+
+class KeyGate:
+    """ASGI: the API keys and rate limit of :func:`authenticate`, in front of an app that is not a
+    FastAPI route (the MCP and A2A servers). The caller is left in the request's state."""
+
+    def __init__(self, app: FastAPI, inner: ASGIApp) -> None:
+        self.app = app
+        self.inner = inner
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state: AppState = self.app.state.agent_api
+        try:
+            principal = await authenticate_headers(state, Headers(scope=scope))
+        except (Unauthorized, RateLimited) as exc:
+            count_error(exc.error_type)
+            await JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)(scope, receive, send)
+            return
+        scope.setdefault("state", {})[PRINCIPAL_STATE] = principal
+        await self.inner(scope, receive, send)
+
+
+def gated_principal(request: Any) -> Principal | None:
+    """The caller a :class:`KeyGate` let through, from a request (or anything with its ``state``)."""
+    principal = getattr(getattr(request, "state", None), PRINCIPAL_STATE, None)
+    return principal if isinstance(principal, Principal) else None

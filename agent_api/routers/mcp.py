@@ -23,18 +23,16 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import BaseModel, Field
-from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from agent_api import __version__
 from agent_api.agents.teams import Team
-from agent_api.errors import AgentAPIError, RateLimited, Unauthorized
-from agent_api.models.chat import MAX_MESSAGE_CHARS, SESSION_ID_PATTERN, AgentRequest
+from agent_api.errors import AgentAPIError
+from agent_api.models.chat import MAX_MESSAGE_CHARS, SESSION_ID_PATTERN, AgentRequest, message_problem
 from agent_api.observability import count_error
-from agent_api.routers.deps import AppState, authenticate_headers
-from agent_api.runs.model import RunStatus
+from agent_api.routers.deps import AppState, KeyGate, gated_principal
 from agent_api.runs.service import RunOptions, raise_for_failure
 from agent_api.security import Principal
 
@@ -42,7 +40,6 @@ log = logging.getLogger(__name__)
 
 PATH = "/mcp"
 PROGRESS_INTERVAL = 0.5  # at most this often a "still writing" progress while tokens stream
-_PRINCIPAL = "agent_api_principal"
 
 
 class TeamAnswer(BaseModel):
@@ -55,9 +52,8 @@ class TeamAnswer(BaseModel):
 
 
 def _principal(ctx: Context) -> Principal:
-    request = ctx.request_context.request
-    principal = getattr(getattr(request, "state", None), _PRINCIPAL, None)
-    if not isinstance(principal, Principal):  # pragma: no cover - the gate sets it on every request
+    principal = gated_principal(ctx.request_context.request)
+    if principal is None:  # pragma: no cover - the gate sets it on every request
         raise ToolError("Not authenticated.")
     return principal
 
@@ -85,8 +81,9 @@ def _ask_tool(state: AppState, team: Team) -> Any:
         ] = None,
     ) -> TeamAnswer:
         principal = _principal(ctx)
-        if not message.strip():
-            raise ToolError("The message is empty.")
+        problem = message_problem(message)
+        if problem is not None:
+            raise ToolError(problem)
         request = AgentRequest(message=message, agent=team.name, session_id=session_id, stream=True)
         try:
             run = await state.runs.create(request, principal.key_id, RunOptions(stream=True))
@@ -106,8 +103,7 @@ def _ask_tool(state: AppState, team: Team) -> Any:
                 await ctx.report_progress(step, None, note)
             ended = await state.runs.get(run.id, principal.key_id)
         except asyncio.CancelledError:  # the client cancelled the call: so does its run
-            if not state.shutdown.draining.is_set():
-                await asyncio.shield(state.runs.stop(run.id, RunStatus.CANCELLED))
+            await state.runs.abandon(run.id)
             raise
         except AgentAPIError as exc:
             raise ToolError(exc.detail) from None
@@ -138,26 +134,6 @@ def build_server(state: AppState) -> MCPServer:
     return server
 
 
-class _Gate:
-    """Authenticates and rate-limits every HTTP request before the MCP SDK sees it."""
-
-    def __init__(self, app: FastAPI, inner: StreamableHTTPASGIApp) -> None:
-        self.app = app
-        self.inner = inner
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state: AppState = self.app.state.agent_api
-        request = Request(scope)
-        try:
-            principal = await authenticate_headers(state, request.headers)
-        except (Unauthorized, RateLimited) as exc:
-            count_error(exc.error_type)
-            await JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)(scope, receive, send)
-            return
-        scope.setdefault("state", {})[_PRINCIPAL] = principal
-        await self.inner(scope, receive, send)
-
-
 @contextlib.asynccontextmanager
 async def serve_mcp(app: FastAPI, state: AppState) -> AsyncIterator[None]:
     """Run the MCP server for the app's lifetime (its session manager lives in the lifespan)."""
@@ -171,7 +147,7 @@ async def serve_mcp(app: FastAPI, state: AppState) -> AsyncIterator[None]:
         # any Host header but localhost's.
         security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
-    app.state.mcp_app = _Gate(app, StreamableHTTPASGIApp(manager))
+    app.state.mcp_app = KeyGate(app, StreamableHTTPASGIApp(manager))
     async with manager.run():
         yield
 

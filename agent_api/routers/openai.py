@@ -8,23 +8,21 @@ their own exception classes.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sse_starlette import EventSourceResponse
 
 from agent_api.errors import AgentAPIError, InvalidField, TeamNotFound, UnknownTeam
 from agent_api.models.chat import SESSION_ID_PATTERN, AgentRequest
 from agent_api.observability import note
 from agent_api.protocols import openai as oai
 from agent_api.routers.deps import PrincipalDep, RunsDep, StateDep
-from agent_api.runs.model import Run, RunStatus
+from agent_api.routers.streams import encode_run, sse_response
+from agent_api.runs.model import Run
 from agent_api.runs.service import RunOptions, RunService, raise_for_failure
-from agent_api.shutdown import Shutdown
 
 PREFIX = "/v1"
 
@@ -151,13 +149,8 @@ async def chat_completions(
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         encoder = oai.ChunkEncoder(run.id, oai.timestamp(run.created_at), run.team, include_usage=include_usage)
-        return EventSourceResponse(
-            _chunks(runs, run, encoder, state.shutdown),
-            ping=state.settings.sse_ping_seconds,
-            shutdown_grace_period=state.settings.shutdown_grace_seconds + 5,
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers},
-        )
-    ended = await _wait(runs, run, state.shutdown)
+        return sse_response(_chunks(runs, run, encoder), state.settings, headers)
+    ended = await runs.wait(run.id, cancel_if_abandoned=True)  # a client that leaves cancels its run
     try:
         raise_for_failure(ended)
     except AgentAPIError as exc:
@@ -168,31 +161,9 @@ async def chat_completions(
     return JSONResponse(answer.model_dump(mode="json", exclude_none=True), headers=headers)
 
 
-async def _wait(runs: RunService, run: Run, shutdown: Shutdown) -> Run:
-    try:
-        return await runs.wait(run.id)
-    except asyncio.CancelledError:  # the client went away: so does its run
-        if not shutdown.draining.is_set():
-            await asyncio.shield(runs.stop(run.id, RunStatus.CANCELLED))
-        raise
-
-
-async def _chunks(runs: RunService, run: Run, encoder: oai.ChunkEncoder, shutdown: Shutdown) -> AsyncIterator[str]:
-    complete = False
-    try:
-        for line in encoder.start():
-            yield line
-        async for entry in runs.follow(run.id):
-            for line in encoder.feed(entry.event, entry.data):
-                yield line
-        complete = True
-    except AgentAPIError as exc:  # reading the run's log failed: the 200 is out, say so in a chunk
-        complete = True
-        for line in encoder.fail(exc.detail, exc.status_code, exc.error_type):
-            yield line
-    finally:
-        if not complete and not shutdown.draining.is_set():
-            await asyncio.shield(runs.stop(run.id, RunStatus.CANCELLED))
+async def _chunks(runs: RunService, run: Run, encoder: oai.ChunkEncoder) -> AsyncIterator[str]:
+    async for line in encode_run(runs, run, encoder, cancel_on_leave=True):
+        yield line
     yield "[DONE]"
 
 

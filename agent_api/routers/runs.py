@@ -104,7 +104,7 @@ async def run_events(
     """Follow a run's events (re-attach with `Last-Event-ID`)."""
     cursor = last_event_id if last_event_id != "0" else after
     run = await runs.get(run_id, principal.key_id)
-    return follow_response(runs, run, state.settings, state.shutdown, after=cursor)
+    return follow_response(runs, run, state.settings, after=cursor)
 
 
 @router.post(

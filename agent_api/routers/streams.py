@@ -2,65 +2,109 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Any, Protocol, TypeVar
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from agent_api.config import Settings
 from agent_api.errors import AgentAPIError
 from agent_api.runs import frames
-from agent_api.runs.model import Run, RunStatus
+from agent_api.runs.model import Run
 from agent_api.runs.service import RunService
-from agent_api.shutdown import Shutdown
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
-async def _events(
-    runs: RunService, run: Run, after: str, *, cancel_on_disconnect: bool, shutdown: Shutdown
-) -> AsyncIterator[ServerSentEvent]:
+
+class FrameEncoder(Protocol[T]):
+    """Turns a run's log into one protocol's frames (native SSE, OpenAI chunks, AG-UI, A2A)."""
+
+    def start(self) -> list[T]:
+        """What goes out before the run's first event."""
+        ...
+
+    def feed(self, event: str, data: str, event_id: str = "") -> list[T]:
+        """What goes out for one event of the run's log."""
+        ...
+
+    def fail(self, error: AgentAPIError) -> list[T]:
+        """The end of a stream whose run could not be followed any more (the 200 has gone out)."""
+        ...
+
+
+async def encode_run(
+    runs: RunService, run: Run, encoder: FrameEncoder[T], *, after: str = "0", cancel_on_leave: bool
+) -> AsyncIterator[T]:
+    """The run's events from after ``after``, as ``encoder`` writes them, until the run ends.
+
+    A reader that leaves before the end cancels the run if ``cancel_on_leave``; a failure to read
+    the log ends the stream with the encoder's failure frames.
+    """
     complete = False
     try:
+        for item in encoder.start():
+            yield item
         async for entry in runs.follow(run.id, after):
-            yield ServerSentEvent(data=entry.data, event=entry.event, id=entry.id)
+            for item in encoder.feed(entry.event, entry.data, entry.id):
+                yield item
         complete = True
     except AgentAPIError as exc:
-        # The 200 has gone out: say what failed in a frame. These frames are not in the run's log,
-        # so they carry no id, and a client that re-attaches resumes after the last real event.
         complete = True
         log.info("following run %s failed: %s", run.id, exc.error_type)
-        for event, data in frames.failure_frames(run.session_id, exc, "unknown"):
-            yield ServerSentEvent(data=data, event=event)
+        for item in encoder.fail(exc):
+            yield item
     finally:
-        # A client that leaves cancels its run, unless it asked otherwise. A server that stops
-        # leaves runs alone: they belong to the workers, and the client can re-attach elsewhere.
-        if cancel_on_disconnect and not complete and not shutdown.draining.is_set():
-            await asyncio.shield(runs.stop(run.id, RunStatus.CANCELLED))
+        if cancel_on_leave and not complete:
+            await runs.abandon(run.id)
 
 
-def follow_response(
-    runs: RunService,
-    run: Run,
-    settings: Settings,
-    shutdown: Shutdown,
-    *,
-    after: str = "0",
-    cancel_on_disconnect: bool = False,
+class NativeFrames:
+    """The frames of ``/chat/stream`` and ``/runs/{id}/events``: the log's events as they are."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    def start(self) -> list[ServerSentEvent]:
+        return []
+
+    def feed(self, event: str, data: str, event_id: str = "") -> list[ServerSentEvent]:
+        return [ServerSentEvent(data=data, event=event, id=event_id)]
+
+    def fail(self, error: AgentAPIError) -> list[ServerSentEvent]:
+        # These frames are not in the run's log, so they carry no id: a client that re-attaches
+        # resumes after the last real event.
+        return [
+            ServerSentEvent(data=data, event=event)
+            for event, data in frames.failure_frames(self.run.session_id, error, "unknown")
+        ]
+
+
+def sse_response(
+    body: AsyncIterator[Any], settings: Settings, headers: dict[str, str], *, media_type: str = "text/event-stream"
 ) -> EventSourceResponse:
-    # sse-starlette rather than a bare StreamingResponse: it notices the client going away, sends
-    # keep-alive comments while the run is quiet, and ends streams when the server shuts down.
+    """A stream of Server-Sent Events, as every stream route sends them.
+
+    sse-starlette rather than a bare StreamingResponse: it notices the client going away, sends
+    keep-alive comments while the run is quiet, and ends streams when the server shuts down. It
+    passes bytes through as they are (for protocols that encode their own events).
+    """
     return EventSourceResponse(
-        _events(runs, run, after, cancel_on_disconnect=cancel_on_disconnect, shutdown=shutdown),
+        body,
         ping=settings.sse_ping_seconds,
         # On shutdown, runs of in-process workers end themselves (error and done frames) once the
         # grace period is over: sse-starlette must not cut their streams off before that.
         shutdown_grace_period=settings.shutdown_grace_seconds + 5,
-        headers={
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-            "X-Run-ID": run.id,
-            "X-Session-ID": run.session_id,
-        },
+        media_type=media_type,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers},
     )
+
+
+def follow_response(
+    runs: RunService, run: Run, settings: Settings, *, after: str = "0", cancel_on_disconnect: bool = False
+) -> EventSourceResponse:
+    """The run's native event stream (``/chat/stream``, ``/runs/{id}/events``)."""
+    body = encode_run(runs, run, NativeFrames(run), after=after, cancel_on_leave=cancel_on_disconnect)
+    return sse_response(body, settings, {"X-Run-ID": run.id, "X-Session-ID": run.session_id})

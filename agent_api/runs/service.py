@@ -219,10 +219,21 @@ class RunService:
                     return
             cursor = entries[-1].id
 
-    async def wait(self, run_id: str) -> Run:
-        """The run once it has ended."""
-        async for _ in self.follow(run_id):
-            pass
+    async def abandon(self, run_id: str) -> None:
+        """The caller waiting on or following the run went away: cancel the run. Not while the
+        service stops: its runs belong to the workers then, and their clients can re-attach."""
+        if not self.shutdown.draining.is_set():
+            await asyncio.shield(self.stop(run_id, RunStatus.CANCELLED))
+
+    async def wait(self, run_id: str, *, cancel_if_abandoned: bool = False) -> Run:
+        """The run once it has ended; with ``cancel_if_abandoned``, a caller that goes away first cancels it."""
+        try:
+            async for _ in self.follow(run_id):
+                pass
+        except asyncio.CancelledError:
+            if cancel_if_abandoned:
+                await self.abandon(run_id)
+            raise
         run = await self.store.get(run_id)
         if run is None:  # gone before its time: only a rollback deletes a run
             raise RunStopped(RunStatus.INTERRUPTED.value)
