@@ -65,6 +65,12 @@ class Settings(BaseSettings):
         description="Seconds a run may take in all (every model call, tool and retry); past it the run fails "
         "run_timeout and saves nothing. 0: no limit.",
     )
+    input_timeout: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Seconds a run waits for a person's answer (human_input, approve_tools) before it fails "
+        "input_timeout. The wait does not count against run_timeout.",
+    )
     run_heartbeat: int = Field(
         default=10, ge=2, le=600, description="Seconds without a worker heartbeat before a run is failed worker_lost."
     )

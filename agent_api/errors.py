@@ -9,6 +9,8 @@
     ├── SessionBusy               409  another run is in progress on the session
     ├── SessionTeamMismatch       409  the session belongs to another team
     ├── RunIdTaken                409  a client-chosen run id (AG-UI's runId) is in use
+    ├── RunNotWaiting             409  input for a run that is not waiting for any
+    ├── WrongInputRequest         409  input that answers another request than the one pending
     ├── UnknownTeam               422  no team of that name
     ├── InvalidField              422  a field's value is refused (a webhook URL, an event cursor)
     ├── RateLimited               429  the key's request rate or concurrent runs (Retry-After)
@@ -18,6 +20,7 @@
     ├── StoreUnavailable          503  Redis cannot be reached (or no connection came free in time)
     ├── ShuttingDown              503  the service is stopping (Retry-After)
     ├── RunTimedOut               504  the run took longer than RUN_TIMEOUT in all
+    ├── InputTimedOut             504  nobody answered the run's request for input within INPUT_TIMEOUT
     └── ModelError                502  the model provider failed or answered with an error
         ├── ModelTimeout          504  the model did not answer within LLM_TIMEOUT
         └── ModelRateLimited      503  the provider rate-limited us (Retry-After passed on)
@@ -236,4 +239,40 @@ class RunTimedOut(AgentAPIError):
     def __init__(self, seconds: float) -> None:
         super().__init__(
             f"The run took longer than {seconds:g} s in all (RUN_TIMEOUT) and was stopped; nothing was saved."
+        )
+
+
+class InputTimedOut(AgentAPIError):
+    """The run asked a person and nobody answered within ``INPUT_TIMEOUT``."""
+
+    status_code = 504
+    error_type = "input_timeout"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"Nobody answered the run's request for input within {seconds:g} s (INPUT_TIMEOUT); the run was "
+            "stopped and nothing was saved."
+        )
+
+
+class RunNotWaiting(AgentAPIError):
+    """Input was sent for a run that is not waiting for any."""
+
+    status_code = 409
+    error_type = "not_waiting"
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"The run is not waiting for input (its status is {status}); nothing was changed.")
+
+
+class WrongInputRequest(AgentAPIError):
+    """Input that answers another request than the one the run waits on (an old one, or a typo)."""
+
+    status_code = 409
+    error_type = "wrong_request"
+
+    def __init__(self, pending: str) -> None:
+        super().__init__(
+            f"The run waits on request {pending}, not the one answered; nothing was changed. "
+            "Read the pending request at GET /runs/{run_id}."
         )

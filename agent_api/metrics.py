@@ -55,7 +55,8 @@ SESSION_AGE = Histogram(
 ERRORS = Counter(
     "agent_api_errors_total",
     "Errors by type: validation, auth, rate_limit, conflict, not_found, model_not_found, method_not_allowed, "
-    "too_large, unsupported_media_type, run_timeout, upstream_timeout, upstream_error, upstream_rate_limit, "
+    "too_large, unsupported_media_type, run_timeout, input_timeout, not_waiting, wrong_request, upstream_timeout, "
+    "upstream_error, upstream_rate_limit, "
     "store, cancel, shutdown, agent, worker_lost, internal.",
     ["type"],
 )
@@ -65,11 +66,16 @@ RUN_QUEUED = Histogram(
     "Time a run waited between its creation and a worker starting it.",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
-QUEUE_DEPTH = Gauge(
-    "agent_api_run_queue_depth", "Runs waiting in the job queue for a worker.", multiprocess_mode="max"
+QUEUE_DEPTH = Gauge("agent_api_run_queue_depth", "Runs waiting in the job queue for a worker.", multiprocess_mode="max")
+LIVE_WORKERS = Gauge("agent_api_run_workers", "Run workers that reported in the last minute.", multiprocess_mode="max")
+RUNS_WAITING = Gauge(
+    "agent_api_runs_waiting_for_input", "Runs waiting for a person's input.", ["team"], multiprocess_mode="livesum"
 )
-LIVE_WORKERS = Gauge(
-    "agent_api_run_workers", "Run workers that reported in the last minute.", multiprocess_mode="max"
+INPUT_WAIT = Histogram(
+    "agent_api_input_wait_seconds",
+    "How long runs waited for a person's input, by outcome (answered, timeout, cancelled).",
+    ["team", "outcome"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
 )
 CACHE = Counter("agent_api_llm_cache_requests_total", "Model requests looked up in the response cache.", ["result"])
 

@@ -142,6 +142,7 @@ async def start_workers(
         worker_id=worker_id(),
         model=llm.model,
         run_timeout=runtime.settings.run_timeout or None,
+        input_timeout=runtime.settings.input_timeout,
     )
     dispatcher = runtime.dispatcher
     grace = runtime.settings.shutdown_grace_seconds
@@ -156,11 +157,16 @@ async def start_workers(
         tasks.append(asyncio.get_running_loop().create_task(worker.start()))
         workers.append(worker)
 
-    listener = asyncio.get_running_loop().create_task(dispatcher.listen_for_cancels())
+    loop = asyncio.get_running_loop()
+    listeners = [
+        loop.create_task(dispatcher.listen_for_cancels()),
+        loop.create_task(runtime.store.listen_for_answers()),
+    ]
 
     async def stop(grace: float) -> None:
         await asyncio.gather(*(dispatcher.stop_gracefully(w, grace) for w in workers))
-        listener.cancel()
+        for listener in listeners:
+            listener.cancel()
 
     stack.push_async_callback(stop, grace)
     return Workers(tasks, stop)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from agent_api.models.chat import ChatMessage, Usage
 
@@ -40,6 +42,43 @@ class ToolResultEvent:
     agent: str
     call_id: str
     content: str
+
+
+@dataclass(frozen=True)
+class InputReply:
+    """A person's answer: ``content`` for a message request, ``approved`` (and ``reason``) for an approval."""
+
+    content: str = ""
+    approved: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class InputRequest:
+    """The team waits for a person: a message to write, or a tool call to approve.
+
+    The thread running the team blocks on ``reply`` until whoever consumes the run's events
+    sets its result (or cancels it: the run is then cancelled).
+    """
+
+    request_id: str
+    kind: Literal["message", "approval"]
+    prompt: str
+    agent: str
+    tool_call: dict[str, Any] | None = None
+    reply: Future[InputReply] = field(default_factory=Future, compare=False, repr=False)
+
+    def describe(self) -> dict[str, Any]:
+        """The request as callers see it (the ``input_request`` frame, the run record)."""
+        described: dict[str, Any] = {
+            "request_id": self.request_id,
+            "kind": self.kind,
+            "prompt": self.prompt,
+            "agent": self.agent,
+        }
+        if self.tool_call is not None:
+            described["tool_call"] = self.tool_call
+        return described
 
 
 @dataclass

@@ -15,6 +15,8 @@ A team file::
       speaker_selection: round_robin     # or auto
       max_rounds: 6
     answer_from: writer                  # optional; default: the last agent
+    human_input: never                   # optional: never, always or on_terminate (a person is asked)
+    approve_tools: [calculator]          # optional: these tools' calls wait for a person's approval
 
 Teams that need code are Python: a module named in ``TEAM_PLUGINS`` exposes ``teams()`` returning
 :class:`~agent_api.agents.teams.Team` objects (and may register tools first).
@@ -79,6 +81,8 @@ class TeamFile(BaseModel):
     agents: list[AgentFile] = Field(min_length=1)
     group: GroupFile | None = None
     answer_from: str | None = None
+    human_input: Literal["never", "always", "on_terminate"] = "never"
+    approve_tools: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> TeamFile:
@@ -93,12 +97,22 @@ class TeamFile(BaseModel):
             raise ValueError("'group' options apply to group teams only")
         if self.answer_from is not None and self.answer_from not in names:
             raise ValueError(f"answer_from {self.answer_from!r} is not one of the agents {names}")
+        used = {tool for agent in self.agents for tool in agent.tools}
+        unused = [tool for tool in self.approve_tools if tool not in used]
+        if unused:
+            raise ValueError(f"approve_tools {unused} are not tools of any agent of the team ({sorted(used)})")
         return self
 
     def build(self) -> Team:
         specs = [AgentSpec(a.name, a.system_message, a.description, tuple(a.tools), dict(a.model)) for a in self.agents]
         if self.pattern == "pair":
-            return PairTeam(self.name, self.description, specs[0])
+            return PairTeam(
+                self.name,
+                self.description,
+                specs[0],
+                human_input=self.human_input,
+                approve_tools=self.approve_tools,
+            )
         group = self.group or GroupFile()
         return GroupTeam(
             self.name,
@@ -107,6 +121,8 @@ class TeamFile(BaseModel):
             speaker_selection=group.speaker_selection,
             max_rounds=group.max_rounds,
             answer_from=self.answer_from,
+            human_input=self.human_input,
+            approve_tools=self.approve_tools,
         )
 
 

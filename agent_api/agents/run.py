@@ -7,13 +7,16 @@ through agent hooks. The same hooks stop a cancelled run.
 
 from __future__ import annotations
 
+import json
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError, Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import autogen
 from autogen.events.client_events import StreamEvent
@@ -21,6 +24,8 @@ from autogen.io.base import IOStream
 
 from agent_api.agents.cache import RunCache
 from agent_api.agents.events import (
+    InputReply,
+    InputRequest,
     MessageEvent,
     RunEvent,
     RunOutcome,
@@ -28,7 +33,7 @@ from agent_api.agents.events import (
     ToolCallEvent,
     ToolResultEvent,
 )
-from agent_api.agents.messages import from_autogen, is_termination, usage_of
+from agent_api.agents.messages import from_autogen, is_termination, strip_termination, usage_of
 from agent_api.agents.tokens import REPLY_SEPARATOR, ReplyShaper
 from agent_api.errors import RunCancelled
 from agent_api.models.chat import ChatMessage
@@ -48,17 +53,50 @@ class TeamRun:
     llm_config: dict[str, Any]
     # For agents that must not stream (a group chat's speaker selection): their words are not the answer.
     quiet_llm_config: dict[str, Any] = field(default_factory=dict)
-    emit: Callable[[RunEvent], None] = lambda event: None
+    emit: Callable[[RunEvent | InputRequest], None] = lambda event: None
     cancelled: threading.Event = field(default_factory=threading.Event)
     answerers: set[str] = field(default_factory=set)
     cache: RunCache | None = None
     speaker: str = ""
     sent: list[tuple[str, datetime]] = field(default_factory=list)
+    # What a person asked for input answers: the last agent message, and the tool calls not yet run.
+    last_message: tuple[str, str] = ("", "")
+    pending_calls: list[dict[str, str]] = field(default_factory=list)
+    _waiting: Future[InputReply] | None = None
     _shapers: dict[bool, ReplyShaper] = field(default_factory=lambda: {True: ReplyShaper(), False: ReplyShaper()})
 
     def check_cancelled(self) -> None:
         if self.cancelled.is_set():
             raise RunCancelled()
+
+    def ask(
+        self, kind: Literal["message", "approval"], prompt: str, agent: str, tool_call: dict[str, str] | None = None
+    ) -> InputReply:
+        """Wait (in the team's thread) for a person's answer; a cancel stops the wait with RunCancelled."""
+        self.check_cancelled()
+        request = InputRequest("req_" + secrets.token_urlsafe(12), kind, prompt, agent, tool_call)
+        self._waiting = request.reply
+        try:
+            self.check_cancelled()  # a cancel that came before _waiting was set has not cancelled it
+            self.emit(request)
+            return request.reply.result()
+        except CancelledError:
+            raise RunCancelled() from None
+        finally:
+            self._waiting = None
+
+    def stop_waiting(self) -> None:
+        """Wake a thread waiting for a person's answer (the run was cancelled)."""
+        waiting = self._waiting
+        if waiting is not None:
+            waiting.cancel()
+
+    def take_call(self, name: str, arguments: dict[str, Any]) -> dict[str, str]:
+        """The model's call of tool ``name`` about to run (the first not yet run), as the stream showed it."""
+        for i, call in enumerate(self.pending_calls):
+            if call["name"] == name:
+                return self.pending_calls.pop(i)
+        return {"id": "", "name": name, "arguments": json.dumps(arguments)}
 
     def on_token(self, token: str) -> None:
         answering = self.speaker in self.answerers
@@ -99,7 +137,14 @@ class RunIOStream:
                 self.run.on_token(text)
 
     def input(self, prompt: str = "", *, password: bool = False) -> str:
-        return ""
+        """AutoGen asks a person (a human input mode): the run waits for an answer from the API.
+
+        AutoGen's own prompt is written for a console; the person is shown the message they are
+        answering instead. Their words go back as AutoGen expects: empty to let the team go on
+        by itself (or end, after a final answer), ``exit`` to end the conversation.
+        """
+        agent, text = self.run.last_message
+        return self.run.ask("message", text, agent).content
 
 
 @contextmanager
@@ -121,11 +166,14 @@ def _report_message(run: TeamRun, sender: str, message: dict[str, Any] | str, wh
     oai["role"] = role_of(oai)
     for call in oai.get("tool_calls") or []:
         function = call.get("function") or {}
-        run.emit(
-            ToolCallEvent(
-                sender, str(call.get("id", "")), str(function.get("name", "")), str(function.get("arguments", ""))
-            )
+        event = ToolCallEvent(
+            sender, str(call.get("id", "")), str(function.get("name", "")), str(function.get("arguments", ""))
         )
+        run.pending_calls.append({"id": event.call_id, "name": event.name, "arguments": event.arguments})
+        run.emit(event)
+    text = oai.get("content")
+    if sender != USER and isinstance(text, str) and text and oai["role"] == "assistant":
+        run.last_message = (sender, strip_termination(text))
     for response in oai.get("tool_responses") or []:
         run.emit(ToolResultEvent(sender, str(response.get("tool_call_id", "")), str(response.get("content", ""))))
     for chat_message in from_autogen(oai, name=sender, timestamp=when):

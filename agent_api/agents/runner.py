@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -15,7 +15,7 @@ import openai
 import pydantic
 
 from agent_api.agents.cache import ResponseCache, RunCache
-from agent_api.agents.events import RunEvent, RunOutcome
+from agent_api.agents.events import InputReply, InputRequest, RunEvent, RunOutcome
 from agent_api.agents.llm import LLMProvider
 from agent_api.agents.messages import trim_history
 from agent_api.agents.run import TeamRun
@@ -97,8 +97,11 @@ class TeamRunner:
         stream: bool,
         stop: asyncio.Event | None = None,
         llm_params: Mapping[str, Any] | None = None,
-    ) -> AsyncIterator[RunEvent | RunFinished]:
+    ) -> AsyncGenerator[RunEvent | InputRequest | RunFinished]:
         """Run the team; yield its events as they happen, then a :class:`RunFinished`.
+
+        An :class:`InputRequest` means the team waits for a person: the caller sets its ``reply``
+        (the team's thread waits on it) before it reads on.
 
         Closing the iterator early (the caller went away) cancels the run: the model stream is
         dropped at the next token and no further model call starts. So does ``stop`` being set
@@ -119,7 +122,7 @@ class TeamRunner:
             cache=RunCache(self.cache) if self.cache is not None and not history else None,
         )
 
-        def emit(event: RunEvent) -> None:
+        def emit(event: RunEvent | InputRequest) -> None:
             if not run.cancelled.is_set():
                 loop.call_soon_threadsafe(queue.put_nowait, event)
 
@@ -143,6 +146,7 @@ class TeamRunner:
             yield RunFinished(await future)
         finally:
             run.cancelled.set()
+            run.stop_waiting()
             if stopped is not None:
                 stopped.cancel()
             # A run abandoned by its caller still ends (cancelled) in its thread: collect its
@@ -162,6 +166,8 @@ class TeamRunner:
         async for item in self.events(team, history, message, max_turns, stream=False, stop=stop):
             if isinstance(item, RunFinished):
                 return item.outcome
+            if isinstance(item, InputRequest):  # nobody to ask here: the person stays silent
+                item.reply.set_result(InputReply())
         raise AgentRunError()  # pragma: no cover - events always ends with RunFinished
 
     async def warm_up(self, teams: Sequence[Team]) -> None:

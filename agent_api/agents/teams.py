@@ -11,8 +11,10 @@ AutoGen pair) and :class:`GroupTeam` (several assistants in a ``GroupChat`` run 
 
 from __future__ import annotations
 
+import functools
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,6 +27,35 @@ from agent_api.agents.tools import get_tool
 from agent_api.models.chat import ChatMessage
 
 CONTINUE = "Please continue. When your answer is complete, put TERMINATE at the end of it."
+
+HumanInput = Literal["never", "always", "on_terminate"]
+# AutoGen's human input modes, by the names team files use.
+HUMAN_INPUT_MODES: dict[str, Literal["NEVER", "ALWAYS", "TERMINATE"]] = {
+    "never": "NEVER",
+    "always": "ALWAYS",
+    "on_terminate": "TERMINATE",
+}
+
+
+def refusal(name: str, reason: str) -> str:
+    """What the agent reads instead of a tool's result when a person denies the call."""
+    because = f" Their reason: {reason}" if reason else ""
+    return f"The user denied this call of {name}; the tool was not run.{because}"
+
+
+def approval_required(run: TeamRun, agent: str, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function``, run only once a person approves the call; a denial answers with :func:`refusal`."""
+
+    @functools.wraps(function)
+    def guarded(**arguments: Any) -> Any:
+        call = run.take_call(name, arguments)
+        prompt = f"{agent} wants to run {name} with {call['arguments'] or json.dumps(arguments)}."
+        reply = run.ask("approval", prompt, agent, tool_call=call)
+        if not reply.approved:
+            return refusal(name, reply.reason)
+        return function(**arguments)
+
+    return guarded
 
 
 @dataclass(frozen=True)
@@ -61,17 +92,23 @@ class AgentSpec:
             llm_config=self.llm_config(base_llm_config),
         )
 
-    def attach_tools(self, executor: autogen.ConversableAgent) -> None:
-        """Let ``executor`` run this agent's tool calls (the model learns of them from llm_config)."""
-        if self.tools:
-            executor.register_function({name: get_tool(name).function for name in self.tools}, silent_override=True)
+    def attach_tools(self, executor: autogen.ConversableAgent, run: TeamRun, approve: Collection[str] = ()) -> None:
+        """Let ``executor`` run this agent's tool calls (the model learns of them from llm_config);
+        calls of the tools named in ``approve`` wait for a person's approval first."""
+        functions: dict[str, Callable[..., Any]] = {}
+        for name in self.tools:
+            function = get_tool(name).function
+            functions[name] = approval_required(run, self.name, name, function) if name in approve else function
+        if functions:
+            executor.register_function(functions, silent_override=True)
 
 
-def user_proxy(max_turns: int) -> autogen.UserProxyAgent:
-    """Stands in for the caller: never asks a human, never runs code, nudges on when asked."""
+def user_proxy(max_turns: int, human_input: HumanInput = "never") -> autogen.UserProxyAgent:
+    """Stands in for the caller: asks a person as the team says (through the run), never runs
+    code, nudges the assistant on when it stops before its answer is complete."""
     return autogen.UserProxyAgent(
         name=USER,
-        human_input_mode="NEVER",
+        human_input_mode=HUMAN_INPUT_MODES[human_input],
         code_execution_config=False,
         llm_config=False,
         is_termination_msg=is_termination,
@@ -85,9 +122,13 @@ class Team(ABC):
 
     pattern: str = ""
 
-    def __init__(self, name: str, description: str) -> None:
+    def __init__(
+        self, name: str, description: str, *, human_input: HumanInput = "never", approve_tools: Sequence[str] = ()
+    ) -> None:
         self.name = name
         self.description = description
+        self.human_input: HumanInput = human_input  # where a person is asked (AutoGen's human input mode)
+        self.approve_tools = frozenset(approve_tools)  # tools whose calls wait for a person's approval
 
     @property
     @abstractmethod
@@ -104,7 +145,13 @@ class Team(ABC):
         return 1
 
     def describe(self) -> dict[str, Any]:
-        return {}
+        """Pattern-specific facts for ``GET /agents``."""
+        described: dict[str, Any] = {}
+        if self.human_input != "never":
+            described["human_input"] = self.human_input
+        if self.approve_tools:
+            described["approve_tools"] = sorted(self.approve_tools)
+        return described
 
     @abstractmethod
     def run(self, run: TeamRun) -> RunOutcome:
@@ -119,8 +166,16 @@ class PairTeam(Team):
 
     pattern = "pair"
 
-    def __init__(self, name: str, description: str, assistant: AgentSpec) -> None:
-        super().__init__(name, description)
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        assistant: AgentSpec,
+        *,
+        human_input: HumanInput = "never",
+        approve_tools: Sequence[str] = (),
+    ) -> None:
+        super().__init__(name, description, human_input=human_input, approve_tools=approve_tools)
         self.assistant = assistant
 
     @property
@@ -130,8 +185,8 @@ class PairTeam(Team):
     def run(self, run: TeamRun) -> RunOutcome:
         run.answerers = set(self.answering_agents)
         assistant = self.assistant.build(run.llm_config)
-        proxy = user_proxy(run.max_turns)
-        self.assistant.attach_tools(executor=proxy)
+        proxy = user_proxy(run.max_turns, self.human_input)
+        self.assistant.attach_tools(proxy, run, self.approve_tools)
         instrument(run, [assistant, proxy])
         for message in run.history:
             assistant.chat_messages[proxy].append(to_autogen(message))
@@ -175,8 +230,10 @@ class GroupTeam(Team):
         speaker_selection: SpeakerSelection = "round_robin",
         max_rounds: int | None = None,
         answer_from: str | None = None,
+        human_input: HumanInput = "never",
+        approve_tools: Sequence[str] = (),
     ) -> None:
-        super().__init__(name, description)
+        super().__init__(name, description, human_input=human_input, approve_tools=approve_tools)
         if len(agents) < 2:
             raise ValueError("a group needs at least two agents")
         self._agents = list(agents)
@@ -199,20 +256,25 @@ class GroupTeam(Team):
         return 1 + [spec.name for spec in self._agents].index(self.answer_from)
 
     def describe(self) -> dict[str, Any]:
-        return {"speaker_selection": self.speaker_selection, "max_rounds": self.max_rounds}
+        return {"speaker_selection": self.speaker_selection, "max_rounds": self.max_rounds, **super().describe()}
 
     def run(self, run: TeamRun) -> RunOutcome:
         run.answerers = set(self.answering_agents)
         assistants: list[autogen.ConversableAgent] = [spec.build(run.llm_config) for spec in self._agents]
         for spec, agent in zip(self._agents, assistants, strict=True):
-            spec.attach_tools(executor=agent)
-        proxy = user_proxy(1)
+            spec.attach_tools(agent, run, self.approve_tools)
+        proxy = user_proxy(1, self.human_input)
+        # With a person in the loop the user's seat is in the group (after the answering agent),
+        # and the person's turns do not count against the agents' rounds.
+        asks = self.human_input != "never"
+        members: list[autogen.Agent] = [*assistants, proxy] if asks else list(assistants)
+        rounds = min(self.max_rounds, run.max_turns)
         history = [to_group_message(m) for m in run.history]
         groupchat = autogen.GroupChat(
-            agents=list[autogen.Agent](assistants),
+            agents=members,
             messages=list(history),
-            max_round=1 + min(self.max_rounds, run.max_turns),
-            speaker_selection_method=self._selector(assistants),
+            max_round=1 + (2 * rounds if asks else rounds),
+            speaker_selection_method=self._selector(assistants, proxy if asks else None),
             select_speaker_auto_llm_config=run.quiet_llm_config,
             allow_repeat_speaker=True,
         )
@@ -222,7 +284,8 @@ class GroupTeam(Team):
 
         def answered(message: dict[str, Any]) -> bool:
             # The answering agent ends the turn; a TERMINATE from another agent (or the caller) does not.
-            return message.get("name") in answerers and is_termination(message)
+            # With a person in the loop the person ends it (the user's seat then gives no reply).
+            return not asks and message.get("name") in answerers and is_termination(message)
 
         manager = autogen.GroupChatManager(
             groupchat=groupchat, llm_config=run.quiet_llm_config, is_termination_msg=answered, silent=True
@@ -242,15 +305,19 @@ class GroupTeam(Team):
             )
         return collect_outcome(run, groupchat.messages[len(history) :], [*assistants, manager])
 
-    def _selector(self, assistants: list[autogen.ConversableAgent]) -> Any:
+    def _selector(self, assistants: list[autogen.ConversableAgent], person: autogen.Agent | None) -> Any:
         method = self.speaker_selection
         order = {agent.name: i for i, agent in enumerate(assistants)}
+        human_input = self.human_input
 
         def select(last_speaker: autogen.Agent, groupchat: autogen.GroupChat) -> autogen.Agent | str:
             last = groupchat.messages[-1] if groupchat.messages else {}
             if last.get("tool_calls") or last.get("tool_responses") or last.get("role") == "tool":
                 # The caller executes its own tool call, then speaks again with the result.
                 return last_speaker if last_speaker in assistants else assistants[0]
+            if person is not None and last_speaker.name == self.answer_from:
+                if human_input == "always" or is_termination(last):
+                    return person  # the user's seat: the person answers the answering agent
             if method == "auto":
                 return "auto"
             if last_speaker.name not in order:  # the caller just spoke: start from the first

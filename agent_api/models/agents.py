@@ -24,6 +24,10 @@ class TeamInfo(BaseModel):
     speaker_selection: Literal["round_robin", "auto"] | None = None
     max_rounds: int | None = None
     min_turns: int = Field(default=1, description="The smallest max_turns the team accepts (its answerer's turn).")
+    human_input: Literal["always", "on_terminate"] | None = Field(
+        default=None, description="When the team asks a person (absent: never); see POST /runs/{run_id}/input."
+    )
+    approve_tools: list[str] | None = Field(default=None, description="Tools whose calls wait for a person's approval.")
     default: bool = Field(description="True for the team used when a request names none.")
 
 

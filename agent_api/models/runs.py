@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agent_api.models.chat import AgentRequest, ChatMessage, Usage
+from agent_api.models.chat import MAX_MESSAGE_CHARS, AgentRequest, ChatMessage, Usage
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 RunStatusName = Literal["queued", "running", "requires_input", "succeeded", "failed", "cancelled", "interrupted"]
@@ -52,6 +52,68 @@ class RunRequest(AgentRequest):
         return value
 
 
+INPUT_REQUEST_ID_PATTERN = r"^req_[A-Za-z0-9_-]{1,32}$"
+
+
+class ToolCallInfo(BaseModel):
+    """A tool call waiting for approval, as the model made it."""
+
+    id: str
+    name: str
+    arguments: str = Field(description="The arguments as the model wrote them (JSON text).")
+
+
+class InputRequestInfo(BaseModel):
+    """What a run waiting for a person (``requires_input``) asks."""
+
+    request_id: str = Field(description="Answer this request with POST /runs/{run_id}/input.")
+    kind: Literal["message", "approval"] = Field(
+        description="message: write the team's next user message; approval: allow or deny a tool call."
+    )
+    prompt: str = Field(description="The agent's message the person answers, or the tool call to approve.")
+    agent: str = Field(description="The agent asking.")
+    tool_call: ToolCallInfo | None = Field(default=None, description="approval: the call that waits.")
+
+
+class InputAnswer(BaseModel):
+    """A person's answer to the request a run waits on: ``content`` for a message, ``approved`` for an approval."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {"request_id": "req_4Jk0y6mXQ2m1xS9v", "content": "Paris, and keep it short."},
+                {"request_id": "req_4Jk0y6mXQ2m1xS9v", "approved": False, "reason": "Not on the live system."},
+            ]
+        },
+    )
+
+    request_id: str = Field(pattern=INPUT_REQUEST_ID_PATTERN, description="The pending request's id.")
+    content: str | None = Field(
+        default=None,
+        max_length=MAX_MESSAGE_CHARS,
+        description="message: the person's words for the team. Empty lets the team go on by itself (or end, "
+        "after a final answer); 'exit' ends the conversation.",
+    )
+    approved: bool | None = Field(default=None, description="approval: true runs the tool call, false refuses it.")
+    reason: str | None = Field(
+        default=None, max_length=1000, description="approval: why, for the agent to read with a refusal."
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> InputAnswer:
+        if (self.content is None) == (self.approved is None):
+            raise ValueError("give either content (to answer a message request) or approved (for an approval)")
+        if self.reason is not None and self.approved is None:
+            raise ValueError("reason goes with approved")
+        return self
+
+    @property
+    def kind(self) -> Literal["message", "approval"]:
+        return "message" if self.content is not None else "approval"
+
+
 class RunResult(BaseModel):
     """What a succeeded run produced."""
 
@@ -86,6 +148,9 @@ class RunResponse(BaseModel):
         default=None,
         description="True for a stateless run (an OpenAI-style completion): it brought its own history and saved "
         "nothing; its session_id names no stored session.",
+    )
+    input_request: InputRequestInfo | None = Field(
+        default=None, description="When requires_input: what the run waits on (answer with POST /runs/{run_id}/input)."
     )
     result: RunResult | None = Field(default=None, description="When succeeded.")
     error: RunError | None = Field(default=None, description="When failed, cancelled or interrupted.")

@@ -8,7 +8,18 @@ from pydantic import BaseModel, Field
 
 from agent_api.models.chat import ChatMessage, Usage
 
-FrameType = Literal["session", "token", "message", "tool_call", "tool_result", "usage", "error", "done"]
+FrameType = Literal[
+    "session",
+    "token",
+    "message",
+    "tool_call",
+    "tool_result",
+    "input_request",
+    "input_response",
+    "usage",
+    "error",
+    "done",
+]
 
 
 class StreamFrameData(BaseModel):
@@ -28,6 +39,15 @@ class StreamFrameData(BaseModel):
     message: ChatMessage | None = Field(default=None, description="message: an agent's complete message.")
     tool_call: dict[str, Any] | None = None
     tool_result: dict[str, Any] | None = None
+    input_request: dict[str, Any] | None = Field(
+        default=None,
+        description="input_request: the run waits for a person ({request_id, kind, prompt, agent, tool_call?}); "
+        "answer with POST /runs/{run_id}/input.",
+    )
+    input_response: dict[str, Any] | None = Field(
+        default=None,
+        description="input_response: the request was answered ({request_id, kind, approved?}); the run goes on.",
+    )
     response: str | None = Field(default=None, description="done: the final answer.")
     turns_used: int | None = None
     finished: bool | None = None

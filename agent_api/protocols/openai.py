@@ -355,4 +355,3 @@ class ChunkEncoder:
 
 def timestamp(when: datetime) -> int:
     return int(when.timestamp())
-

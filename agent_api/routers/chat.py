@@ -20,8 +20,10 @@ router = APIRouter(tags=["chat"], responses=AUTH_RESPONSES)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "Unknown or expired session."},
-    409: {"description": "The session is running another turn (see `if_busy`), belongs to another team, or the run "
-        "was cancelled or interrupted."},
+    409: {
+        "description": "The session is running another turn (see `if_busy`), belongs to another team, or the run "
+        "was cancelled or interrupted."
+    },
     413: {"description": "The request body is too large."},
     422: {"description": "Invalid request; `detail` names the field."},
     502: {"description": "The model provider failed; the session was not changed."},

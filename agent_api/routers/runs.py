@@ -11,6 +11,7 @@ from agent_api.models.chat import SESSION_ID_PATTERN
 from agent_api.models.runs import (
     EVENT_ID_PATTERN,
     RUN_ID_PATTERN,
+    InputAnswer,
     KeyRunList,
     RunList,
     RunRequest,
@@ -107,12 +108,25 @@ async def run_events(
     return follow_response(runs, run, state.settings, after=cursor)
 
 
-@router.post(
-    "/runs/{run_id}/cancel", response_model=RunResponse, response_model_exclude_none=True, responses=NOT_FOUND
-)
+@router.post("/runs/{run_id}/cancel", response_model=RunResponse, response_model_exclude_none=True, responses=NOT_FOUND)
 async def cancel_run(run_id: RunId, runs: RunsDep, principal: PrincipalDep) -> RunResponse:
     """Stop a run; nothing of it is saved. Answers with the run once it has stopped."""
     return run_response(await runs.cancel(run_id, principal.key_id))
+
+
+@router.post(
+    "/runs/{run_id}/input",
+    response_model=RunResponse,
+    response_model_exclude_none=True,
+    responses={
+        **NOT_FOUND,
+        409: {"description": "The run is not waiting for input, or waits on another request (`request_id`)."},
+        422: {"description": "Invalid answer, or the wrong kind for the pending request (content vs approved)."},
+    },
+)
+async def answer_run(run_id: RunId, answer: InputAnswer, runs: RunsDep, principal: PrincipalDep) -> RunResponse:
+    """Answer the request a `requires_input` run waits on; the run goes on (any API process may answer)."""
+    return run_response(await runs.answer(run_id, principal.key_id, answer))
 
 
 @router.get(

@@ -14,11 +14,20 @@ import logging
 import time
 from typing import Any
 
-from agent_api.agents.events import RunEvent, RunOutcome, TokenEvent
+from agent_api.agents.events import InputReply, InputRequest, RunEvent, RunOutcome, TokenEvent
 from agent_api.agents.registry import TeamRegistry
 from agent_api.agents.runner import RunFinished, TeamRunner
-from agent_api.errors import AgentAPIError, AgentRunError, RunStopped, RunTimedOut, ShuttingDown
-from agent_api.metrics import RUN_DURATION, RUN_QUEUED, RUN_TURNS, RUNS_IN_FLIGHT, SESSION_TURNS, record_usage
+from agent_api.errors import AgentAPIError, AgentRunError, InputTimedOut, RunStopped, RunTimedOut, ShuttingDown
+from agent_api.metrics import (
+    INPUT_WAIT,
+    RUN_DURATION,
+    RUN_QUEUED,
+    RUN_TURNS,
+    RUNS_IN_FLIGHT,
+    RUNS_WAITING,
+    SESSION_TURNS,
+    record_usage,
+)
 from agent_api.models.chat import ChatMessage
 from agent_api.runs import frames
 from agent_api.runs.lifecycle import RunLifecycle
@@ -39,12 +48,18 @@ class EventWriter:
     def __init__(self, store: RunStore, run: Run) -> None:
         self.store = store
         self.run = run
-        self._queue: asyncio.Queue[RunEvent | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[RunEvent | asyncio.Future[None] | None] = asyncio.Queue()
         self._task = asyncio.get_running_loop().create_task(self._write())
         self._last_write = 0.0
 
     def add(self, event: RunEvent) -> None:
         self._queue.put_nowait(event)
+
+    async def flush(self) -> None:
+        """Wait until every event added so far is written."""
+        written = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(written)
+        await written
 
     async def close(self) -> None:
         """Write what is pending and stop."""
@@ -60,21 +75,34 @@ class EventWriter:
             first = await self._queue.get()
             if first is None:
                 return
-            batch = [first]
+            flushed: list[asyncio.Future[None]] = []
+            batch: list[RunEvent] = []
+            if isinstance(first, asyncio.Future):
+                flushed.append(first)
+            else:
+                batch.append(first)
             if isinstance(first, TokenEvent):
                 # Within the window after the last write, wait for the window's end to gather more.
                 wait = self._last_write + COALESCE_SECONDS - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
-            while not self._queue.empty():
+            while not self._queue.empty() and not flushed:
                 item = self._queue.get_nowait()
                 if item is None:
                     closing = True
                     break
-                batch.append(item)
-            sid = self.run.session_id
-            await self.store.append(self.run.id, frames.merge_tokens([(e, frames.encode(sid, e)) for e in batch], sid))
-            self._last_write = time.monotonic()
+                if isinstance(item, asyncio.Future):
+                    flushed.append(item)
+                else:
+                    batch.append(item)
+            if batch:
+                sid = self.run.session_id
+                encoded = [(e, frames.encode(sid, e)) for e in batch]
+                await self.store.append(self.run.id, frames.merge_tokens(encoded, sid))
+                self._last_write = time.monotonic()
+            for waiter in flushed:
+                if not waiter.done():
+                    waiter.set_result(None)
 
 
 class RunExecutor:
@@ -91,6 +119,7 @@ class RunExecutor:
         worker_id: str,
         model: str,
         run_timeout: float | None = None,
+        input_timeout: float = 3600.0,
     ) -> None:
         self.store = store
         self.lifecycle = lifecycle
@@ -100,6 +129,7 @@ class RunExecutor:
         self.worker_id = worker_id
         self.model = model
         self.run_timeout = run_timeout
+        self.input_timeout = input_timeout
 
     async def execute(self, run_id: str) -> None:
         run = await self.store.start(run_id, self.worker_id)
@@ -122,7 +152,7 @@ class RunExecutor:
         try:
             # The deadline cancels the team like a caller leaving would: no further model call starts.
             async with deadline:
-                outcome = await self._run_team(run, writer)
+                outcome = await self._run_team(run, writer, deadline)
             await writer.close()
         except asyncio.CancelledError:
             writer.abandon()
@@ -151,7 +181,7 @@ class RunExecutor:
                 await save
             raise
 
-    async def _run_team(self, run: Run, writer: EventWriter) -> RunOutcome:
+    async def _run_team(self, run: Run, writer: EventWriter, deadline: asyncio.Timeout) -> RunOutcome:
         if run.history is not None:
             history = [ChatMessage.model_validate(m) for m in run.history]
         else:
@@ -161,14 +191,46 @@ class RunExecutor:
         events = self.runner.events(
             team, history, run.message, run.max_turns, stream=run.stream, llm_params=run.llm_params
         )
-        async for item in events:
-            if isinstance(item, RunFinished):
-                outcome = item.outcome
-            else:
-                writer.add(item)
+        async with contextlib.aclosing(events):
+            async for item in events:
+                if isinstance(item, RunFinished):
+                    outcome = item.outcome
+                elif isinstance(item, InputRequest):
+                    item.reply.set_result(await self._ask(run, item, writer, deadline))
+                else:
+                    writer.add(item)
         if outcome is None:  # pragma: no cover - events always ends with RunFinished
             raise AgentRunError()
         return outcome
+
+    async def _ask(self, run: Run, request: InputRequest, writer: EventWriter, deadline: asyncio.Timeout) -> InputReply:
+        """The run waits for a person: status requires_input, an ``input_request`` frame after the
+        events before it, then the answer (from any API process) or ``input_timeout``. The wait does
+        not count against RUN_TIMEOUT; a cancel ends it at once (the job is cancelled)."""
+        await writer.flush()
+        described = request.describe()
+        await self.store.request_input(run.id, described, frames.input_request_frame(run.session_id, run.id, described))
+        loop = asyncio.get_running_loop()
+        paused_at, resume_by = loop.time(), deadline.when()
+        deadline.reschedule(None)
+        RUNS_WAITING.labels(run.team).inc()
+        outcome = "cancelled"
+        try:
+            reply = await self.store.wait_for_input(run.id, request.request_id, self.input_timeout)
+            if reply is None:
+                outcome = "timeout"
+                raise InputTimedOut(self.input_timeout)
+            outcome = "answered"
+            return InputReply(
+                content=str(reply.get("content") or ""),
+                approved=bool(reply.get("approved")),
+                reason=str(reply.get("reason") or ""),
+            )
+        finally:
+            RUNS_WAITING.labels(run.team).dec()
+            INPUT_WAIT.labels(run.team, outcome).observe(loop.time() - paused_at)
+            if resume_by is not None:
+                deadline.reschedule(resume_by + (loop.time() - paused_at))
 
     async def _succeed(self, run: Run, outcome: RunOutcome) -> str:
         session_turns: int | None = None

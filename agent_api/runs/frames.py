@@ -69,6 +69,14 @@ def merge_tokens(frames: list[tuple[RunEvent, Frame]], session_id: str) -> list[
     return out
 
 
+def input_request_frame(session_id: str, run_id: str, request: dict[str, Any]) -> str:
+    return frame("input_request", session_id, run_id=run_id, agent=request.get("agent"), input_request=request)[1]
+
+
+def input_response_frame(session_id: str, run_id: str, response: dict[str, Any]) -> str:
+    return frame("input_response", session_id, run_id=run_id, input_response=response)[1]
+
+
 def session_frame(session_id: str, team: str, run_id: str) -> str:
     return frame("session", session_id, agent=team, run_id=run_id)[1]
 

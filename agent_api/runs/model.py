@@ -1,7 +1,7 @@
 """The run: one turn of one team on one session, with a status that only moves forward.
 
     queued ──> running ──> succeeded | failed | cancelled | interrupted
-       │          ╰──────> requires_input (reserved for human input) ──> running | ...
+       │          ╰──────> requires_input (waits for a person) ──> running | failed | ...
        ╰─────> failed | cancelled | interrupted          (ended before a worker took it)
 
 :data:`TRANSITIONS` is the one table of allowed moves; the store's scripts are given the
@@ -89,6 +89,7 @@ class Run:
     # A stateless run (an OpenAI-style completion) brings its own history and saves nothing.
     history: list[dict[str, Any]] | None = None
     llm_params: dict[str, Any] = field(default_factory=dict)  # per-run model parameters (temperature, ...)
+    input_request: dict[str, Any] | None = None  # what the run waits on while requires_input
 
     @property
     def stateless(self) -> bool:
@@ -146,6 +147,7 @@ class Run:
             cancel_to=RunStatus(cancel_to) if cancel_to else None,
             history=obj("history"),
             llm_params=obj("llm_params") or {},
+            input_request=obj("input_request"),
         )
 
 

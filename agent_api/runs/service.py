@@ -21,18 +21,20 @@ from agent_api.errors import (
     RunFailed,
     RunIdTaken,
     RunNotFound,
+    RunNotWaiting,
     RunStopped,
     SessionTeamMismatch,
     ShuttingDown,
     StoreUnavailable,
     WorkerLost,
+    WrongInputRequest,
 )
 from agent_api.models.chat import AgentRequest, ChatMessage
-from agent_api.models.runs import EVENT_ID_PATTERN
+from agent_api.models.runs import EVENT_ID_PATTERN, InputAnswer
 from agent_api.runs import frames
 from agent_api.runs.lifecycle import RunLifecycle
 from agent_api.runs.model import IfBusy, Run, RunStatus, utcnow
-from agent_api.runs.store import LogEntry, RunExists, RunStore
+from agent_api.runs.store import InputRefused, LogEntry, RunExists, RunStore
 from agent_api.runs.webhooks import WebhookRefused, validate_webhook_url
 from agent_api.services.sessions import Session, SessionManager, new_session_id
 from agent_api.shutdown import Shutdown
@@ -179,6 +181,32 @@ class RunService:
     async def owner_runs(self, owner: str, limit: int = 100) -> list[Run]:
         """The key's newest runs, newest first."""
         return await self.store.get_many(await self.store.owner_runs(owner, limit))
+
+    async def answer(self, run_id: str, owner: str, answer: InputAnswer) -> Run:
+        """Give the caller's waiting run a person's answer; the run as it is then (running again)."""
+        run = await self.get(run_id, owner)
+        pending = run.input_request if run.status is RunStatus.REQUIRES_INPUT else None
+        if pending is None:
+            raise RunNotWaiting(run.status.value)
+        if answer.request_id != pending.get("request_id"):
+            raise WrongInputRequest(str(pending.get("request_id")))
+        if answer.kind != pending.get("kind"):
+            field, what = ("content", "a message") if pending.get("kind") == "message" else ("approved", "an approval")
+            raise InvalidField(["body", field], f"The pending request asks for {what}: send {field}.")
+        reply: dict[str, object] = {"request_id": answer.request_id, "kind": answer.kind}
+        response: dict[str, object] = dict(reply)
+        if answer.content is not None:
+            reply["content"] = answer.content
+        else:
+            reply["approved"] = response["approved"] = bool(answer.approved)
+            reply["reason"] = answer.reason or ""
+        try:
+            await self.store.answer_input(run_id, reply, frames.input_response_frame(run.session_id, run.id, response))
+        except InputRefused as exc:  # it changed meanwhile: answered, cancelled or timed out
+            if exc.pending is not None:
+                raise WrongInputRequest(exc.pending) from None
+            raise RunNotWaiting(exc.status or "expired") from None
+        return await self.get(run_id, owner)
 
     async def cancel(self, run_id: str, owner: str, *, wait: float = 5.0) -> Run:
         """Stop the caller's run; the run as it is once stopped (or after ``wait`` seconds)."""

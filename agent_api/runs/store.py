@@ -7,6 +7,7 @@
     {prefix}session:{sid}:runs     sorted set: the session's runs by creation time
     {prefix}runs:active:{owner}    sorted set: the key's runs that have not ended (the per-key limit)
     {prefix}runs:owner:{owner}     sorted set: the key's newest runs by creation time (GET /runs)
+    {prefix}runs:input             pub/sub channel: a waiting run (named in the message) was answered
 
 Every change of status is one Lua script, so that a run record, its log and the session's order
 never disagree: creating a run decides the busy-session policy atomically, and ending a run
@@ -105,6 +106,30 @@ return {1, next, redis.call('HGET', KEYS[1], 'rollback') or '0'}
 """
 
 
+_REQUEST_INPUT = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'cancel_to') == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'requires_input', 'input_request', ARGV[1], 'input_request_id', ARGV[2])
+redis.call('HDEL', KEYS[1], 'input_reply')
+redis.call('XADD', KEYS[2], '*', 'e', 'input_request', 'd', ARGV[3])
+return 1
+"""
+
+_ANSWER_INPUT = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {-3, ''} end
+if status ~= 'requires_input' or redis.call('HEXISTS', KEYS[1], 'cancel_to') == 1 then return {-1, status} end
+local pending = redis.call('HGET', KEYS[1], 'input_request_id')
+if pending ~= ARGV[1] then return {-2, pending or ''} end
+redis.call('HSET', KEYS[1], 'status', 'running', 'input_reply', ARGV[2])
+redis.call('HDEL', KEYS[1], 'input_request', 'input_request_id')
+redis.call('XADD', KEYS[2], '*', 'e', 'input_response', 'd', ARGV[3])
+return {1, ''}
+"""
+
+# A waiting run re-reads its record this often, should the message that wakes it be missed.
+INPUT_POLL_SECONDS = 5.0
+
 # GET /runs lists at most this many of a key's newest runs.
 OWNER_INDEX_SIZE = 1000
 
@@ -138,6 +163,15 @@ class LogEntry:
     data: str
 
 
+class InputRefused(Exception):
+    """An answer that does not fit: the run is not waiting (``pending`` is None), or waits on ``pending``."""
+
+    def __init__(self, status: str | None, pending: str | None) -> None:
+        super().__init__(status, pending)
+        self.status = status
+        self.pending = pending
+
+
 @asynccontextmanager
 async def _store_errors() -> AsyncIterator[None]:
     try:
@@ -153,12 +187,19 @@ class _Wakeups:
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
 
-    async def wait(self, run_id: str, timeout: float) -> None:
-        event = self._events.setdefault(run_id, asyncio.Event())
+    def arm(self, run_id: str) -> asyncio.Event:
+        """The event the next :meth:`wake` of ``run_id`` sets (take it before checking, then wait)."""
+        return self._events.setdefault(run_id, asyncio.Event())
+
+    async def wait(self, run_id: str, timeout: float, event: asyncio.Event | None = None) -> None:
+        event = event or self.arm(run_id)
         try:
             await asyncio.wait_for(event.wait(), timeout)
         except TimeoutError:
             pass
+
+    def forget(self, run_id: str) -> None:
+        self._events.pop(run_id, None)
 
     def wake(self, run_id: str) -> None:
         event = self._events.pop(run_id, None)
@@ -182,7 +223,12 @@ class RunStore:
         self.run_ttl = run_ttl
         self.prefix = prefix
         self._wakeups = _Wakeups() if follow_client is None else None
+        # Runs waiting for a person, woken by an answer: directly when embedded, else via pub/sub.
+        self._answers = _Wakeups()
+        self.input_channel = f"{prefix}runs:input"
         self._create = client.register_script(_CREATE)
+        self._request_input = client.register_script(_REQUEST_INPUT)
+        self._answer_input = client.register_script(_ANSWER_INPUT)
         self._start = client.register_script(_START)
         self._request_stop = client.register_script(_REQUEST_STOP)
         self._finish = client.register_script(_FINISH)
@@ -345,6 +391,72 @@ class RunStore:
         if not reply:
             return []
         return [LogEntry(str(entry_id), fields["e"], fields["d"]) for entry_id, fields in reply[0][1]]
+
+    async def request_input(self, run_id: str, request: dict[str, Any], frame_data: str) -> bool:
+        """Move a running run to requires_input, waiting on ``request``; False if it is not running
+        (or is being stopped)."""
+        async with _store_errors():
+            done = await self._request_input(
+                keys=[self.run_key(run_id), self.events_key(run_id)],
+                args=[json.dumps(request), request["request_id"], frame_data],
+            )
+        self._wake(run_id)
+        return bool(int(done))
+
+    async def answer_input(self, run_id: str, reply: dict[str, Any], frame_data: str) -> None:
+        """Give the waiting run its answer (``reply["request_id"]`` must be the pending request) and
+        move it back to running; :class:`InputRefused` when it does not fit."""
+        async with _store_errors():
+            code, detail = await self._answer_input(
+                keys=[self.run_key(run_id), self.events_key(run_id)],
+                args=[reply["request_id"], json.dumps(reply), frame_data],
+            )
+            code = int(code)
+            if code == 1 and self.follow_client is not None:
+                await self.redis.publish(self.input_channel, run_id)
+        if code == -1:
+            raise InputRefused(str(detail), None)
+        if code == -2:
+            raise InputRefused(RunStatus.REQUIRES_INPUT.value, str(detail) or None)
+        if code == -3:
+            raise InputRefused(None, None)
+        self._wake(run_id)
+        self._answers.wake(run_id)
+
+    async def wait_for_input(self, run_id: str, request_id: str, timeout: float) -> dict[str, Any] | None:
+        """The answer to ``request_id`` once it comes; None after ``timeout`` seconds without one."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + timeout
+        try:
+            while True:
+                woken = self._answers.arm(run_id)
+                async with _store_errors():
+                    raw = await self.redis.hget(self.run_key(run_id), "input_reply")  # type: ignore[misc]
+                if raw:
+                    reply: dict[str, Any] = json.loads(raw)
+                    if reply.get("request_id") == request_id:
+                        return reply
+                left = give_up - loop.time()
+                if left <= 0:
+                    return None
+                await self._answers.wait(run_id, min(left, INPUT_POLL_SECONDS), woken)
+        finally:
+            self._answers.forget(run_id)
+
+    async def listen_for_answers(self) -> None:
+        """Wake this process's waiting runs when another process answers them (runs until cancelled)."""
+        while True:
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self.input_channel)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self._answers.wake(str(message["data"]))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis went away: waiting runs poll meanwhile; subscribe again
+                log.warning("input listener lost its connection; retrying")
+                await asyncio.sleep(1)
 
     async def exists(self, run_id: str) -> bool:
         async with _store_errors():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent_api.models.runs import RunError, RunResponse, RunResult
-from agent_api.runs.model import Run
+from agent_api.models.runs import InputRequestInfo, RunError, RunResponse, RunResult
+from agent_api.runs.model import Run, RunStatus
 
 
 def run_response(run: Run) -> RunResponse:
@@ -23,6 +23,11 @@ def run_response(run: Run) -> RunResponse:
         metadata=run.metadata,
         webhook=run.webhook,
         stateless=True if run.stateless else None,
+        input_request=(
+            InputRequestInfo.model_validate(run.input_request)
+            if run.input_request and run.status is RunStatus.REQUIRES_INPUT
+            else None
+        ),
         result=RunResult.model_validate(run.result) if run.result else None,
         error=error,
     )
