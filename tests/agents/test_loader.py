@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_api.agents.loader import TeamConfigError, load_team_file, load_teams
+from agent_api.agents.loader import TeamConfigError, load_team_dir, load_team_file, load_teams
 from agent_api.agents.teams import GroupTeam, PairTeam
 
 PAIR = "name: t\ndescription: d\npattern: pair\nagents:\n  - {name: a, system_message: s}\n"
@@ -44,6 +44,8 @@ def test_a_valid_file_with_model_settings(tmp_path: Path) -> None:
         (PAIR + "colour: blue\n", "colour"),
         (PAIR.replace("name: t\n", "name: 'has space'\n"), "name"),
         (PAIR.replace("description: d\n", ""), "description"),
+        (PAIR + "human_input: sometimes\n", "human_input"),
+        (PAIR + "approve_tools: [calculator]\n", "not tools of any agent"),
     ],
 )
 def test_malformed_files_name_the_file_and_the_problem(tmp_path: Path, text: str, expected: str) -> None:
@@ -52,6 +54,16 @@ def test_malformed_files_name_the_file_and_the_problem(tmp_path: Path, text: str
     with pytest.raises(TeamConfigError) as raised:
         load_team_file(path)
     assert "team.yaml" in str(raised.value) and expected in str(raised.value)
+
+
+def test_the_example_teams_say_where_a_person_is_asked() -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples" / "teams"
+    teams = {t.name: t for t in load_team_dir(examples)}
+    assert teams["concierge"].human_input == "always" and not teams["concierge"].approve_tools
+    assert teams["careful_calculator"].approve_tools == {"calculator"}
+    group = teams["reviewed_research"]
+    assert isinstance(group, GroupTeam) and group.human_input == "on_terminate"
+    assert group.describe() == {"speaker_selection": "round_robin", "max_rounds": 4, "human_input": "on_terminate"}
 
 
 def test_the_same_name_twice_is_refused(tmp_path: Path) -> None:

@@ -133,3 +133,28 @@ def test_webhook_arrives_signed(
             body, headers = received.get(timeout=30)
             reports[headers["webhook-id"]] = Webhook(secret).verify(body, headers)["type"]
         assert reports == {queued["run_id"]: "run.cancelled", waiting["run_id"]: "run.cancelled"}
+
+
+def test_a_run_waiting_for_a_person_is_answered_through_another_api_process(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    env = {**env, "TEAMS_DIR": str(Path(__file__).resolve().parents[2] / "examples" / "teams")}
+    with ExitStack() as stack:
+        a, b = _api(stack, tmp_path, env, "api-a"), _api(stack, tmp_path, env, "api-b")
+        stack.enter_context(worker_process(tmp_path, env))
+        run = start_run(a, {"agent": "concierge", "message": "Plan my trip."})
+        asked = follow(a, run["run_id"], stop_at_event="input_request")[-1]
+        request = asked.data["input_request"]
+        # B never saw the run: it reads the request and answers it; the worker (a third process) goes on.
+        assert b.get(f"/runs/{run['run_id']}").json()["input_request"] == request
+        body = {"request_id": request["request_id"], "content": "By train, please."}
+        assert b.post(f"/runs/{run['run_id']}/input", json=body).status_code == 200
+        again = follow(b, run["run_id"], last_event_id=asked.id, stop_at_event="input_request")[-1]
+        second = again.data["input_request"]
+        assert a.post(
+            f"/runs/{run['run_id']}/input", json={"request_id": second["request_id"], "content": ""}
+        ).is_success
+        ended = wait_for_end(a, run["run_id"])
+        assert ended["status"] == "succeeded"
+        history = b.get(f"/session/{run['session_id']}").json()["messages"]
+        assert [m["content"] for m in history if m["role"] == "user"] == ["Plan my trip.", "By train, please."]
