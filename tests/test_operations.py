@@ -91,7 +91,11 @@ def test_response_cache(serve: Serve, offline: OfflineServer, redis_client: redi
         assert len(offline.model.requests) == calls  # answered from the cache
         assert second["cached"] is True and first["cached"] is False
         assert second["response"] == first["response"] and second["session_id"] != first["session_id"]
-        assert redis_client.keys("agent-api:llm-cache:*")
+        keys = redis_client.keys("agent-api:llm-cache:*")
+        assert keys
+        stored = json.loads(redis_client.get(keys[0]))  # JSON, never pickle
+        assert stored["object"] == "chat.completion" and stored["choices"][0]["message"]["content"]
+        assert "cost" in stored
         # a continued session has history: it never hits
         follow = client.post(
             "/chat", json={"message": "What is the boiling point of water?", "session_id": second["session_id"]}
@@ -107,6 +111,24 @@ def test_response_cache(serve: Serve, offline: OfflineServer, redis_client: redi
             answer = client.post("/chat", json={"message": "What is the boiling point of water?"}).json()
             assert answer["cached"] is False
         assert len(offline.model.requests) == 2
+
+
+def test_a_cache_value_is_data_never_code(serve: Serve, offline: OfflineServer, redis_client: redis.Redis) -> None:
+    """Whoever can write to Redis cannot make the service run code through the cache."""
+    import pickle
+
+    class Boom:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (exec, ("raise SystemExit('unpickled')",))
+
+    with serve(llm_cache="redis") as client:
+        first = client.post("/chat", json={"message": "Planted?"}).json()
+        (key,) = redis_client.keys("agent-api:llm-cache:*")
+        redis_client.set(key, pickle.dumps(Boom()))
+        again = client.post("/chat", json={"message": "Planted?"})
+        assert again.status_code == 200 and again.json()["cached"] is False
+        assert again.json()["response"] == first["response"]
+        assert json.loads(redis_client.get(key))["object"] == "chat.completion"  # replaced by the real answer
 
 
 def test_json_logs_carry_the_request_id(tmp_path: Path, offline: OfflineServer, redis_server: RedisServer) -> None:

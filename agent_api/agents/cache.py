@@ -3,6 +3,10 @@
 It plugs into AutoGen's own cache hook (``initiate_chat(cache=...)``), whose key is a hash of
 the whole model request (model, messages and all). The service passes it only to the first turn
 of a session: later turns carry their history and are the conversation's own.
+
+Values are the OpenAI client's ``ChatCompletion`` as JSON (with the ``cost`` AutoGen adds), read
+back through the model's validation: nothing in Redis is ever executed (no pickle), and a value
+that does not validate is a miss.
 """
 
 from __future__ import annotations
@@ -10,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import pickle
 from types import TracebackType
 from typing import Any
 
+import pydantic
 import redis
+from openai.types.chat import ChatCompletion
 from redis.exceptions import RedisError
 
 from agent_api.metrics import CACHE
@@ -45,12 +50,18 @@ class ResponseCache:
             raw = None
         if raw is None:
             return default
-        # Our own Redis, written only by set() below: trusted like the rest of the store.
-        return pickle.loads(bytes(raw) if isinstance(raw, (bytes, bytearray)) else raw.encode("latin-1"))  # type: ignore[union-attr]
+        try:
+            return ChatCompletion.model_validate_json(raw)  # type: ignore[arg-type]
+        except (pydantic.ValidationError, UnicodeDecodeError):
+            log.warning("response cache: a value that is not a chat completion; asking the model")
+            return default
 
     def set(self, key: str, value: Any) -> None:
+        if not isinstance(value, ChatCompletion):
+            log.debug("response cache: not caching a %s", type(value).__name__)
+            return
         try:
-            self.client.set(key, pickle.dumps(value), ex=self.ttl)
+            self.client.set(key, value.model_dump_json(), ex=self.ttl)
         except RedisError:
             log.warning("response cache unavailable; response not cached")
 
