@@ -41,7 +41,13 @@ def _not_json(request: Request, errors: list[Any]) -> bool:
     if content_type == "application/json" or content_type.endswith("+json"):
         return False
     has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
-    return has_body and any(tuple(e.get("loc", ())) == ("body",) for e in errors)
+    # The body as a whole is refused: at ("body",), or at ("body", <model>) for each model of a union body.
+    return has_body and any(_whole_body(e) for e in errors)
+
+
+def _whole_body(error: dict[str, Any]) -> bool:
+    loc = tuple(error.get("loc", ()))
+    return loc == ("body",) or (len(loc) == 2 and loc[0] == "body" and error.get("type") == "model_attributes_type")
 
 
 def _validation_detail(errors: list[Any]) -> list[dict[str, Any]]:

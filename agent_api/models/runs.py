@@ -75,8 +75,50 @@ class InputRequestInfo(BaseModel):
     tool_call: ToolCallInfo | None = Field(default=None, description="approval: the call that waits.")
 
 
+_REQUEST_ID = Field(pattern=INPUT_REQUEST_ID_PATTERN, description="The pending request's id.")
+_CONTENT_DESCRIPTION = (
+    "The person's words for the team. Empty lets the team go on by itself (or accepts a final answer); "
+    "'exit' ends the conversation."
+)
+
+
+class MessageAnswer(BaseModel):
+    """The answer to a ``message`` request."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        title="Message answer",
+        json_schema_extra={"examples": [{"request_id": "req_4Jk0y6mXQ2m1xS9v", "content": "Paris, keep it short."}]},
+    )
+
+    request_id: str = _REQUEST_ID
+    content: str = Field(max_length=MAX_MESSAGE_CHARS, description=_CONTENT_DESCRIPTION)
+
+
+class ApprovalAnswer(BaseModel):
+    """The answer to an ``approval`` request."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        title="Approval answer",
+        json_schema_extra={
+            "examples": [{"request_id": "req_4Jk0y6mXQ2m1xS9v", "approved": False, "reason": "Not on live data."}]
+        },
+    )
+
+    request_id: str = _REQUEST_ID
+    approved: bool = Field(description="true runs the tool call; false refuses it (it never runs).")
+    reason: str | None = Field(default=None, max_length=1000, description="Why, for the agent to read with a refusal.")
+
+
 class InputAnswer(BaseModel):
-    """A person's answer to the request a run waits on: ``content`` for a message, ``approved`` for an approval."""
+    """A person's answer to the request a run waits on: ``content`` for a message, ``approved`` for an approval.
+
+    (The HTTP body is :class:`MessageAnswer` or :class:`ApprovalAnswer`; every way in turns its own
+    shape into this.)
+    """
 
     model_config = ConfigDict(
         extra="forbid",

@@ -11,8 +11,10 @@ from agent_api.models.chat import SESSION_ID_PATTERN
 from agent_api.models.runs import (
     EVENT_ID_PATTERN,
     RUN_ID_PATTERN,
+    ApprovalAnswer,
     InputAnswer,
     KeyRunList,
+    MessageAnswer,
     RunList,
     RunRequest,
     RunResponse,
@@ -124,9 +126,13 @@ async def cancel_run(run_id: RunId, runs: RunsDep, principal: PrincipalDep) -> R
         422: {"description": "Invalid answer, or the wrong kind for the pending request (content vs approved)."},
     },
 )
-async def answer_run(run_id: RunId, answer: InputAnswer, runs: RunsDep, principal: PrincipalDep) -> RunResponse:
-    """Answer the request a `requires_input` run waits on; the run goes on (any API process may answer)."""
-    return run_response(await runs.answer(run_id, principal.key_id, answer))
+async def answer_run(
+    run_id: RunId, answer: MessageAnswer | ApprovalAnswer, runs: RunsDep, principal: PrincipalDep
+) -> RunResponse:
+    """Answer the request a `requires_input` run waits on: `{request_id, content}` for a message,
+    `{request_id, approved, reason?}` for an approval. The run goes on (any API process may answer)."""
+    given = InputAnswer.model_validate(answer.model_dump(exclude_none=True))
+    return run_response(await runs.answer(run_id, principal.key_id, given))
 
 
 @router.get(

@@ -1,4 +1,4 @@
-"""The layers of ../DESIGN: the engine (agents) and the domain below the HTTP edge import nothing
+"""The layers of the design: the engine (agents) and the domain below the HTTP edge import nothing
 of the web stack, directly or through the modules they import."""
 
 from __future__ import annotations
