@@ -41,7 +41,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import uvicorn
 from starlette.applications import Starlette
@@ -389,7 +389,7 @@ class ThreadedServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> ThreadedServer:
+    def start(self) -> Self:
         self._thread.start()
         deadline = time.monotonic() + 30
         while not self._server.started:
@@ -404,7 +404,7 @@ class ThreadedServer:
         self._thread.join(timeout=10)
         self._sock.close()
 
-    def __enter__(self) -> ThreadedServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -422,9 +422,6 @@ class OfflineServer(ThreadedServer):
     def base_url(self) -> str:
         return f"{self.url}/v1"
 
-    def start(self) -> OfflineServer:
-        super().start()
-        return self
 
 
 def main(argv: list[str] | None = None) -> None:

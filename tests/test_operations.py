@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
@@ -91,9 +92,9 @@ def test_response_cache(serve: Serve, offline: OfflineServer, redis_client: redi
         assert len(offline.model.requests) == calls  # answered from the cache
         assert second["cached"] is True and first["cached"] is False
         assert second["response"] == first["response"] and second["session_id"] != first["session_id"]
-        keys = redis_client.keys("agent-api:llm-cache:*")
+        keys = cast(list[str], redis_client.keys("agent-api:llm-cache:*"))
         assert keys
-        stored = json.loads(redis_client.get(keys[0]))  # JSON, never pickle
+        stored = json.loads(str(redis_client.get(keys[0])))  # JSON, never pickle
         assert stored["object"] == "chat.completion" and stored["choices"][0]["message"]["content"]
         assert "cost" in stored
         # a continued session has history: it never hits
@@ -123,12 +124,12 @@ def test_a_cache_value_is_data_never_code(serve: Serve, offline: OfflineServer, 
 
     with serve(llm_cache="redis") as client:
         first = client.post("/chat", json={"message": "Planted?"}).json()
-        (key,) = redis_client.keys("agent-api:llm-cache:*")
+        (key,) = cast(list[str], redis_client.keys("agent-api:llm-cache:*"))
         redis_client.set(key, pickle.dumps(Boom()))
         again = client.post("/chat", json={"message": "Planted?"})
         assert again.status_code == 200 and again.json()["cached"] is False
         assert again.json()["response"] == first["response"]
-        assert json.loads(redis_client.get(key))["object"] == "chat.completion"  # replaced by the real answer
+        assert json.loads(str(redis_client.get(key)))["object"] == "chat.completion"  # replaced by the real answer
 
 
 def test_json_logs_carry_the_request_id(tmp_path: Path, offline: OfflineServer, redis_server: RedisServer) -> None:
@@ -221,7 +222,7 @@ def test_sigterm_lets_short_runs_finish_and_ends_long_streams(
     assert long_frames[-2]["error_type"] == "shutdown" and long_frames[-2]["status"] == 503
     assert short_frames[-1]["event"] == "done" and short_frames[-1]["finished"] is True, short_frames[-3:]
     # the cancelled turn was not saved and left the session free
-    stored = redis_client.lrange(f"agent-api:session:{sid}:messages", 0, -1)
+    stored = cast(list[str], redis_client.lrange(f"agent-api:session:{sid}:messages", 0, -1))
     assert len(stored) == 2
     assert not redis_client.exists(f"agent-api:session:{sid}:active")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -91,13 +91,13 @@ def test_each_turn_refreshes_the_ttl(serve: Serve, redis_client: redis.Redis) ->
         sid = client.post("/chat", json={"message": "hi"}).json()["session_id"]
         keys = [f"agent-api:session:{sid}", f"agent-api:session:{sid}:messages"]
         # the session itself, and the list of its runs (kept as long as runs are: RUN_TTL)
-        stored = sorted(redis_client.keys(f"agent-api:session:{sid}*"))
+        stored = sorted(cast(list[str], redis_client.keys(f"agent-api:session:{sid}*")))
         assert stored == sorted([*keys, f"agent-api:session:{sid}:runs"])
         for key in keys:
             redis_client.expire(key, 30)
         client.post("/chat", json={"message": "again", "session_id": sid}).raise_for_status()
         for key in keys:
-            assert redis_client.ttl(key) > 500
+            assert cast(int, redis_client.ttl(key)) > 500
         assert client.get(f"/session/{sid}").json()["expires_in"] > 500
 
 

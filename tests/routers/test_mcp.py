@@ -38,15 +38,16 @@ async def test_teams_are_tools(client: httpx.Client) -> None:
     assert set(tools) == {"ask_research", "ask_research_team"}
     schema = tools["ask_research_team"].input_schema
     assert schema["required"] == ["message"] and set(schema["properties"]) == {"message", "session_id"}
-    assert set(tools["ask_research"].output_schema["properties"]) >= {"answer", "session_id", "run_id"}
+    output = tools["ask_research"].output_schema
+    assert output is not None and set(output["properties"]) >= {"answer", "session_id", "run_id"}
     assert "researcher" in (tools["ask_research_team"].description or "")
 
 
 async def test_call_reports_progress_and_continues_a_session(client: httpx.Client) -> None:
-    progress: list[tuple[float, str | None]] = []
+    reports: list[tuple[float, str | None]] = []
 
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
-        progress.append((value, message))
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        reports.append((progress, message))
 
     async with mcp_session(client) as session:
         first = await session.call_tool(
@@ -57,8 +58,8 @@ async def test_call_reports_progress_and_continues_a_session(client: httpx.Clien
         assert answer is not None and answer["answer"].startswith('Offline answer: you asked "Why is the sea salty?')
         assert answer["finished"] is True
         # progress came while the team worked: every agent, in order
-        notes = [m for _, m in progress]
-        assert [v for v, _ in progress] == sorted(v for v, _ in progress)
+        notes = [m for _, m in reports]
+        assert [v for v, _ in reports] == sorted(v for v, _ in reports)
         assert [n for n in notes if n and n.endswith("finished a message")] == [
             "researcher finished a message",
             "critic finished a message",
@@ -82,7 +83,7 @@ async def test_cancelling_the_call_cancels_the_run(client: httpx.Client, offline
     async with mcp_session(client) as session:
         started = asyncio.Event()
 
-        async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
             started.set()
 
         async def call() -> None:

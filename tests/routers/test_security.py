@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
@@ -143,7 +144,7 @@ def test_lock_is_released_after_an_error(keyed: httpx.Client, redis_client: redi
     assert failed.status_code == 502
     assert keyed.post("/chat", json={"message": "again", "session_id": sid}, headers=A).status_code == 200
     assert not redis_client.exists(f"agent-api:session:{sid}:active")
-    assert not redis_client.zcard(next(iter(redis_client.keys("agent-api:runs:active:*")), "none"))
+    assert not redis_client.zcard(next(iter(cast(list[str], redis_client.keys("agent-api:runs:active:*"))), "none"))
 
 
 def test_session_is_freed_when_a_stream_client_disconnects(keyed: httpx.Client, redis_client: redis.Redis) -> None:

@@ -28,7 +28,7 @@ async def manager(
     request: pytest.FixtureRequest, redis_server: RedisServer, redis_client: redis.Redis
 ) -> AsyncIterator[SessionManager]:
     if request.param == "redis-server":
-        client = create_redis(Settings(_env_file=None, redis_url=redis_server.url))  # type: ignore[call-arg]
+        client = create_redis(Settings(_env_file=None, redis_url=redis_server.url))  # type: ignore[call-arg,arg-type]
     else:
         client = create_redis(Settings(_env_file=None))  # type: ignore[call-arg]
         assert isinstance(client, fakeredis.FakeAsyncRedis)
@@ -94,7 +94,7 @@ async def test_ttl_expires_sessions(redis_server: RedisServer, redis_client: red
 async def test_unreachable_redis_is_store_unavailable() -> None:
     settings = Settings(
         _env_file=None,
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",  # type: ignore[call-arg]
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",  # type: ignore[call-arg,arg-type]
         redis_timeout=0.5,
     )
     client = create_redis(settings)
@@ -108,7 +108,7 @@ async def test_unreachable_redis_is_store_unavailable() -> None:
 async def test_pool_waits_for_a_connection_instead_of_failing(
     redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
-    settings = Settings(_env_file=None, redis_url=redis_server.url, redis_max_connections=2)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, redis_url=redis_server.url, redis_max_connections=2)  # type: ignore[call-arg,arg-type]
     client = create_redis(settings)
     manager = SessionManager(client, ttl=60, max_history=10)
     session = await manager.create("research", "k1")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from agent_api.agents.events import MessageEvent, TokenEvent, ToolCallEvent
+from agent_api.agents.events import MessageEvent, RunEvent, TokenEvent, ToolCallEvent
 from agent_api.errors import InvalidField, ModelTimeout
 from agent_api.models.chat import ChatMessage
 from agent_api.runs import frames
@@ -56,7 +56,7 @@ def test_run_record_round_trips() -> None:
 
 
 def test_tokens_of_one_agent_are_merged_in_order() -> None:
-    events = [
+    events: list[RunEvent] = [
         TokenEvent("a", "Hel", "Hel"),
         TokenEvent("a", "lo", "lo"),
         TokenEvent("b", " x", ""),
@@ -80,7 +80,12 @@ def test_message_and_failure_frames_follow_the_stream_contract() -> None:
     error, done = frames.failure_frames("s", ModelTimeout(), "failed")
     assert error[0] == "error" and json.loads(error[1])["status"] == 504
     assert json.loads(done[1]) == {
-        "session_id": "s", "chunk": "", "done": True, "turns_used": 0, "finished": False, "run_status": "failed"
+        "session_id": "s",
+        "chunk": "",
+        "done": True,
+        "turns_used": 0,
+        "finished": False,
+        "run_status": "failed",
     }
 
 
