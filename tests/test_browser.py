@@ -586,3 +586,215 @@ def test_a_reload_between_turns_keeps_the_conversation(serve: Serve, page: Page)
         expect(page.locator("#session-id")).to_have_text("new")
         expect(page.locator(".bubble")).to_have_count(0)
         shot(page, "17-reload-keeps-the-conversation")
+
+
+# -- runs that wait for a person ----------------------------------------------------------------
+EXAMPLE_TEAMS = Path(__file__).resolve().parent.parent / "examples" / "teams"
+CALCULATE = '[[tool:calculator {"expression": "6*7"}]] what is 6*7?'
+
+
+def run_of(page: Page) -> str:
+    """The id of the run the page follows (kept in sessionStorage for a reload)."""
+    return str(page.evaluate("() => JSON.parse(sessionStorage.getItem('agent-api.run')).runId"))
+
+
+def test_a_person_answers_the_team_s_questions(serve: Serve, page: Page) -> None:
+    with serve(teams_dir=EXAMPLE_TEAMS) as client:
+        open_chat(page, client)
+        page.locator("#team").select_option("concierge")
+        send(page, "Book me a table for two")
+
+        # The run waits: the question shows with the agent's name, and the page is busy with it.
+        request = page.get_by_test_id("input-request")
+        expect(request).to_have_attribute("data-kind", "message")
+        expect(request.get_by_role("heading")).to_have_text("concierge asks you")
+        expect(request.get_by_test_id("input-prompt")).to_have_text(
+            'Offline answer: you asked "Book me a table for two". I can see 0 earlier messages.'
+        )
+        answer = page.get_by_label("Your answer to concierge")
+        expect(answer).to_be_focused()
+        expect(request.get_by_test_id("input-send")).to_be_disabled()  # nothing typed yet
+        expect(page.locator("#message")).to_be_disabled()
+        expect(page.locator("#message")).to_have_attribute("placeholder", re.compile("waiting for your answer"))
+        expect(page.locator("#status")).to_have_text("concierge is waiting for your answer.")
+        expect(page.locator("#stop")).to_be_enabled()
+        run_id = run_of(page)
+        assert client.get(f"/runs/{run_id}").json()["status"] == "requires_input"
+        shot(page, "18-question-asked")
+
+        # An answer the server refuses (longer than the box allows: set behind its back) is explained.
+        answer.evaluate("(box, text) => { box.value = text; box.dispatchEvent(new Event('input')); }", "x" * 4001)
+        answer.press("Enter")
+        error = request.get_by_test_id("input-error")
+        expect(error).to_have_attribute("data-status", "422")
+        expect(error).to_contain_text("The server rejected the answer")
+        expect(error).to_contain_text("content: String should have at most 4000 characters")
+        expect(error).to_have_attribute("role", "alert")
+        expect(answer).to_be_focused()
+        shot(page, "19-answer-rejected")
+
+        # The answer goes to the team, which replies and asks again.
+        answer.fill("At 8 pm, please")
+        answer.press("Enter")
+        expect(page.get_by_test_id("input-answered")).to_have_text(["You answered concierge."])
+        expect(page.locator(".bubble.user .text")).to_have_text(["Book me a table for two", "At 8 pm, please"])
+        expect(page.locator(AGENT_TEXT)).to_have_count(2)
+        expect(page.locator(AGENT_TEXT).last).to_have_text(
+            'Offline answer: you asked "At 8 pm, please". I can see 2 earlier messages.'
+        )
+        expect(request).to_have_count(1)  # the next question; the answered one is gone
+        expect(request.get_by_test_id("input-prompt")).to_contain_text('you asked "At 8 pm, please"')
+        expect(request.get_by_test_id("input-error")).to_have_count(0)
+        expect(answer).to_be_focused()
+        shot(page, "20-answered-and-asked-again")
+
+        # A reload while the run waits shows the conversation and the question still open, once.
+        page.reload()
+        expect(request).to_have_count(1)
+        expect(request.get_by_test_id("input-prompt")).to_contain_text('you asked "At 8 pm, please"')
+        expect(page.get_by_test_id("input-answered")).to_have_text(["You answered concierge."])
+        expect(page.locator(".bubble.user .text")).to_have_text(["Book me a table for two", "At 8 pm, please"])
+        expect(page.locator(AGENT_TEXT)).to_have_count(2)
+        expect(page.locator("#message")).to_be_disabled()
+        expect(answer).to_be_focused()
+        shot(page, "21-question-after-reload")
+
+        # "Continue" accepts the final answer: the run ends, the whole conversation on the page.
+        answer.press("Tab")  # Send answer is disabled while the box is empty: skipped
+        expect(request.get_by_role("button", name="Continue")).to_be_focused()
+        page.keyboard.press("Enter")
+        wait_done(page, 1)
+        expect(request).to_have_count(0)
+        expect(page.get_by_test_id("input-answered")).to_have_text(
+            ["You answered concierge.", "You let the team go on by itself."]
+        )
+        expect(page.locator("#message")).to_be_enabled()
+        expect(page.locator("#message")).to_be_focused()
+        expect(page.locator("#status")).to_have_text("Done.")
+        assert client.get(f"/runs/{run_id}").json()["status"] == "succeeded"
+        sid = page.locator("#session-id").inner_text()
+        history = client.get(f"/session/{sid}").json()["messages"]
+        assert [(m["role"], m["content"]) for m in history if m["role"] == "user"] == [
+            ("user", "Book me a table for two"),
+            ("user", "At 8 pm, please"),
+        ]
+        assert [m["content"] for m in history if m["role"] == "assistant"] == agent_texts(page)
+
+        # The next turn continues the session; "End" (from the keyboard) ends it at the question.
+        send(page, "And a taxi?")
+        expect(request.get_by_test_id("input-prompt")).to_contain_text("I can see 4 earlier messages")
+        answer.press("Tab")
+        page.keyboard.press("Tab")
+        expect(request.get_by_role("button", name="End", exact=True)).to_be_focused()
+        page.keyboard.press("Enter")
+        wait_done(page, 2)
+        expect(page.get_by_test_id("input-answered").last).to_have_text("You ended the conversation.")
+        expect(page.locator(".bubble.user .text")).to_have_text(
+            ["Book me a table for two", "At 8 pm, please", "And a taxi?"]
+        )
+        assert len(agent_texts(page)) == 3
+        shot(page, "22-conversation-ended")
+
+
+def test_a_person_approves_or_denies_a_tool_call(serve: Serve, page: Page) -> None:
+    with serve(teams_dir=EXAMPLE_TEAMS) as client:
+        open_chat(page, client)
+        page.locator("#team").select_option("careful_calculator")
+        send(page, CALCULATE)
+
+        # The call waits for approval: tool and arguments shown as text; the tool has not run.
+        request = page.get_by_test_id("input-request")
+        expect(request).to_have_attribute("data-kind", "approval")
+        expect(request.get_by_role("heading")).to_have_text("calculator_agent wants to run calculator")
+        expect(request.get_by_test_id("input-tool")).to_have_text("calculator")
+        expect(request.get_by_test_id("input-arguments")).to_have_text('{\n  "expression": "6*7"\n}')
+        expect(request).to_be_focused()  # the question first; no button pressed by accident
+        expect(page.get_by_test_id("tool-call")).to_contain_text("calculator_agent called calculator")
+        expect(page.get_by_test_id("tool-result")).to_have_count(0)
+        expect(page.locator("#message")).to_be_disabled()
+        expect(page.locator("#status")).to_have_text("calculator_agent is waiting for your approval to run calculator.")
+        shot(page, "23-approval-asked")
+
+        # Deny, with a reason: the tool does not run and the agent answers with the refusal.
+        page.get_by_label("Reason, if you deny (optional)").fill("Work it out without tools")
+        request.get_by_role("button", name="Deny").click()
+        wait_done(page, 1)
+        refusal = (
+            "The user denied this call of calculator; the tool was not run. Their reason: Work it out without tools"
+        )
+        expect(page.get_by_test_id("input-answered")).to_have_text(
+            ["You denied the calculator call: Work it out without tools"]
+        )
+        expect(page.get_by_test_id("tool-result")).to_have_text(["tool result" + refusal])
+        expect(page.locator(AGENT_TEXT).last).to_have_text(f"The tool returned {refusal}.")
+        expect(request).to_have_count(0)
+        shot(page, "24-approval-denied")
+
+        # Approve (from the keyboard): the tool runs and the agent has its result.
+        send(page, CALCULATE)
+        expect(request).to_be_focused()
+        page.keyboard.press("Tab")  # the reason field
+        page.keyboard.press("Tab")
+        expect(request.get_by_role("button", name="Approve")).to_be_focused()
+        page.keyboard.press("Enter")
+        wait_done(page, 2)
+        expect(page.get_by_test_id("input-answered").last).to_have_text("You approved the calculator call.")
+        expect(page.get_by_test_id("tool-result").last).to_contain_text("42")
+        expect(page.locator(AGENT_TEXT).last).to_have_text("The tool returned 42.")
+        sid = page.locator("#session-id").inner_text()
+        assert [r["status"] for r in client.get(f"/session/{sid}/runs").json()["runs"]] == ["succeeded", "succeeded"]
+        shot(page, "25-approval-approved")
+
+
+@pytest.mark.parametrize("page", [PHONE], indirect=True, ids=["phone"])
+def test_a_waiting_run_on_a_phone_markup_failures_and_stop(serve: Serve, page: Page) -> None:
+    """The form fits a phone; arguments with markup are text; a failed post is explained; Stop still stops."""
+    with serve(teams_dir=EXAMPLE_TEAMS) as client:
+        open_chat(page, client)
+        page.locator("#team").select_option("careful_calculator")
+        markup = '<img src=x onerror=\\"window.__xss=1\\"><b>6</b>*7'
+        send(page, f'[[tool:calculator {{"expression": "{markup}"}}]] and this?')
+        request = page.get_by_test_id("input-request")
+        expect(request.get_by_test_id("input-arguments")).to_have_text(
+            '{\n  "expression": "<img src=x onerror=\\"window.__xss=1\\"><b>6</b>*7"\n}'
+        )
+        assert page.locator("#log img, #log b, #log [onerror]").count() == 0
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"the page scrolls sideways: {width}px wide"
+        for control in ("input-reason", "input-approve", "input-deny"):
+            box = request.get_by_test_id(control).bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], control
+
+        # The server cannot be reached: the form says so and stays, to try again.
+        page.route("**/runs/*/input", lambda route: route.abort("connectionrefused"))
+        reason = page.get_by_label("Reason, if you deny (optional)")
+        reason.fill("no markup, thanks")
+        reason.press("Enter")  # Enter in the reason denies
+        error = request.get_by_test_id("input-error")
+        expect(error).to_have_attribute("data-status", "network")
+        expect(error).to_contain_text("Could not reach the server")
+        expect(error).to_be_in_viewport()
+        expect(page.locator("#status")).to_have_text("Error: network; your answer was not sent")
+        expect(reason).to_be_focused()
+        shot(page, "26-question-on-a-phone")
+        page.unroute("**/runs/*/input")
+
+        reason.press("Enter")
+        wait_done(page, 1)
+        expect(page.get_by_test_id("input-answered")).to_have_text(
+            ["You denied the calculator call: no markup, thanks"]
+        )
+        expect(page.locator(AGENT_TEXT).last).to_contain_text("Their reason: no markup, thanks")
+        assert page.evaluate("() => typeof window.__xss") == "undefined"
+
+        # Stop while the run waits: the question goes, and the run is cancelled on the server.
+        send(page, CALCULATE)
+        expect(request).to_be_visible()
+        run_id = run_of(page)
+        page.locator("#stop").click()
+        expect(page.get_by_test_id("stopped")).to_be_visible()
+        expect(request).to_have_count(0)
+        expect(page.locator("#app")).to_have_attribute("data-state", "idle")
+        expect(page.locator("#message")).to_be_enabled()
+        expect(page.locator("#message")).to_be_focused()
+        assert client.get(f"/runs/{run_id}").json()["status"] == "cancelled"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from agent_api.models.chat import MAX_MESSAGE_CHARS, AgentRequest, ChatMessage, Usage
 
@@ -111,6 +111,18 @@ class ApprovalAnswer(BaseModel):
     request_id: str = _REQUEST_ID
     approved: bool = Field(description="true runs the tool call; false refuses it (it never runs).")
     reason: str | None = Field(default=None, max_length=1000, description="Why, for the agent to read with a refusal.")
+
+
+def _answer_kind(value: Any) -> str:
+    return "approval" if isinstance(value, dict) and "approved" in value else "message"
+
+
+# The body of POST /runs/{run_id}/input: an approval when it has ``approved``, else a message (so
+# a refused body is explained by the one shape it was meant to be).
+AnswerBody = Annotated[
+    Annotated[MessageAnswer, Tag("message")] | Annotated[ApprovalAnswer, Tag("approval")],
+    Discriminator(_answer_kind),
+]
 
 
 class InputAnswer(BaseModel):

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Body, Header, Path, Query, Response
 from sse_starlette import EventSourceResponse
 
 from agent_api.models.chat import SESSION_ID_PATTERN
 from agent_api.models.runs import (
     EVENT_ID_PATTERN,
     RUN_ID_PATTERN,
-    ApprovalAnswer,
+    AnswerBody,
     InputAnswer,
     KeyRunList,
-    MessageAnswer,
     RunList,
     RunRequest,
     RunResponse,
@@ -127,7 +126,7 @@ async def cancel_run(run_id: RunId, runs: RunsDep, principal: PrincipalDep) -> R
     },
 )
 async def answer_run(
-    run_id: RunId, answer: MessageAnswer | ApprovalAnswer, runs: RunsDep, principal: PrincipalDep
+    run_id: RunId, answer: Annotated[AnswerBody, Body()], runs: RunsDep, principal: PrincipalDep
 ) -> RunResponse:
     """Answer the request a `requires_input` run waits on: `{request_id, content}` for a message,
     `{request_id, approved, reason?}` for an approval. The run goes on (any API process may answer)."""

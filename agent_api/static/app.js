@@ -8,6 +8,8 @@
 // goes into the page as text nodes, with one exception: an agent's finished message is rendered
 // from Markdown, with any HTML in it escaped (shown as text) and the result sanitized by DOMPurify
 // (and the page's Content-Security-Policy runs no inline script and loads no outside image).
+// A run may wait for a person (an `input_request` frame): the page shows the question, or the tool
+// call to approve, in the conversation and sends the answer (POST runs/{id}/input).
 "use strict";
 
 (() => {
@@ -40,7 +42,9 @@
     sessionTeam: null,
     teams: [],
     turn: null, // the request in flight
+    pending: null, // the question (input request) the run waits on, shown in the log
   };
+  const PLACEHOLDER = ui.message.placeholder;
 
   // --- small DOM helpers (text only) ---------------------------------------------------------
 
@@ -406,12 +410,21 @@
         setStatus("The team is thinking…", "busy");
         break;
       case "token":
+        turn.echo = false;
         turn.streaming.add(data.agent || "assistant");
         appendToken(turn, data.agent || "assistant", typeof data.text === "string" ? data.text : data.chunk);
         break;
       case "message": {
         const agent = data.agent || "assistant";
         const message = data.message || {};
+        const echo = turn.echo;
+        turn.echo = false;
+        if (message.role === "user") {
+          closeBubble(turn);
+          // The words a person answered an input request with, as the team received them.
+          if (echo && typeof message.content === "string" && message.content.trim()) userBubble(message.content);
+          break;
+        }
         const streamed = turn.streaming.delete(agent); // its tokens came before this frame
         if (!streamed && message.role === "assistant" && typeof message.content === "string" && message.content.trim()) {
           // A message that arrived whole (not token by token): show it all the same.
@@ -424,6 +437,13 @@
       case "tool_result":
         closeBubble(turn);
         toolItem(frame.event, data);
+        break;
+      case "input_request":
+        closeBubble(turn);
+        showInputRequest(turn, data);
+        break;
+      case "input_response":
+        inputAnswered(turn, data.input_response || {});
         break;
       case "error":
         closeBubble(turn, "failed");
@@ -449,6 +469,305 @@
       default:
         break; // "usage" (repeated in "done") and anything newer
     }
+  }
+
+  // --- a run that waits for a person -----------------------------------------------------------
+
+  // An input request shows as a form in the conversation: a question (kind "message") is answered
+  // with words, "Continue" (no words: the team goes on by itself) or "End" ("exit"); a tool call
+  // (kind "approval") is approved or denied, with an optional reason. The answer is POSTed to
+  // runs/{id}/input; the stream's `input_response` frame (or the POST's success) replaces the form
+  // with a line saying what was answered. A reload replays the run's frames: a request shows again
+  // unless an `input_response` for it follows.
+
+  let inputCount = 0;
+
+  function prettyArguments(args) {
+    if (args === null || args === undefined) return "";
+    if (typeof args !== "string") return JSON.stringify(args, null, 2);
+    try {
+      return JSON.stringify(JSON.parse(args), null, 2);
+    } catch (_) {
+      return args; // not JSON: shown as it came
+    }
+  }
+
+  // What was answered, kept with the run so that a reload can say it again.
+  function rememberAnswer(runId, requestId, label) {
+    const run = storedRun();
+    if (!run || run.runId !== runId) return;
+    run.answers = Object.assign({}, run.answers, { [requestId]: label });
+    rememberRun(run);
+  }
+
+  function storedAnswer(runId, requestId) {
+    const run = storedRun();
+    const answers = run && run.runId === runId ? run.answers : null;
+    return answers && typeof answers[requestId] === "string" ? answers[requestId] : null;
+  }
+
+  function showInputRequest(turn, data) {
+    const request = data.input_request;
+    if (!request || typeof request.request_id !== "string" || turn.stopped) return;
+    if (state.pending && state.pending.requestId === request.request_id) return;
+    dropInputRequest(); // an older one the run no longer waits on
+    const id = `input-${++inputCount}`;
+    const agent = request.agent || data.agent || "agent";
+    const pending = {
+      turn,
+      runId: data.run_id || turn.runId,
+      requestId: request.request_id,
+      kind: request.kind === "approval" ? "approval" : "message",
+      agent,
+      tool: null,
+      label: null, // what is being (or was) answered, for the line that replaces the form
+      sending: false,
+      node: null,
+      first: null, // where the keyboard goes when the form appears
+      buttons: [],
+      error: null,
+    };
+    const node = el("div", {
+      className: "item input-request",
+      role: "group",
+      "aria-labelledby": `${id}-title`,
+      tabindex: "-1",
+      "data-testid": "input-request",
+      dataset: { kind: pending.kind, agent, hue: hue(agent), requestId: pending.requestId },
+    });
+    pending.node = node;
+    if (pending.kind === "approval") approvalForm(pending, request, id);
+    else messageForm(pending, request, id);
+
+    const active = document.activeElement;
+    const takeFocus = !active || active === document.body || active === ui.message || active === ui.send;
+    state.pending = pending;
+    addToLog(node);
+    updateControls();
+    if (takeFocus) pending.first.focus();
+    setStatus(pending.kind === "approval"
+      ? `${agent} is waiting for your approval to run ${pending.tool}.`
+      : `${agent} is waiting for your answer.`, "wait");
+  }
+
+  function messageForm(pending, request, id) {
+    const agent = pending.agent;
+    const text = (request.prompt || "").replace(/\s*TERMINATE\s*$/, "");
+    const prompt = el("div", { className: "text input-prompt", "data-testid": "input-prompt" }, text);
+    renderMarkdown(prompt, text); // like the agent's other messages: Markdown, sanitized
+    const answer = el("textarea", {
+      id: `${id}-answer`,
+      "data-testid": "input-answer",
+      rows: "2",
+      maxlength: "4000",
+      placeholder: "Type your answer…",
+      "aria-describedby": `${id}-help`,
+    });
+    const sendButton = el("button", { type: "submit", className: "primary", "data-testid": "input-send", disabled: true },
+      "Send answer");
+    const continueButton = el("button", { type: "button", "data-testid": "input-continue" }, "Continue");
+    const endButton = el("button", { type: "button", className: "danger", "data-testid": "input-end" }, "End");
+    const form = el("form", { className: "input-form", novalidate: true },
+      el("label", { for: `${id}-answer`, className: "input-label" }, `Your answer to ${agent}`),
+      answer,
+      el("div", { className: "input-actions" }, sendButton, continueButton, endButton),
+      el("p", { id: `${id}-help`, className: "input-help" },
+        "Enter sends · Continue lets the team go on without your words (or accepts its final answer) · "
+        + "End finishes the conversation here."));
+    pending.node.append(
+      el("h2", { className: "input-title", id: `${id}-title` }, `${agent} asks you`),
+      prompt,
+      form,
+    );
+    pending.first = answer;
+    pending.buttons = [sendButton, continueButton, endButton];
+
+    const sendAnswer = () => {
+      const text = answer.value;
+      if (!text.trim()) return;
+      answerInputRequest(pending, { content: text }, `You answered ${agent}.`, answer);
+    };
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      sendAnswer();
+    });
+    answer.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        sendAnswer();
+      }
+    });
+    answer.addEventListener("input", () => {
+      sendButton.disabled = !answer.value.trim();
+    });
+    continueButton.addEventListener("click", () =>
+      answerInputRequest(pending, { content: "" }, "You let the team go on by itself.", continueButton));
+    endButton.addEventListener("click", () =>
+      answerInputRequest(pending, { content: "exit" }, "You ended the conversation.", endButton));
+  }
+
+  function approvalForm(pending, request, id) {
+    const call = request.tool_call || {};
+    const tool = call.name || "a tool";
+    pending.tool = tool;
+    const reason = el("input", {
+      id: `${id}-reason`,
+      type: "text",
+      maxlength: "1000",
+      autocomplete: "off",
+      "data-testid": "input-reason",
+      "aria-describedby": `${id}-help`,
+    });
+    const approveButton = el("button", { type: "button", className: "primary", "data-testid": "input-approve" }, "Approve");
+    const denyButton = el("button", { type: "button", className: "danger", "data-testid": "input-deny" }, "Deny");
+    const details = request.tool_call
+      ? el("dl", { className: "input-call" },
+        el("dt", null, "Tool"),
+        el("dd", null, el("code", { className: "tool-body", "data-testid": "input-tool" }, tool)),
+        el("dt", null, "Arguments"),
+        el("dd", null, el("pre", { className: "tool-body input-arguments", "data-testid": "input-arguments" },
+          prettyArguments(call.arguments) || "(none)")))
+      : el("p", { className: "input-prompt", "data-testid": "input-prompt" }, request.prompt || "");
+    pending.node.append(
+      el("h2", { className: "input-title", id: `${id}-title` }, `${pending.agent} wants to run ${tool}`),
+      details,
+      el("div", { className: "input-form" },
+        el("label", { for: `${id}-reason`, className: "input-label" }, "Reason, if you deny (optional)"),
+        reason,
+        el("div", { className: "input-actions" }, approveButton, denyButton),
+        el("p", { id: `${id}-help`, className: "input-help" },
+          `The call runs only if you approve it. ${pending.agent} reads your reason with a refusal; `
+          + "Enter in the reason field denies.")),
+    );
+    pending.first = pending.node; // the question first, read out whole: no button pressed by accident
+    pending.buttons = [approveButton, denyButton];
+
+    const deny = (from) => {
+      const why = reason.value.trim();
+      const body = { approved: false };
+      if (why) body.reason = why;
+      answerInputRequest(pending, body, `You denied the ${tool} call${why ? `: ${why}` : "."}`, from);
+    };
+    approveButton.addEventListener("click", () =>
+      answerInputRequest(pending, { approved: true }, `You approved the ${tool} call.`, approveButton));
+    denyButton.addEventListener("click", () => deny(denyButton));
+    reason.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.isComposing) {
+        event.preventDefault();
+        deny(reason);
+      }
+    });
+  }
+
+  function setInputSending(pending, sending) {
+    pending.sending = sending;
+    pending.node.setAttribute("aria-busy", sending ? "true" : "false");
+    // aria-disabled, not disabled: the focused control keeps the focus while the answer goes out.
+    for (const button of pending.buttons) {
+      if (sending) button.setAttribute("aria-disabled", "true");
+      else button.removeAttribute("aria-disabled");
+    }
+  }
+
+  async function answerInputRequest(pending, body, label, from) {
+    if (pending.sending || state.pending !== pending) return;
+    setInputSending(pending, true);
+    if (pending.error) pending.error.remove();
+    pending.label = label;
+    rememberAnswer(pending.runId, pending.requestId, label);
+    setStatus("Sending your answer…", "busy");
+    let response = null;
+    try {
+      response = await fetch(`runs/${encodeURIComponent(pending.runId)}/input`, {
+        method: "POST",
+        headers: headers({ "Content-Type": "application/json" }),
+        body: JSON.stringify(Object.assign({ request_id: pending.requestId }, body)),
+        cache: "no-store",
+      });
+    } catch (_) {
+      response = null; // the network: said below
+    }
+    if (state.pending !== pending) return; // answered already (the stream said so), or the run ended
+    if (response && response.ok) {
+      markKeyInvalid(false);
+      settleInputRequest(pending, label);
+      setStatus("Answer sent: the team goes on…", "busy");
+      return;
+    }
+    await showInputError(pending, response);
+    setInputSending(pending, false);
+    if (from && from.isConnected && document.activeElement === document.body) from.focus();
+  }
+
+  async function showInputError(pending, response) {
+    const status = response ? response.status : null;
+    const detail = response ? await readDetail(response) : "";
+    let title;
+    if (status === null) {
+      title = "Could not reach the server to send your answer. Check your connection, then try again.";
+    } else if (status === 401 || status === 403) {
+      title = "The API key was not accepted, so your answer was not sent.";
+    } else if (status === 404) {
+      title = "This run no longer exists (it expired, or belongs to another API key).";
+    } else if (status === 409) {
+      title = "The team is not waiting for this answer any more:";
+    } else if (status === 422) {
+      title = "The server rejected the answer:";
+    } else if (status === 429) {
+      const wait = retryAfterSeconds(response);
+      title = wait === null ? "Rate limited: too many requests. Wait a moment, then answer again."
+        : `Rate limited: too many requests. Answer again in ${wait} s.`;
+    } else if (status >= 500) {
+      title = `The server could not take your answer (HTTP ${status}). Try again shortly.`;
+    } else {
+      title = `Your answer was not accepted (HTTP ${status}).`;
+    }
+    // A new alert each time, so that it is announced each time.
+    const error = el("div", {
+      className: "input-error",
+      role: "alert",
+      "data-testid": "input-error",
+      dataset: { status: status === null ? "network" : String(status) },
+    }, el("strong", { className: "error-title" }, title));
+    if (detail) error.append(el("p", { className: "error-detail" }, detail));
+    pending.error = error;
+    pending.node.append(error);
+    error.scrollIntoView({ block: "nearest" });
+    setStatus(`Error: ${status === null ? "network" : `HTTP ${status}`}; your answer was not sent`, "error");
+  }
+
+  // The request is answered: its form gives way to a line saying how.
+  function settleInputRequest(pending, label) {
+    if (state.pending !== pending) return;
+    state.pending = null;
+    const hadFocus = pending.node.contains(document.activeElement);
+    pending.node.replaceWith(el("p", { className: "item notice answered", "data-testid": "input-answered" }, label));
+    updateControls();
+    if (hadFocus || document.activeElement === document.body) ui.message.focus();
+  }
+
+  function inputAnswered(turn, response) {
+    if (response.kind === "message") turn.echo = true;
+    const pending = state.pending;
+    if (!pending || pending.requestId !== response.request_id) return;
+    let label = pending.label || storedAnswer(pending.runId, pending.requestId);
+    if (!label && response.kind === "approval") {
+      label = response.approved ? `You approved the ${pending.tool} call.` : `You denied the ${pending.tool} call.`;
+    }
+    settleInputRequest(pending, label || `You answered ${pending.agent}.`);
+    setStatus("The team goes on…", "busy");
+  }
+
+  // The run ended, or this page stopped following it, while it waited: the form goes (a reload
+  // shows it again if the run still waits).
+  function dropInputRequest() {
+    const pending = state.pending;
+    if (!pending) return;
+    state.pending = null;
+    const hadFocus = pending.node.contains(document.activeElement);
+    pending.node.remove();
+    updateControls();
+    if (hadFocus) ui.message.focus();
   }
 
   // --- Server-Sent Events ------------------------------------------------------------------
@@ -524,6 +843,7 @@
   // --- sending -----------------------------------------------------------------------------------
 
   function setBusy(busy) {
+    if (!busy) dropInputRequest(); // the run ended (or this page let go of it) while it waited
     ui.app.dataset.state = busy ? "busy" : "idle";
     ui.log.setAttribute("aria-busy", busy ? "true" : "false");
     updateControls();
@@ -531,6 +851,11 @@
 
   function updateControls() {
     const busy = Boolean(state.turn);
+    // While the run waits for an answer the message box is off: the question's own form answers it.
+    const waiting = Boolean(state.pending);
+    ui.app.dataset.waiting = waiting ? "true" : "false";
+    ui.message.disabled = waiting;
+    ui.message.placeholder = waiting ? "The team is waiting for your answer above…" : PLACEHOLDER;
     ui.send.disabled = busy || !ui.message.value.trim();
     ui.stop.disabled = !busy;
     ui.newSession.disabled = busy || (!state.sessionId && !ui.log.querySelector(".bubble, .item"));
@@ -557,6 +882,7 @@
       done: false,
       failed: false,
       stopped: false,
+      echo: false, // a message request was answered: the person's words come next, as a user message
     };
   }
 
@@ -725,7 +1051,12 @@
       return; // the server is unreachable: the run stays remembered for the next load
     }
     if (state.turn) return;
-    setSession(run.sessionId, run.team || current.team);
+    const team = run.team || current.team;
+    if ([...ui.team.options].some((option) => option.value === team)) {
+      ui.team.value = team; // the next message continues this session: with its team
+      describeTeam("");
+    }
+    setSession(run.sessionId, team);
     // Earlier turns from the session; the run's own turn comes from its events.
     drawHistory(history.filter((m) => Date.parse(m.timestamp) < Date.parse(current.created_at)));
     const turn = newTurn();
