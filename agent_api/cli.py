@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from agent_api.agents.loader import TeamConfigError, load_teams
 from agent_api.config import Settings, get_settings
 from agent_api.observability import configure_logging
-from agent_api.security import hash_key
+from agent_api.security import hash_key, key_id_of
 
 EXIT_CONFIG = 2  # a setting, a team file or the port is wrong: fix it, restarting will not help
 
@@ -118,16 +118,20 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("offline-llm", help="run the offline OpenAI-compatible model server", add_help=False)
     hash_parser = commands.add_parser("hash-key", help="print the sha256: form of an API key, for API_KEYS")
     hash_parser.add_argument("key", nargs="?", help="the key (default: read from standard input)")
+    id_parser = commands.add_parser(
+        "key-id", help="print a key's id (as logs, GET /usage and KEY_TOKEN_BUDGETS name it)"
+    )
+    id_parser.add_argument("key", nargs="?", help="the key or its sha256: form (default: read from standard input)")
     args, rest = parser.parse_known_args(argv)
     if args.command == "offline-llm":
         from agent_api.offline_llm import main as offline_main
 
         offline_main(rest)
-    elif args.command == "hash-key":
+    elif args.command in ("hash-key", "key-id"):
         key = args.key if args.key is not None else sys.stdin.readline().rstrip("\n")
         if not key:
-            parser.error("hash-key needs a non-empty key")
-        print(hash_key(key))
+            parser.error(f"{args.command} needs a non-empty key")
+        print(hash_key(key) if args.command == "hash-key" else key_id_of(key))
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     elif args.command == "worker":

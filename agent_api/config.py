@@ -81,6 +81,18 @@ class Settings(BaseSettings):
     api_keys: SecretStr = Field(
         default=SecretStr(""), description="Comma-separated API keys, plain or as sha256:<hex>; blanks ignored."
     )
+    admin_api_keys: SecretStr = Field(
+        default=SecretStr(""),
+        description="Comma-separated admin keys (plain or sha256:<hex>): API keys that may also read any key's "
+        "usage (GET /usage?key_id=).",
+    )
+    daily_token_budget: int = Field(
+        default=0, ge=0, description="Tokens a key may use per UTC day (prompt + completion); 0: no budget."
+    )
+    key_token_budgets: str = Field(
+        default="", description="Per-key daily budgets overriding daily_token_budget: key_id=tokens,...; 0: none."
+    )
+    usage_retention_days: int = Field(default=400, ge=1, description="Days the per-key usage counts are kept.")
     rate_limit: str = Field(default="120/minute", description="Requests per key, e.g. 60/minute; empty: no limit.")
     max_concurrent_runs_per_key: int = Field(default=8, ge=0, description="Runs in progress per key; 0: no limit.")
     lease_ttl: float = Field(default=30.0, gt=1, description="Seconds a crashed worker's session lock outlives it.")
@@ -133,6 +145,14 @@ class Settings(BaseSettings):
             parse(value)  # raises ValueError with the reason
         return value.strip()
 
+    @field_validator("key_token_budgets")
+    @classmethod
+    def _parse_budgets(cls, value: str) -> str:
+        from agent_api.services.usage import Budgets
+
+        Budgets.parse(0, value)  # raises ValueError with the reason
+        return value.strip()
+
     @model_validator(mode="after")
     def _safe_for_production(self) -> Settings:
         if self.redis_url is None and self.workers_in_process == 0:
@@ -146,6 +166,10 @@ class Settings(BaseSettings):
     @property
     def api_key_list(self) -> list[str]:
         return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
+
+    @property
+    def admin_key_list(self) -> list[str]:
+        return [k.strip() for k in self.admin_api_keys.get_secret_value().split(",") if k.strip()]
 
     @property
     def cors_origin_list(self) -> list[str]:

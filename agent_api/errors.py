@@ -14,6 +14,8 @@
     ├── UnknownTeam               422  no team of that name
     ├── InvalidField              422  a field's value is refused (a webhook URL, an event cursor)
     ├── RateLimited               429  the key's request rate or concurrent runs (Retry-After)
+    ├── BudgetExceeded            429  the key used its daily token budget (Retry-After: until it resets)
+    ├── Forbidden                 403  a key asked for what only an admin key may read
     ├── AgentRunError             500  the agents failed for a reason other than the model
     ├── WorkerLost                500  the worker running the run died; nothing was saved
     ├── RunFailed                 any  a run that failed elsewhere, as its record tells
@@ -32,6 +34,8 @@ never sent to the caller.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 
 class AgentAPIError(Exception):
@@ -276,3 +280,28 @@ class WrongInputRequest(AgentAPIError):
             f"The run waits on request {pending}, not the one answered; nothing was changed. "
             "Read the pending request at GET /runs/{run_id}."
         )
+
+
+class BudgetExceeded(AgentAPIError):
+    """The key has used its daily token budget; refused before any model call."""
+
+    status_code = 429
+    error_type = "budget_exceeded"
+
+    def __init__(self, limit: int, used: int, resets_at: datetime) -> None:
+        wait = max(1, int((resets_at - datetime.now(UTC)).total_seconds()))
+        super().__init__(
+            f"This API key has used its daily budget of {limit} tokens ({used} used today); "
+            f"it resets at {resets_at.strftime('%Y-%m-%dT%H:%M:%SZ')}.",
+            headers={"Retry-After": str(wait)},
+        )
+
+
+class Forbidden(AgentAPIError):
+    """The key is valid but may not read this (another key's usage, without an admin key)."""
+
+    status_code = 403
+    error_type = "forbidden"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)

@@ -22,7 +22,7 @@ from agent_api.config import Settings, get_settings
 from agent_api.exception_handlers import install_exception_handlers
 from agent_api.middleware import BodySizeLimit
 from agent_api.observability import AccessLog, configure_logging, valid_request_id
-from agent_api.routers import agents, agui, chat, health, metrics, openai, runs, sessions
+from agent_api.routers import agents, agui, chat, health, metrics, openai, runs, sessions, usage
 from agent_api.routers.a2a import mount_a2a
 from agent_api.routers.deps import AppState
 from agent_api.routers.mcp import mount_mcp, serve_mcp
@@ -112,7 +112,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             upkeep = asyncio.get_running_loop().create_task(runtime.dispatcher.sweep_forever())
             stack.callback(upkeep.cancel)
 
-        keys = KeyRing(settings.api_key_list)
+        keys = KeyRing(settings.api_key_list, settings.admin_key_list)
         _announce_auth(keys)
         # Per-key limits apply when there are keys; open mode has one anonymous caller.
         rate_limiter = None
@@ -127,6 +127,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             runtime.sessions,
             teams,
             shutdown,
+            usage=runtime.usage,
             max_runs_per_key=max_runs or None,
             allow_private_webhooks=settings.webhook_allow_private,
         )
@@ -144,6 +145,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             shutdown=shutdown,
             started_at=utcnow(),
             model_probe=model_probe,
+            usage=runtime.usage,
         )
         await stack.enter_async_context(serve_mcp(app, app.state.agent_api))
         log.info(
@@ -176,7 +178,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Team files are checked now, so that a bad one stops start-up with its name and problem.
     app.state.teams = TeamRegistry(load_teams(settings.teams_dir, settings.team_plugin_list))
     install_exception_handlers(app, {openai.PREFIX: openai.openai_error})
-    for module in (chat, runs, openai, agui, sessions, agents, health):
+    for module in (chat, runs, openai, agui, sessions, agents, usage, health):
         app.include_router(module.router)
     mount_mcp(app)
     mount_a2a(app)

@@ -56,7 +56,7 @@ ERRORS = Counter(
     "agent_api_errors_total",
     "Errors by type: validation, auth, rate_limit, conflict, not_found, model_not_found, method_not_allowed, "
     "too_large, unsupported_media_type, run_timeout, input_timeout, not_waiting, wrong_request, upstream_timeout, "
-    "upstream_error, upstream_rate_limit, "
+    "upstream_error, upstream_rate_limit, budget_exceeded, forbidden, "
     "store, cancel, shutdown, agent, worker_lost, internal.",
     ["type"],
 )

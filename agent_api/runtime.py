@@ -30,6 +30,7 @@ from agent_api.runs.store import RunStore
 from agent_api.runs.webhooks import WebhookSender
 from agent_api.services.sessions import SessionManager
 from agent_api.services.store import create_follow_redis, create_queue_redis, create_redis
+from agent_api.services.usage import Budgets, UsageStore
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class Runtime:
     lifecycle: RunLifecycle
     dispatcher: SaqDispatcher | MemoryDispatcher
     teams: TeamRegistry
+    usage: UsageStore
 
 
 async def open_runtime(settings: Settings, teams: TeamRegistry, stack: AsyncExitStack) -> Runtime:
@@ -70,9 +72,14 @@ async def open_runtime(settings: Settings, teams: TeamRegistry, stack: AsyncExit
     )
     stack.push_async_callback(webhooks.aclose)
     store = RunStore(client, follow_client=follow, run_ttl=settings.run_ttl)
-    lifecycle = RunLifecycle(store, dispatcher, webhooks)
+    usage = UsageStore(
+        client,
+        Budgets.parse(settings.daily_token_budget, settings.key_token_budgets),
+        retention_days=settings.usage_retention_days,
+    )
+    lifecycle = RunLifecycle(store, dispatcher, webhooks, usage)
     sessions = SessionManager(client, ttl=settings.session_ttl, max_history=settings.max_history_messages)
-    runtime = Runtime(settings, client, sessions, store, lifecycle, dispatcher, teams)
+    runtime = Runtime(settings, client, sessions, store, lifecycle, dispatcher, teams, usage)
     if isinstance(dispatcher, SaqDispatcher):
         dispatcher.queue.on_lost = lambda run_id: mark_lost(runtime, run_id)
     return runtime

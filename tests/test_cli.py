@@ -71,6 +71,7 @@ def test_a_wrong_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
         ({"OAI_CONFIG_LIST": "[not json"}, "OAI_CONFIG_LIST: not a valid config list"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL:"),
         ({"PORT": "http"}, "PORT:"),
+        ({"KEY_TOKEN_BUDGETS": "alice=lots"}, "KEY_TOKEN_BUDGETS:"),
     ):
         done = serve_refusing_to_start(tmp_path, env)
         lines = done.stderr.strip().splitlines()
@@ -94,3 +95,11 @@ def test_a_busy_port_fails_first_and_clearly(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert lines == [f"agent-api: cannot start: PORT: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+def test_key_id_names_a_key_as_usage_and_budgets_do() -> None:
+    cli = [sys.executable, "-m", "agent_api.cli"]
+    plain = subprocess.run([*cli, "key-id", "alice-key"], capture_output=True, text=True, check=True).stdout.strip()
+    hashed = subprocess.run([*cli, "hash-key", "alice-key"], capture_output=True, text=True, check=True).stdout.strip()
+    from_hash = subprocess.run([*cli, "key-id", hashed], capture_output=True, text=True, check=True).stdout.strip()
+    assert plain == from_hash and len(plain) == 32 and hashed.startswith("sha256:" + plain)

@@ -22,6 +22,7 @@ from agent_api.security import ANONYMOUS, KeyRing, Principal
 from agent_api.services.ratelimit import RequestRateLimiter
 from agent_api.services.readiness import ModelProbe
 from agent_api.services.sessions import SessionManager
+from agent_api.services.usage import UsageStore
 from agent_api.shutdown import Shutdown
 
 
@@ -40,6 +41,7 @@ class AppState:
     shutdown: Shutdown
     started_at: datetime
     model_probe: ModelProbe
+    usage: UsageStore
 
 
 def get_state(request: Request) -> AppState:

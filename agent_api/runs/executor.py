@@ -249,7 +249,7 @@ class RunExecutor:
             "cached": outcome.cached,
         }
         events = frames.success_frames(run.session_id, outcome, RunStatus.SUCCEEDED.value)
-        if not await self.lifecycle.finish(run, RunStatus.SUCCEEDED, events, result=result):
+        if not await self.lifecycle.finish(run, RunStatus.SUCCEEDED, events, result=result, usage=outcome.usage):
             log.warning("run %s finished after it was ended elsewhere; its turn was saved", run.id)
         RUN_TURNS.labels(run.team).observe(outcome.turns_used)
         if session_turns is not None:

@@ -14,11 +14,13 @@ from typing import Any, Protocol
 
 from agent_api.errors import AgentAPIError, StoreUnavailable
 from agent_api.metrics import RUNS_FINISHED
+from agent_api.models.chat import Usage
 from agent_api.runs import frames
 from agent_api.runs.model import Run, RunStatus
 from agent_api.runs.store import RunStore
 from agent_api.runs.views import run_json
 from agent_api.runs.webhooks import WebhookSender
+from agent_api.services.usage import UsageStore
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +36,17 @@ class Dispatcher(Protocol):
 class RunLifecycle:
     """Ends runs and carries out what follows an end."""
 
-    def __init__(self, store: RunStore, dispatcher: Dispatcher, webhooks: WebhookSender | None) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        dispatcher: Dispatcher,
+        webhooks: WebhookSender | None,
+        usage: UsageStore | None = None,
+    ) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.webhooks = webhooks
+        self.usage = usage
 
     async def finish(
         self,
@@ -47,12 +56,18 @@ class RunLifecycle:
         *,
         result: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
+        usage: Usage | None = None,
     ) -> bool:
-        """End ``run`` as ``status``; False when it had ended already (someone else ended it)."""
+        """End ``run`` as ``status``; False when it had ended already (someone else ended it).
+
+        The run (and ``usage``, the tokens it used) counts in its key's usage once, here.
+        """
         finished = await self.store.finish(run, status, events, result=result, error=error)
         if finished is None:
             return False
         RUNS_FINISHED.labels(run.team, status.value).inc()
+        if self.usage is not None:
+            await self.usage.record(run.owner, run.team, usage)
         log.info("run %s %s", run.id, status.value, extra={"run_id": run.id, "status": status.value})
         if finished.next_run is not None:
             await self._dispatch_next(finished.next_run)

@@ -37,6 +37,7 @@ from agent_api.runs.model import IfBusy, Run, RunStatus, utcnow
 from agent_api.runs.store import InputRefused, LogEntry, RunExists, RunStore
 from agent_api.runs.webhooks import WebhookRefused, validate_webhook_url
 from agent_api.services.sessions import Session, SessionManager, new_session_id
+from agent_api.services.usage import UsageStore
 from agent_api.shutdown import Shutdown
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class RunService:
         teams: TeamRegistry,
         shutdown: Shutdown,
         *,
+        usage: UsageStore | None = None,
         max_runs_per_key: int | None,
         allow_private_webhooks: bool,
         follow_block: float = 5.0,
@@ -82,6 +84,7 @@ class RunService:
         self.sessions = sessions
         self.teams = teams
         self.shutdown = shutdown
+        self.usage = usage
         self.max_runs_per_key = max_runs_per_key
         self.allow_private_webhooks = allow_private_webhooks
         self.follow_block = follow_block
@@ -90,6 +93,8 @@ class RunService:
         """Check the request, store the run and hand it to a worker (or queue it behind the session's)."""
         if self.shutdown.draining.is_set():
             raise ShuttingDown()
+        if self.usage is not None:
+            await self.usage.check_budget(owner)  # before any model call: nothing is created
         if options.webhook is not None:
             try:
                 await validate_webhook_url(options.webhook, allow_private=self.allow_private_webhooks)
