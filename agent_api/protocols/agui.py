@@ -1,21 +1,30 @@
-"""AG-UI, as a team speaks it: the user's message out of ``RunAgentInput``, and a run's event
-frames as AG-UI events (the ``ag-ui-protocol`` package's own types and encoder).
+"""AG-UI, as a team speaks it: the user's message (or the answer to an interrupt) out of
+``RunAgentInput``, and a run's event frames as AG-UI events (the ``ag-ui-protocol`` package's own
+types and encoder).
 
 A group chat becomes a sequence of steps, one per agent's turn, each with the agent's text
-messages (labelled with its ``name``, their words as they come) and its tool calls. Pure: no
-HTTP; the router (``routers/agui.py``) creates the run and feeds this the run's frames.
+messages (labelled with its ``name``, their words as they come) and its tool calls. A run that
+asks a person (``input_request``) ends the AG-UI run with an interrupt; the AG-UI run that
+resumes it carries the answer (``resume``) and continues the same run of the service. Pure: no
+HTTP; the router (``routers/agui.py``) creates or answers the run and feeds this the run's frames.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from ag_ui.core import (
+    PROTOCOL_VERSION,
     BaseEvent,
+    Interrupt,
+    ResumeEntry,
     RunAgentInput,
     RunErrorEvent,
+    RunFinishedCancelledOutcome,
     RunFinishedEvent,
+    RunFinishedInterruptOutcome,
     RunStartedEvent,
     StepFinishedEvent,
     StepStartedEvent,
@@ -28,17 +37,41 @@ from ag_ui.core import (
     ToolCallStartEvent,
 )
 from ag_ui.encoder import EventEncoder
+from pydantic import ValidationError
 
 from agent_api.errors import AgentAPIError
-from agent_api.models.chat import message_problem
+from agent_api.models.chat import MAX_MESSAGE_CHARS, message_problem
+from agent_api.models.runs import InputAnswer
+
+# The blank line the native stream puts before an answering agent's second and later replies of a
+# run (agents/tokens.py's REPLY_SEPARATOR): in AG-UI each reply is a message of its own.
+REPLY_SEPARATOR = "\n\n"
+
+# What an interrupt's answer (a resume entry's payload) looks like, per kind of request.
+MESSAGE_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "maxLength": MAX_MESSAGE_CHARS,
+    "description": "Your reply, which the agent reads as the user's next message. Empty lets the team go on "
+    "by itself (or accepts its final answer); 'exit' ends the conversation.",
+}
+APPROVAL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "approved": {"type": "boolean", "description": "true runs the tool call; false refuses it."},
+        "reason": {"type": "string", "maxLength": 1000, "description": "Why, for the agent to read with a refusal."},
+    },
+    "required": ["approved"],
+    "additionalProperties": False,
+}
+_APPROVAL_KEYS = frozenset(APPROVAL_SCHEMA["properties"])
 
 
 class AgUiInputError(Exception):
-    """Input the team cannot take; ``field`` is the offending field, as AG-UI spells it."""
+    """Input the team cannot take; ``loc`` is where the offending field is, as AG-UI spells it."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, loc: str | list[str | int], message: str) -> None:
         super().__init__(message)
-        self.field = field
+        self.loc: list[str | int] = [loc] if isinstance(loc, str) else list(loc)
         self.message = message
 
 
@@ -73,17 +106,85 @@ def user_message(run_input: RunAgentInput) -> str:
     return text
 
 
+def resume_entry(run_input: RunAgentInput) -> ResumeEntry | None:
+    """The interrupt this input answers, or None when it brings a new user message (no ``resume``).
+
+    A run of a team waits on one request at a time, so an AG-UI run ends with one interrupt, and
+    a resume answers it with one entry.
+    """
+    if not run_input.resume:
+        return None
+    if len(run_input.resume) > 1:
+        raise AgUiInputError(
+            "resume", "resume answers one interrupt: a run of this service ends with one interrupt at a time."
+        )
+    return run_input.resume[0]
+
+
+def input_answer(entry: ResumeEntry, request: dict[str, Any]) -> InputAnswer:
+    """The answer a resolved resume entry gives the request the run waits on (its ``input_request``).
+
+    A message request takes the text (a string, or ``{"content": text}``); an approval takes
+    ``true``/``false`` or ``{"approved": boolean, "reason"?: string}``. Anything else is refused
+    rather than guessed at: a misspelt approval must not pass for a refusal, nor for an approval.
+    """
+    loc: list[str | int] = ["resume", 0, "payload"]
+    payload = entry.payload
+    fields: dict[str, Any]
+    if request.get("kind") == "approval":
+        if isinstance(payload, bool):
+            payload = {"approved": payload}
+        if isinstance(payload, dict) and isinstance(payload.get("approved"), bool) and set(payload) <= _APPROVAL_KEYS:
+            fields = dict(payload)
+        else:
+            raise AgUiInputError(
+                loc,
+                'This interrupt asks to approve a tool call: the payload is true, false or {"approved": boolean, '
+                '"reason"?: string}.',
+            )
+    elif isinstance(payload, str):
+        fields = {"content": payload}
+    elif isinstance(payload, dict) and set(payload) == {"content"} and isinstance(payload["content"], str):
+        fields = dict(payload)
+    else:
+        raise AgUiInputError(
+            loc, 'This interrupt asks for a message: the payload is its text (a string, or {"content": text}).'
+        )
+    try:
+        return InputAnswer.model_validate({"request_id": str(request.get("request_id", "")), **fields})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise AgUiInputError(loc, f"The payload is refused: {problems}.") from None
+
+
 class AgUiEncoder:
     """A run's frames, in order, as AG-UI events encoded for the wire (Server-Sent Events).
 
     Keeps which step (agent's turn), text message and tool call are open, so that each is opened
     before its content and closed before the next, and all are closed before the run ends.
+
+    ``run_id`` is the AG-UI run's id; ``service_run_id`` the run of the service it follows (they
+    differ for a run that resumes an interrupt). ``input_timeout`` dates an interrupt's expiry.
+    With ``cancelled_as_outcome`` (the client itself cancelled the run, by abandoning its
+    interrupt), a cancelled run ends with ``RUN_FINISHED``'s cancelled outcome instead of
+    ``RUN_ERROR``.
     """
 
-    def __init__(self, thread_id: str, run_id: str) -> None:
+    def __init__(
+        self,
+        thread_id: str,
+        run_id: str,
+        *,
+        service_run_id: str | None = None,
+        input_timeout: float | None = None,
+        cancelled_as_outcome: bool = False,
+    ) -> None:
         self.thread_id = thread_id
         self.run_id = run_id
-        self.ended = False
+        self.service_run_id = service_run_id or run_id
+        self.input_timeout = input_timeout
+        self.cancelled_as_outcome = cancelled_as_outcome
+        self.ended = False  # RUN_FINISHED or RUN_ERROR went out: nothing more comes from this AG-UI run
         self._wire = EventEncoder()
         self._step: str | None = None
         self._message: tuple[str, str] | None = None  # (message id, agent)
@@ -98,7 +199,9 @@ class AgUiEncoder:
         return f"{self.run_id}-{kind}{self._count}"
 
     def start(self) -> list[str]:
-        return self._encode([RunStartedEvent(thread_id=self.thread_id, run_id=self.run_id)])
+        return self._encode(
+            [RunStartedEvent(thread_id=self.thread_id, run_id=self.run_id, protocol_version=PROTOCOL_VERSION)]
+        )
 
     def feed(self, event: str, data: str, event_id: str = "") -> list[str]:
         """The AG-UI events for one frame of the run's log."""
@@ -108,10 +211,12 @@ class AgUiEncoder:
         out: list[BaseEvent] = []
         if event == "token":
             agent, text = str(fields.get("agent") or ""), str(fields.get("text") or "")
-            if text:
-                if self._message is None or self._message[1] != agent:
+            if self._message is None or self._message[1] != agent:
+                text = text.removeprefix(REPLY_SEPARATOR)
+                if text:
                     self._open_message(agent, out)
                     self._streamed = True
+            if text:
                 assert self._message is not None
                 out.append(TextMessageContentEvent(message_id=self._message[0], delta=text))
         elif event == "message":
@@ -128,11 +233,21 @@ class AgUiEncoder:
                     role="tool",
                 )
             )
+        elif event == "input_request":
+            # The run waits for a person: this AG-UI run ends with the interrupt; the run of the
+            # service goes on waiting, and the AG-UI run that resumes the interrupt answers it.
+            out += self._close_all()
+            interrupt = self._interrupt(fields.get("input_request") or {}, event_id)
+            outcome = RunFinishedInterruptOutcome(interrupts=[interrupt])
+            out.append(RunFinishedEvent(thread_id=self.thread_id, run_id=self.run_id, outcome=outcome))
+            self.ended = True
         elif event == "error":
             out += self._close_all()
-            out.append(
-                RunErrorEvent(message=str(fields.get("detail") or "The run failed."), code=fields.get("error_type"))
-            )
+            if self.cancelled_as_outcome and fields.get("error_type") == "cancelled":
+                out.append(self._cancelled())
+            else:
+                detail = str(fields.get("detail") or "The run failed.")
+                out.append(RunErrorEvent(message=detail, code=fields.get("error_type")))
             self.ended = True
         elif event == "done":
             out += self._close_all()
@@ -140,6 +255,8 @@ class AgUiEncoder:
             if status == "succeeded":
                 answer = fields.get("response")
                 out.append(RunFinishedEvent(thread_id=self.thread_id, run_id=self.run_id, result=answer))
+            elif status == "cancelled" and self.cancelled_as_outcome:
+                out.append(self._cancelled())
             else:
                 message = f"The run ended as {status}; nothing of it was saved."
                 out.append(RunErrorEvent(message=message, code=str(status or "failed")))
@@ -152,6 +269,37 @@ class AgUiEncoder:
             return []
         self.ended = True
         return self._encode([*self._close_all(), RunErrorEvent(message=error.detail, code=error.error_type)])
+
+    # -- interrupts ----------------------------------------------------------------------------
+    def _interrupt(self, request: dict[str, Any], event_id: str) -> Interrupt:
+        """The request a run waits on, as an AG-UI interrupt: a tool call to approve (``tool_call``,
+        its id the one ``TOOL_CALL_START`` named) or the user's next message (``input_required``)."""
+        call = request.get("tool_call") or {}
+        approval = request.get("kind") == "approval"
+        call_id = str(call["id"]) if approval and call.get("id") else None
+        return Interrupt(
+            id=str(request.get("request_id", "")),
+            reason=("tool_call" if call_id else "confirmation") if approval else "input_required",
+            message=str(request.get("prompt") or "") or None,
+            tool_call_id=call_id,
+            response_schema=dict(APPROVAL_SCHEMA if approval else MESSAGE_SCHEMA),
+            expires_at=self._expires_at(event_id),
+            metadata={"agent": str(request.get("agent") or ""), "serviceRunId": self.service_run_id},
+        )
+
+    def _expires_at(self, event_id: str) -> str | None:
+        """When the run stops waiting (INPUT_TIMEOUT after it asked; an event id is the time it
+        was written, in milliseconds), as ISO 8601 in UTC, to the second it is sure of."""
+        if self.input_timeout is None:
+            return None
+        millis, _, _ = event_id.partition("-")
+        if not millis.isdigit() or millis == "0":
+            return None
+        expires = datetime.fromtimestamp(int(millis) / 1000 + self.input_timeout, UTC)
+        return expires.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+    def _cancelled(self) -> RunFinishedEvent:
+        return RunFinishedEvent(thread_id=self.thread_id, run_id=self.run_id, outcome=RunFinishedCancelledOutcome())
 
     # -- steps, messages and tool calls ------------------------------------------------------
     def _enter_step(self, agent: str, out: list[BaseEvent]) -> None:

@@ -3,6 +3,9 @@
 The thread is the session (created for the calling key the first time its ``threadId`` is
 seen), the AG-UI run is the service's run (its ``runId`` is the run's id, so ``/runs`` can read,
 follow and cancel it), and the run's events go out as AG-UI events (``protocols/agui.py``).
+
+A run that asks a person ends its AG-UI run with an interrupt and waits; the next AG-UI run on
+the thread answers it (``resume``) and streams the rest of that same run of the service.
 """
 
 from __future__ import annotations
@@ -10,19 +13,31 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from ag_ui.core import RunAgentInput
+import orjson
+from ag_ui.core import ResumeEntry, RunAgentInput
 from ag_ui.encoder import EventEncoder
 from fastapi import APIRouter, Path
 from sse_starlette import EventSourceResponse
 
-from agent_api.errors import InvalidField, SessionTeamMismatch, TeamNotFound, UnknownTeam
+from agent_api.config import Settings
+from agent_api.errors import (
+    InvalidField,
+    RunNotFound,
+    RunNotWaiting,
+    SessionTeamMismatch,
+    TeamNotFound,
+    UnknownTeam,
+    WrongInputRequest,
+)
 from agent_api.models.chat import SESSION_ID_PATTERN, AgentRequest
 from agent_api.models.runs import RUN_ID_PATTERN
 from agent_api.observability import note
 from agent_api.protocols import agui
 from agent_api.routers.deps import AUTH_RESPONSES, PrincipalDep, RunsDep, SessionsDep, StateDep
 from agent_api.routers.streams import encode_run, sse_response
-from agent_api.runs.service import RunOptions
+from agent_api.runs.model import Run, RunStatus
+from agent_api.runs.service import RunOptions, RunService
+from agent_api.services.sessions import SessionManager
 
 router = APIRouter(tags=["ag-ui"], responses=AUTH_RESPONSES)
 
@@ -43,6 +58,27 @@ ones are the client's copy and are not read). `runId` becomes the run's id: `GET
 reads it, `/runs/{runId}/events` follows it, `/runs/{runId}/cancel` stops it. Closing the
 connection cancels the run. `forwardedProps.max_turns` (1-20) bounds the agents' replies.
 `state`, `tools` and `context` are accepted and not used: the team's tools are its own.
+
+**Interrupts.** When the team asks a person (a team with `human_input`, or a tool call of its
+`approve_tools`), the stream ends with `RUN_FINISHED` whose `outcome` is an interrupt with one
+`Interrupt`: `id` the request's id, `message` what the person answers (the agent's message, or
+the tool call to approve), `reason` `input_required` (the user's next message: `responseSchema`
+is a string) or `tool_call` (approve the call `toolCallId`: `responseSchema` is
+`{approved: boolean, reason?: string}`), `expiresAt` when the run stops waiting (INPUT_TIMEOUT),
+`metadata` the asking `agent` and the `serviceRunId`. The run is not cancelled: it waits.
+
+Resume it with the next run on the same thread, with one entry in `resume`:
+`[{interruptId, status, payload}]` (`messages` is then not read, nor `forwardedProps.max_turns`
+used: the run goes on as it began). `resolved` answers it: for a message the payload is the text
+or `{content}` (empty lets the team go on by itself, or accepts its final answer; `exit` ends the
+conversation); for an approval `true` / `false` or `{approved, reason?}` (a refusal and its
+reason reach the agent as the tool's result). The stream then carries the rest of the run as a
+new AG-UI run: `RUN_STARTED` with the new `runId` ... `RUN_FINISHED` (or the next interrupt).
+`cancelled` cancels the run: `RUN_STARTED`, then `RUN_FINISHED` with the cancelled outcome. The
+run of the service keeps its first id (the `X-Run-ID` header, the interrupt's `serviceRunId`);
+the resuming `runId` names the AG-UI run only. While a run waits, a new message on the thread is
+refused (409): resume first. A resume whose interrupt no run of the thread waits on is a 409,
+and a payload of another shape a 422 (`detail` names the field); neither changes anything.
 """
 
 
@@ -65,8 +101,11 @@ def _max_turns(forwarded: Any) -> dict[str, Any]:
             "description": "AG-UI events, as Server-Sent Events.",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
-        404: {"description": "Unknown team, or a thread of another key."},
-        409: {"description": "The thread is running another run, belongs to another team, or the runId is in use."},
+        404: {"description": "Unknown team, or a thread of another key (or, to resume, an unknown thread)."},
+        409: {
+            "description": "The thread is running another run, belongs to another team, or the runId is in use; "
+            "or no run of the thread waits on the interrupt a resume answers."
+        },
         422: {"description": "Malformed input; `detail` names the field."},
     },
 )
@@ -87,18 +126,93 @@ async def run_agent(
         raise InvalidField(["body", "threadId"], "threadId must be 1-64 letters, digits, '-' or '_'.")
     if not _RUN_ID.match(run_input.run_id):
         raise InvalidField(["body", "runId"], "runId must be 1-64 letters, digits, '-' or '_'.")
-    try:
-        message = agui.user_message(run_input)
-    except agui.AgUiInputError as exc:
-        raise InvalidField(["body", exc.field], exc.message) from None
     max_turns = _max_turns(run_input.forwarded_props)
+    try:
+        entry = agui.resume_entry(run_input)
+        message = agui.user_message(run_input) if entry is None else ""
+    except agui.AgUiInputError as exc:
+        raise InvalidField(["body", *exc.loc], exc.message) from None
+    if entry is not None:
+        return await _resume(name, run_input, entry, runs, sessions, state.settings, principal.key_id)
     session_team = await sessions.claim(run_input.thread_id, name, principal.key_id)
     if session_team != name:
         raise SessionTeamMismatch(session_team, name)
     request = AgentRequest(message=message, agent=name, session_id=run_input.thread_id, stream=True, **max_turns)
     run = await runs.create(request, principal.key_id, RunOptions(stream=True, run_id=run_input.run_id))
     note(team=run.team, session_id=run.session_id, run_id=run.id, protocol="ag-ui")
-    encoder = agui.AgUiEncoder(run_input.thread_id, run.id)
+    encoder = agui.AgUiEncoder(run_input.thread_id, run.id, input_timeout=state.settings.input_timeout)
+    return _stream(runs, run, encoder, state.settings)
+
+
+def _stream(
+    runs: RunService, run: Run, encoder: agui.AgUiEncoder, settings: Settings, after: str = "0"
+) -> EventSourceResponse:
+    """The run's events from after ``after`` as one AG-UI run, which ends when the run does or
+    when it waits for a person (then the run is left waiting; leaving before that cancels it)."""
+    events = encode_run(runs, run, encoder, after=after, cancel_on_leave=True, until=lambda: encoder.ended)
     # The body is AG-UI's own encoding (its EventEncoder): sse-starlette passes bytes through.
-    body = (line.encode() async for line in encode_run(runs, run, encoder, cancel_on_leave=True))
-    return sse_response(body, state.settings, {"X-Run-ID": run.id}, media_type=EventEncoder().get_content_type())
+    body = (line.encode() async for line in events)
+    return sse_response(body, settings, {"X-Run-ID": run.id}, media_type=EventEncoder().get_content_type())
+
+
+async def _resume(
+    team: str,
+    run_input: RunAgentInput,
+    entry: ResumeEntry,
+    runs: RunService,
+    sessions: SessionManager,
+    settings: Settings,
+    owner: str,
+) -> EventSourceResponse:
+    """Answer (or cancel) the run of the thread that waits on the entry's interrupt, and stream the
+    rest of that run as the new AG-UI run. Nothing changes when the interrupt is not the one waited on."""
+    session_team = await sessions.team_of(run_input.thread_id, owner)
+    if session_team != team:
+        raise SessionTeamMismatch(session_team, team)
+    run = await _waiting_run(runs, run_input.thread_id, owner, entry.interrupt_id)
+    after = await _request_event_id(runs, run.id, entry.interrupt_id)
+    if entry.status == "cancelled":
+        await runs.cancel(run.id, owner)
+    else:
+        try:
+            answer = agui.input_answer(entry, run.input_request or {})
+        except agui.AgUiInputError as exc:
+            raise InvalidField(["body", *exc.loc], exc.message) from None
+        await runs.answer(run.id, owner, answer)
+    note(team=run.team, session_id=run.session_id, run_id=run.id, protocol="ag-ui")
+    encoder = agui.AgUiEncoder(
+        run_input.thread_id,
+        run_input.run_id,
+        service_run_id=run.id,
+        input_timeout=settings.input_timeout,
+        cancelled_as_outcome=entry.status == "cancelled",
+    )
+    return _stream(runs, run, encoder, settings, after)
+
+
+async def _waiting_run(runs: RunService, thread_id: str, owner: str, interrupt_id: str) -> Run:
+    """The thread's run that waits on ``interrupt_id``: its active run, in requires_input."""
+    thread_runs = await runs.session_runs(thread_id, owner)
+    if not thread_runs:
+        raise RunNotFound()
+    waiting = next((r for r in thread_runs if r.status is RunStatus.REQUIRES_INPUT), None)
+    if waiting is None:
+        raise RunNotWaiting(thread_runs[0].status.value)
+    pending = str((waiting.input_request or {}).get("request_id", ""))
+    if pending != interrupt_id:
+        raise WrongInputRequest(pending)
+    return waiting
+
+
+async def _request_event_id(runs: RunService, run_id: str, request_id: str) -> str:
+    """The id of the run's ``input_request`` event for ``request_id``: the resumed stream starts
+    after it. The event is written with the run's move to requires_input, so it is in the log."""
+    cursor = "0"
+    while entries := await runs.store.read(run_id, cursor, block=0.01):
+        for entry in entries:
+            if entry.event == "input_request":
+                request = orjson.loads(entry.data).get("input_request") or {}
+                if request.get("request_id") == request_id:
+                    return entry.id
+        cursor = entries[-1].id
+    raise RunNotWaiting(RunStatus.REQUIRES_INPUT.value)  # pragma: no cover - the log lost its request

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol, TypeVar
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -36,9 +36,17 @@ class FrameEncoder(Protocol[T]):
 
 
 async def encode_run(
-    runs: RunService, run: Run, encoder: FrameEncoder[T], *, after: str = "0", cancel_on_leave: bool
+    runs: RunService,
+    run: Run,
+    encoder: FrameEncoder[T],
+    *,
+    after: str = "0",
+    cancel_on_leave: bool,
+    until: Callable[[], bool] | None = None,
 ) -> AsyncIterator[T]:
-    """The run's events from after ``after``, as ``encoder`` writes them, until the run ends.
+    """The run's events from after ``after``, as ``encoder`` writes them, until the run ends, or
+    until ``until()`` is true after an event (a protocol whose stream ends while the run waits for
+    a person): the stream is then complete, and the run goes on as it is.
 
     A reader that leaves before the end cancels the run if ``cancel_on_leave``; a failure to read
     the log ends the stream with the encoder's failure frames.
@@ -48,8 +56,12 @@ async def encode_run(
         for item in encoder.start():
             yield item
         async for entry in runs.follow(run.id, after):
-            for item in encoder.feed(entry.event, entry.data, entry.id):
+            items = encoder.feed(entry.event, entry.data, entry.id)
+            complete = until is not None and until()  # before the last frames go out: leaving now is not leaving
+            for item in items:
                 yield item
+            if complete:
+                break
         complete = True
     except AgentAPIError as exc:
         complete = True
