@@ -423,7 +423,6 @@ class OfflineServer(ThreadedServer):
         return f"{self.url}/v1"
 
 
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="agent-api offline-llm", description="Run the offline model server.")
     parser.add_argument("--host", default="127.0.0.1")

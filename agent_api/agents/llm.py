@@ -12,22 +12,30 @@ from typing import Any
 import certifi
 import httpx
 
+from agent_api.agents.autogen_compat import SharedAcrossAgents
+
+# Re-exported: the engine's startup (runtime.open_engine) calls them from here.
+from agent_api.agents.autogen_compat import cache_openai_kwargs as cache_openai_kwargs
+from agent_api.agents.autogen_compat import quiet_autogen_logging as quiet_autogen_logging
 from agent_api.config import Settings
 
 log = logging.getLogger(__name__)
 
 
-class SharedHTTPClient(httpx.Client):
+class SharedHTTPClient(SharedAcrossAgents, httpx.Client):
     """The HTTP client of every agent: built once, with a small connection pool per run thread.
 
-    AutoGen deep-copies the configuration of every agent it builds; without ``__deepcopy__``
-    each agent would get a copy of the client, and with it a new connection pool and SSL
-    context (most of the cost of building an agent).
+    AutoGen deep-copies the configuration of every agent it builds; as a
+    :class:`~agent_api.agents.autogen_compat.SharedAcrossAgents` the client is not copied with
+    it (a copy would mean a new connection pool and SSL context, most of the cost of building
+    an agent).
 
     Requests go out through a pool owned by the calling thread: httpx's pool is guarded by one
     lock and scans all its connections on every request, so a single pool shared by a few
     hundred run threads spends more CPU on that than on the request itself. A run thread is
-    reused for many runs, so its connections stay warm.
+    reused for many runs, so its connections stay warm. (A transport delegating to a pool per
+    thread would do the same one level down, but httpx ignores the proxy environment variables,
+    HTTPS_PROXY and NO_PROXY, for a client given a transport; these per-thread clients honour them.)
     """
 
     def __init__(self, *, timeout: float, connections_per_thread: int = 2) -> None:
@@ -42,9 +50,6 @@ class SharedHTTPClient(httpx.Client):
         self._local = threading.local()
         self._pools: list[httpx.Client] = []
         self._pools_lock = threading.Lock()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> SharedHTTPClient:
-        return self
 
     def _thread_client(self) -> httpx.Client:
         client: httpx.Client | None = getattr(self._local, "client", None)
@@ -140,35 +145,3 @@ def create_llm_provider(settings: Settings, *, offline_base_url: str | None = No
         for key, value in common.items():
             entry.setdefault(key, value)
     return LLMProvider(entries, client, str(entries[0]["model"]), "openai-compatible", settings.llm_temperature)
-
-
-def cache_openai_kwargs() -> None:
-    """Compute AutoGen's ``OpenAIWrapper.openai_kwargs`` once instead of on every lookup.
-
-    In autogen 0.14 it is a property that calls ``inspect.getfullargspec`` on two OpenAI client
-    constructors, and it is evaluated once per key inside dict comprehensions: about twenty
-    times per agent built, a third of the CPU of a whole one-turn conversation. Its value
-    depends only on the installed openai package, so it is computed once here.
-    """
-    from autogen.oai.client import OpenAIWrapper
-
-    prop = OpenAIWrapper.__dict__.get("openai_kwargs")
-    if not isinstance(prop, property) or prop.fget is None:  # already cached, or changed upstream
-        return
-    value = frozenset(prop.fget(None))
-    OpenAIWrapper.openai_kwargs = property(lambda self: value)  # type: ignore[method-assign,assignment]
-
-
-class _DropCostWarnings(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "The cost will be 0" not in record.getMessage()
-
-
-def quiet_autogen_logging() -> None:
-    """Route AutoGen's loggers through the service's logging instead of straight to stdout."""
-    for name in ("autogen.oai.client", "autogen.oai.cohere"):
-        logger = logging.getLogger(name)
-        for handler in list(logger.handlers):
-            logger.removeHandler(handler)
-        logger.propagate = True
-        logger.addFilter(_DropCostWarnings())

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from autogen.agentchat.utils import gather_usage_summary
-
+from agent_api.agents.autogen_compat import MISSING_GROUP_CONTENT, usage_by_model
 from agent_api.models.chat import ChatMessage, Role, Usage
 
 TERMINATE = "TERMINATE"
@@ -83,7 +82,7 @@ def from_autogen(message: dict[str, Any], *, name: str | None, timestamp: dateti
     if role not in ("user", "assistant", "system", "tool"):
         role = "assistant"
     text = content_text(message)
-    if message.get("tool_calls") and text == "None":  # GroupChat stringifies a missing content
+    if message.get("tool_calls") and text == MISSING_GROUP_CONTENT:
         text = ""
     return [
         ChatMessage(
@@ -98,11 +97,8 @@ def from_autogen(message: dict[str, Any], *, name: str | None, timestamp: dateti
 
 def usage_of(agents: Sequence[Any]) -> Usage:
     """Tokens the agents' model clients reported, summed over models."""
-    summary = gather_usage_summary(list(agents)).get("usage_excluding_cached_inference") or {}
     usage = Usage()
-    for model, counts in summary.items():
-        if model == "total_cost" or not isinstance(counts, dict):
-            continue
+    for counts in usage_by_model(agents).values():
         usage = usage + Usage(
             prompt_tokens=counts.get("prompt_tokens", 0),
             completion_tokens=counts.get("completion_tokens", 0),

@@ -19,9 +19,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import autogen
-from autogen.events.client_events import StreamEvent
-from autogen.io.base import IOStream
 
+from agent_api.agents.autogen_compat import AutoGenIO, install_io, register_hooks
 from agent_api.agents.cache import RunCache
 from agent_api.agents.events import (
     InputReply,
@@ -114,29 +113,26 @@ class TeamRun:
             self.emit(TokenEvent(agent=agent, text=text, chunk=text if answering else ""))
 
 
-class RunIOStream:
+class RunIOStream(AutoGenIO):
     """AutoGen's output for one run: tokens go to the caller, console prints go nowhere.
 
-    Installed with ``IOStream.set_default`` (a ContextVar) in the worker thread, so concurrent
-    runs never see each other's tokens and the server's stdout stays for its own logs.
+    Installed as AutoGen's default ``IOStream`` (a ContextVar) in the worker thread, so
+    concurrent runs never see each other's tokens and the server's stdout stays for its own logs.
     """
 
     def __init__(self, run: TeamRun) -> None:
         self.run = run
 
-    def print(self, *objects: Any, sep: str = " ", end: str = "\n", flush: bool = False) -> None:
-        log.debug("autogen: %s", sep.join(map(str, objects)))
+    def on_print(self, text: str) -> None:
+        log.debug("autogen: %s", text)
 
-    def send(self, message: Any) -> None:
-        if isinstance(message, StreamEvent):
-            # Stopping here aborts the model's stream: the caller is gone, stop paying for tokens.
-            self.run.check_cancelled()
-            # AutoGen wraps each event: the wrapper's ``content`` is the StreamEvent itself.
-            text = getattr(message.content, "content", message.content)
-            if isinstance(text, str) and text:
-                self.run.on_token(text)
+    def on_stream(self, text: str) -> None:
+        # Stopping here aborts the model's stream: the caller is gone, stop paying for tokens.
+        self.run.check_cancelled()
+        if text:
+            self.run.on_token(text)
 
-    def input(self, prompt: str = "", *, password: bool = False) -> str:
+    def on_input(self, prompt: str) -> str:
         """AutoGen asks a person (a human input mode): the run waits for an answer from the API.
 
         AutoGen's own prompt is written for a console; the person is shown the message they are
@@ -149,7 +145,7 @@ class RunIOStream:
 
 @contextmanager
 def run_io(run: TeamRun) -> Iterator[None]:
-    with IOStream.set_default(RunIOStream(run)):
+    with install_io(RunIOStream(run)):
         yield
 
 
@@ -184,16 +180,11 @@ def instrument(run: TeamRun, agents: list[autogen.ConversableAgent]) -> None:
     """Hooks that track the speaker, report each message and stop a cancelled run between turns."""
     for agent in agents:
 
-        def before_reply(
-            messages: list[dict[str, Any]], agent: autogen.ConversableAgent = agent
-        ) -> list[dict[str, Any]]:
+        def before_reply(agent: autogen.ConversableAgent = agent) -> None:
             run.check_cancelled()
             run.speaker = agent.name
-            return messages
 
-        def before_send(
-            sender: autogen.ConversableAgent, message: dict[str, Any] | str, recipient: autogen.Agent, silent: bool
-        ) -> dict[str, Any] | str:
+        def before_send(sender: autogen.ConversableAgent, message: dict[str, Any] | str) -> None:
             now = datetime.now(UTC)
             if sender.name != USER and not (isinstance(message, dict) and message.get("tool_responses")):
                 # A model's reply: finish its streamed text (or show it whole if nothing streamed).
@@ -202,10 +193,8 @@ def instrument(run: TeamRun, agents: list[autogen.ConversableAgent]) -> None:
             run.sent.append((sender.name, now))
             if len(run.sent) > 1:  # the first message is the caller's own
                 _report_message(run, sender.name, message, now)
-            return message
 
-        agent.register_hook("process_all_messages_before_reply", before_reply)
-        agent.register_hook("process_message_before_send", before_send)
+        register_hooks(agent, before_reply=before_reply, before_send=before_send)
 
 
 def collect_outcome(run: TeamRun, new: list[dict[str, Any]], agents: list[Any]) -> RunOutcome:

@@ -14,6 +14,7 @@ import httpx
 import openai
 import pydantic
 
+from agent_api.agents.autogen_compat import MODEL_TIMEOUT_ERRORS
 from agent_api.agents.cache import ResponseCache, RunCache
 from agent_api.agents.events import InputReply, InputRequest, RunEvent, RunOutcome
 from agent_api.agents.llm import LLMProvider
@@ -52,7 +53,7 @@ def _consume(future: asyncio.Future[RunOutcome]) -> None:
 
 def translate_model_error(exc: BaseException) -> AgentAPIError | None:
     """The caller-facing error for a model failure, or None if ``exc`` is not one."""
-    if isinstance(exc, (TimeoutError, openai.APITimeoutError, httpx.TimeoutException)):
+    if isinstance(exc, (*MODEL_TIMEOUT_ERRORS, openai.APITimeoutError, httpx.TimeoutException)):
         return ModelTimeout()
     if isinstance(exc, openai.RateLimitError):
         retry_after = exc.response.headers.get("retry-after", "").strip()

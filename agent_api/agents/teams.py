@@ -20,6 +20,18 @@ from typing import Any, Literal
 
 import autogen
 
+from agent_api.agents.autogen_compat import (
+    AUTO_SELECTION,
+    HumanInputMode,
+    SpeakerSelector,
+    group_chat,
+    group_messages_since,
+    messages_since,
+    register_tools,
+    restore_history,
+    start_chat,
+    user_proxy_agent,
+)
 from agent_api.agents.events import RunOutcome
 from agent_api.agents.messages import is_termination, to_autogen
 from agent_api.agents.run import USER, TeamRun, collect_outcome, instrument, run_io
@@ -30,7 +42,7 @@ CONTINUE = "Please continue. When your answer is complete, put TERMINATE at the 
 
 HumanInput = Literal["never", "always", "on_terminate"]
 # AutoGen's human input modes, by the names team files use.
-HUMAN_INPUT_MODES: dict[str, Literal["NEVER", "ALWAYS", "TERMINATE"]] = {
+HUMAN_INPUT_MODES: dict[str, HumanInputMode] = {
     "never": "NEVER",
     "always": "ALWAYS",
     "on_terminate": "TERMINATE",
@@ -100,17 +112,15 @@ class AgentSpec:
             function = get_tool(name).function
             functions[name] = approval_required(run, self.name, name, function) if name in approve else function
         if functions:
-            executor.register_function(functions, silent_override=True)
+            register_tools(executor, functions)
 
 
 def user_proxy(max_turns: int, human_input: HumanInput = "never") -> autogen.UserProxyAgent:
     """Stands in for the caller: asks a person as the team says (through the run), never runs
     code, nudges the assistant on when it stops before its answer is complete."""
-    return autogen.UserProxyAgent(
-        name=USER,
+    return user_proxy_agent(
+        USER,
         human_input_mode=HUMAN_INPUT_MODES[human_input],
-        code_execution_config=False,
-        llm_config=False,
         is_termination_msg=is_termination,
         default_auto_reply=CONTINUE,
         max_consecutive_auto_reply=max_turns,
@@ -188,22 +198,11 @@ class PairTeam(Team):
         proxy = user_proxy(run.max_turns, self.human_input)
         self.assistant.attach_tools(proxy, run, self.approve_tools)
         instrument(run, [assistant, proxy])
-        for message in run.history:
-            assistant.chat_messages[proxy].append(to_autogen(message))
-            proxy.chat_messages[assistant].append(to_autogen(message, flip=True))
-        restored = len(assistant.chat_messages[proxy])
+        restored = restore_history(assistant, proxy, [to_autogen(m) for m in run.history])
+        restore_history(proxy, assistant, [to_autogen(m, flip=True) for m in run.history])
         with run_io(run):
-            # clear_history=False: the default would wipe the history restored above.
-            proxy.initiate_chat(
-                assistant,
-                message=run.message,
-                clear_history=False,
-                max_turns=run.max_turns,
-                silent=True,
-                summary_method=None,
-                cache=run.cache,
-            )
-        return collect_outcome(run, assistant.chat_messages[proxy][restored:], [assistant, proxy])
+            start_chat(proxy, assistant, run.message, max_turns=run.max_turns, cache=run.cache)
+        return collect_outcome(run, messages_since(assistant, proxy, restored), [assistant, proxy])
 
 
 SpeakerSelection = Literal["round_robin", "auto"]
@@ -270,16 +269,6 @@ class GroupTeam(Team):
         members: list[autogen.Agent] = [*assistants, proxy] if asks else list(assistants)
         rounds = min(self.max_rounds, run.max_turns)
         history = [to_group_message(m) for m in run.history]
-        groupchat = autogen.GroupChat(
-            agents=members,
-            messages=list(history),
-            max_round=1 + (2 * rounds if asks else rounds),
-            speaker_selection_method=self._selector(assistants, proxy if asks else None),
-            select_speaker_auto_llm_config=run.quiet_llm_config,
-            allow_repeat_speaker=True,
-        )
-        # The manager's own model calls (speaker selection) must not stream: their tokens are
-        # not anybody's answer.
         answerers = set(self.answering_agents)
 
         def answered(message: dict[str, Any]) -> bool:
@@ -287,25 +276,24 @@ class GroupTeam(Team):
             # With a person in the loop the person ends it (the user's seat then gives no reply).
             return not asks and message.get("name") in answerers and is_termination(message)
 
-        manager = autogen.GroupChatManager(
-            groupchat=groupchat, llm_config=run.quiet_llm_config, is_termination_msg=answered, silent=True
+        groupchat, manager = group_chat(
+            members,
+            history,
+            max_round=1 + (2 * rounds if asks else rounds),
+            select_speaker=self._selector(assistants, proxy if asks else None),
+            # The manager's own model calls (speaker selection) must not stream: their tokens are
+            # not anybody's answer.
+            selector_llm_config=run.quiet_llm_config,
+            is_termination_msg=answered,
         )
         for agent in assistants:
-            agent.chat_messages[manager] = [agent_view(m, agent.name) for m in run.history]
+            restore_history(agent, manager, [agent_view(m, agent.name) for m in run.history])
         instrument(run, [*assistants, proxy])
         with run_io(run):
-            proxy.initiate_chat(
-                manager,
-                message=run.message,
-                clear_history=False,
-                max_turns=1,
-                silent=True,
-                summary_method=None,
-                cache=run.cache,
-            )
-        return collect_outcome(run, groupchat.messages[len(history) :], [*assistants, manager])
+            start_chat(proxy, manager, run.message, max_turns=1, cache=run.cache)
+        return collect_outcome(run, group_messages_since(groupchat, len(history)), [*assistants, manager])
 
-    def _selector(self, assistants: list[autogen.ConversableAgent], person: autogen.Agent | None) -> Any:
+    def _selector(self, assistants: list[autogen.ConversableAgent], person: autogen.Agent | None) -> SpeakerSelector:
         method = self.speaker_selection
         order = {agent.name: i for i, agent in enumerate(assistants)}
         human_input = self.human_input
@@ -319,7 +307,7 @@ class GroupTeam(Team):
                 if human_input == "always" or is_termination(last):
                     return person  # the user's seat: the person answers the answering agent
             if method == "auto":
-                return "auto"
+                return AUTO_SELECTION
             if last_speaker.name not in order:  # the caller just spoke: start from the first
                 return assistants[0]
             return assistants[(order[last_speaker.name] + 1) % len(assistants)]

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from autogen.tools.dependency_injection import _string_metadata_to_description_field
-from autogen.tools.function_utils import get_function_schema
+from agent_api.agents.autogen_compat import tool_schema
 
 
 @dataclass(frozen=True)
@@ -36,11 +35,8 @@ def register_tool(name: str, description: str) -> Callable[[Callable[..., Any]],
     """Decorator: make ``function`` available to team files as ``tools: [name]``."""
 
     def decorator(function: Callable[..., Any]) -> Callable[..., Any]:
-        # AutoGen reads parameter descriptions from Annotated[..., "text"] once they are converted.
-        schema = get_function_schema(
-            _string_metadata_to_description_field(function), name=name, description=description
-        )
-        _TOOLS[name] = Tool(name, description, function, schema)
+        # Parameter descriptions come from Annotated[..., "text"].
+        _TOOLS[name] = Tool(name, description, function, tool_schema(function, name=name, description=description))
         return function
 
     return decorator

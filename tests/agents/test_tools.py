@@ -51,3 +51,17 @@ def test_registry() -> None:
     assert {"calculator", "utc_now"} <= set(tool_names())
     assert get_tool("utc_now").function is utc_now
     assert utc_now().endswith("+00:00")
+
+
+def test_schemas_carry_the_parameter_descriptions() -> None:
+    # tools.py has string annotations (from __future__ import annotations): the descriptions must
+    # survive them (AutoGen's public Tool(...).tool_schema loses them there).
+    schema = get_tool("calculator").schema
+    assert schema["type"] == "function" and schema["function"]["name"] == "calculator"
+    parameters = schema["function"]["parameters"]
+    assert parameters["required"] == ["expression"]
+    assert parameters["properties"]["expression"] == {
+        "type": "string",
+        "description": "the arithmetic expression to evaluate",
+    }
+    assert get_tool("utc_now").schema["function"]["parameters"] == {"type": "object", "properties": {}, "required": []}
