@@ -15,6 +15,16 @@ from agent_api.services.usage import next_reset, today
 router = APIRouter(tags=["usage"], responses=AUTH_RESPONSES)
 
 MAX_DAYS = 366
+DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+
+
+def _day(value: str, name: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidField(["query", name], f"{value!r} is not a date (YYYY-MM-DD).") from None
+
+
 KEY_ID_PATTERN = r"^[0-9a-f]{32}$|^anonymous$"
 
 
@@ -31,9 +41,9 @@ async def get_usage(
     state: StateDep,
     principal: PrincipalDep,
     from_: Annotated[
-        date | None, Query(alias="from", description="First UTC day (default: 29 days before to).")
+        str | None, Query(alias="from", pattern=DATE, description="First UTC day, YYYY-MM-DD (default: to - 29 days).")
     ] = None,
-    to: Annotated[date | None, Query(description="Last UTC day, inclusive (default: today).")] = None,
+    to: Annotated[str | None, Query(pattern=DATE, description="Last UTC day, inclusive (default: today).")] = None,
     team: Annotated[str | None, Query(max_length=64, description="Only this team.")] = None,
     key_id: Annotated[
         str | None, Query(pattern=KEY_ID_PATTERN, description="Another key's id (admin keys only).")
@@ -43,8 +53,8 @@ async def get_usage(
     if key_id is not None and key_id != principal.key_id and not principal.admin:
         raise Forbidden("Only an admin key (ADMIN_API_KEYS) may read another key's usage.")
     who = key_id or principal.key_id
-    end = to or today()
-    start = from_ or end - timedelta(days=29)
+    end = _day(to, "to") if to is not None else today()
+    start = _day(from_, "from") if from_ is not None else end - timedelta(days=29)
     if start > end:
         raise InvalidField(["query", "from"], "from is after to.")
     if (end - start).days + 1 > MAX_DAYS:
