@@ -15,36 +15,34 @@ missing results file is reported and its plot skipped. Needs matplotlib (``pip i
 Run from the repository root::
 
     .venv/bin/python bench/plots.py
+    .venv/bin/python bench/plots.py --quick   # from the quick runs' results, drawn beside them
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib  # type: ignore[import-not-found,unused-ignore]  # the `bench` extra; no stubs needed
 
 matplotlib.use("Agg")  # no display: draw to files
 
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-from _common import DOC_PATH, RESULTS_DIR, ROOT, update_doc_section  # noqa: E402
+import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]  # noqa: E402  (after the backend)
+from harness import DOC_PATH  # noqa: E402
+from harness.cli import add_output_flags, output, parse_args  # noqa: E402
+from harness.results import Output, shown  # noqa: E402
 
-DOCS = DOC_PATH.parent
-CONCURRENCY_PNG = DOCS / "latency-vs-concurrency.png"
-SOAK_PNG = DOCS / "soak-memory.png"
+CONCURRENCY_PNG = DOC_PATH.parent / "latency-vs-concurrency.png"
+SOAK_PNG = DOC_PATH.parent / "soak-memory.png"
 DPI = 110
 
 
-def _load(name: str) -> dict[str, Any] | None:
-    path = RESULTS_DIR / f"{name}.json"
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        print(f"skipped: bench/results/{name}.json does not exist (run bench/{name}.py first)")
-        return None
+def _load(name: str, out: Output) -> dict[str, Any] | None:
+    data = out.load(name)
+    if data is None:
+        print(f"skipped: {shown(out.results_path(name))} does not exist (run bench/{name}.py first)")
     return data
 
 
@@ -97,13 +95,16 @@ def plot_soak(raw: dict[str, Any], path: Path = SOAK_PNG) -> Path:
     minutes = [s["t"] / 60 for s in samples]
     fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=DPI)
     ax.plot(minutes, [s["rss_mib"] for s in samples], color="tab:blue", marker=".", label="RSS (MiB)")
-    for key, window, colour in (("baseline", "baseline_window_s", "tab:green"),
-                                ("last", "final_window_s", "tab:orange")):
+    for key, window, colour in (
+        ("baseline", "baseline_window_s", "tab:green"),
+        ("last", "final_window_s", "tab:orange"),
+    ):
         lo, hi = analysis[window]
         median = analysis["rss_baseline_mib" if key == "baseline" else "rss_final_mib"]
         ax.axvspan(lo / 60, hi / 60, color=colour, alpha=0.12)
-        ax.hlines(median, lo / 60, hi / 60, colors=colour, linewidth=2,
-                  label=f"median RSS, {key} window: {median:.1f} MiB")
+        ax.hlines(
+            median, lo / 60, hi / 60, colors=colour, linewidth=2, label=f"median RSS, {key} window: {median:.1f} MiB"
+        )
     ax.set_xlabel("minutes since the start of the traffic")
     ax.set_ylabel("RSS of the API process (MiB)")
     low = min(s["rss_mib"] for s in samples)
@@ -111,8 +112,9 @@ def plot_soak(raw: dict[str, Any], path: Path = SOAK_PNG) -> Path:
     ax.set_ylim(max(0.0, low - 20), high + 20)
     ax.grid(True, alpha=0.3)
     threads = ax.twinx()
-    threads.plot(minutes, [s["threads"] for s in samples], color="tab:grey", linestyle="--", linewidth=1,
-                 label="threads")
+    threads.plot(
+        minutes, [s["threads"] for s in samples], color="tab:grey", linestyle="--", linewidth=1, label="threads"
+    )
     threads.set_ylabel("threads")
     threads.set_ylim(0, max(s["threads"] for s in samples) * 1.3 + 1)
     lines = ax.get_legend_handles_labels()
@@ -122,9 +124,11 @@ def plot_soak(raw: dict[str, Any], path: Path = SOAK_PNG) -> Path:
     verdict = raw.get("verdict", "?")
     slope = analysis.get("rss_slope_mib_per_min")
     trend = f", trend {slope:+.2f} MiB/min" if isinstance(slope, float) and slope == slope else ""
-    ax.set_title(f"Soak: {settings.get('minutes', '?'):g} min at {settings.get('rate', '?'):g} requests/s, "
-                 f"RSS growth {analysis['rss_growth_mib']:+.1f} MiB{trend} ({verdict})\n{_subtitle(raw)}",
-                 fontsize=11)
+    ax.set_title(
+        f"Soak: {settings.get('minutes', '?'):g} min at {settings.get('rate', '?'):g} requests/s, "
+        f"RSS growth {analysis['rss_growth_mib']:+.1f} MiB{trend} ({verdict})\n{_subtitle(raw)}",
+        fontsize=11,
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -132,16 +136,29 @@ def plot_soak(raw: dict[str, Any], path: Path = SOAK_PNG) -> Path:
 
 
 def _doc(drawn: dict[str, Path]) -> str:
-    lines = ["## Plots", "", "Drawn by `bench/plots.py` from the raw results of the scripts above "
-             "(`.venv/bin/python bench/plots.py`; needs the `bench` extra: `pip install -e '.[bench]'`).", ""]
+    lines = [
+        "## Plots",
+        "",
+        "Drawn by `bench/plots.py` from the raw results of the scripts above "
+        "(`.venv/bin/python bench/plots.py`; needs the `bench` extra: `pip install -e '.[bench]'`).",
+        "",
+    ]
     if "concurrency" in drawn:
-        lines += ["Latency (p50, p95) and wall time of N simultaneous `POST /chat` requests "
-                  "(section *Concurrency*; the median run of each N, bars: the range of the wall time over all runs):",
-                  "", f"![Latency and wall time against N]({drawn['concurrency'].name})", ""]
+        lines += [
+            "Latency (p50, p95) and wall time of N simultaneous `POST /chat` requests "
+            "(section *Concurrency*; the median run of each N, bars: the range of the wall time over all runs):",
+            "",
+            f"![Latency and wall time against N]({drawn['concurrency'].name})",
+            "",
+        ]
     if "soak" in drawn:
-        lines += ["The API process's RSS and threads during the soak (section *Soak*; shaded: the two windows "
-                  "whose median RSS the verdict compares):", "",
-                  f"![RSS of the API process over the soak]({drawn['soak'].name})", ""]
+        lines += [
+            "The API process's RSS and threads during the soak (section *Soak*; shaded: the two windows "
+            "whose median RSS the verdict compares):",
+            "",
+            f"![RSS of the API process over the soak]({drawn['soak'].name})",
+            "",
+        ]
     if not drawn:
         lines.append("No results to plot yet.")
     return "\n".join(lines)
@@ -149,17 +166,16 @@ def _doc(drawn: dict[str, Path]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
-    args = parser.parse_args(argv)
+    add_output_flags(parser)
+    args = parse_args(parser, argv)
+    out = output(args)
     drawn: dict[str, Path] = {}
-    for name, plot in (("concurrency", plot_concurrency), ("soak", plot_soak)):
-        raw = _load(name)
+    for name, plot, png in (("concurrency", plot_concurrency, CONCURRENCY_PNG), ("soak", plot_soak, SOAK_PNG)):
+        raw = _load(name, out)
         if raw is not None:
-            drawn[name] = plot(raw)
-            print(f"wrote {drawn[name].relative_to(ROOT)}")
-    if not args.no_doc:
-        update_doc_section("plots", _doc(drawn))
-        print("updated: docs/benchmarks.md (section 'plots')")
+            drawn[name] = plot(raw, out.images_dir / png.name)
+            print(f"wrote {shown(drawn[name])}")
+    out.report("plots", _doc(drawn))
     return 0 if drawn else 1
 
 

@@ -1,0 +1,116 @@
+"""HTTP load generation: clients for N connections, Server-Sent Events, the offline model's controls."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import httpx
+
+CLIENT_CONNECTIONS = 20  # connections per load-generator client (see sharded_clients)
+
+
+def sharded_clients(url: str, n: int, timeout: float) -> list[httpx.AsyncClient]:
+    """Clients with N connections between them, at most CLIENT_CONNECTIONS each.
+
+    One client with N connections would make the load generator the bottleneck: httpcore's pool
+    scans all its connections and queued requests on every request and response (quadratic in
+    N), which cost about 20 s of CPU for N=1000 on the benchmark machine. Send request ``i`` with
+    ``clients[i % len(clients)]``.
+    """
+    shards = -(-n // CLIENT_CONNECTIONS)
+    sizes = [n // shards + (1 if i < n % shards else 0) for i in range(shards)]
+    return [
+        httpx.AsyncClient(
+            base_url=url,
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+        )
+        for size in sizes
+    ]
+
+
+async def chat_once(client: httpx.AsyncClient, message: str) -> tuple[float, str | None, str | None]:
+    """Send one ``POST /chat`` turn; return (latency ms, error kind or None, error sample or None).
+
+    An error is another status than 200, a 200 without a ``response``, or any exception (by its type).
+    """
+    start = time.perf_counter()
+    kind: str | None = None
+    sample: str | None = None
+    try:
+        response = await client.post("/chat", json={"message": message})
+        if response.status_code != 200:
+            kind, sample = f"HTTP {response.status_code}", response.text[:300]
+        else:
+            body = response.json()
+            if not (isinstance(body, dict) and isinstance(body.get("response"), str) and body["response"]):
+                kind, sample = "HTTP 200 without a response", response.text[:300]
+    except Exception as exc:  # every failure of a request counts as an error, by its type
+        kind, sample = type(exc).__name__, repr(exc)[:300]
+    return (time.perf_counter() - start) * 1000, kind, sample
+
+
+async def sse_frames(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """Yield ``(event, data)`` for each Server-Sent Event of ``response`` as it arrives (``data`` parsed as JSON).
+
+    Comment lines (``: ping``) are skipped; a frame whose data is not JSON yields ``{"raw": text}``.
+    """
+    event = "message"
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if not line:
+            if data:
+                text = "\n".join(data)
+                try:
+                    parsed = json.loads(text)
+                except ValueError:
+                    parsed = {"raw": text}
+                yield event, parsed
+            event, data = "message", []
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)
+
+
+def error_kinds(failures: Iterable[tuple[str | None, str | None]]) -> tuple[dict[str, int], list[str]]:
+    """Count ``(kind, sample)`` pairs by kind (None: no error) and keep the first sample of each kind."""
+    kinds: Counter[str] = Counter()
+    samples: dict[str, str] = {}
+    for kind, sample in failures:
+        if kind:
+            kinds[kind] += 1
+            samples.setdefault(kind, sample or "")
+    return dict(kinds), [f"{k}: {v}" for k, v in samples.items()]
+
+
+# -- the offline model's control routes -----------------------------------------------------------
+def offline_control(model_url: str) -> str:
+    """The base URL of the offline model's control routes (``/_offline/...``) for its ``.../v1`` URL."""
+    return model_url.removesuffix("/v1")
+
+
+async def offline_requests(model_url: str) -> list[dict[str, Any]]:
+    """The requests the offline model received since its log was last cleared."""
+    async with httpx.AsyncClient(timeout=60) as client:
+        response = await client.get(f"{offline_control(model_url)}/_offline/requests")
+        response.raise_for_status()
+        data: list[dict[str, Any]] = response.json()
+        return data
+
+
+async def offline_reset(model_url: str, **config: Any) -> None:
+    """Clear the offline model's request log and, with ``config``, change its behaviour (faults, stop word)."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        (await client.delete(f"{offline_control(model_url)}/_offline/requests")).raise_for_status()
+        if config:
+            (await client.put(f"{offline_control(model_url)}/_offline/config", json=config)).raise_for_status()

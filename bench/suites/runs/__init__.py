@@ -1,0 +1,1 @@
+"""``bench/runs.py``: the three measurements (:mod:`.measure`) and their report (:mod:`.report`)."""

@@ -1,0 +1,1 @@
+"""``bench/soak.py``: the traffic and its samples (:mod:`.traffic`), the verdict and report (:mod:`.report`)."""
