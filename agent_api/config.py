@@ -123,6 +123,17 @@ class Settings(BaseSettings):
     )
     log_level: str = "info"
     log_format: Literal["json", "text"] = "json"
+
+    # Traces
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector (e.g. http://localhost:4318): trace every request and run there. "
+        "Unset: tracing is off.",
+    )
+    otel_service_name: str = Field(default="agent-api", description="The service.name of the spans.")
+    trace_content: bool = Field(
+        default=False, description="Put prompts, answers, tool arguments and results in spans (off: never)."
+    )
     metrics_enabled: bool = Field(default=True, description="Serve Prometheus metrics at /metrics (without a key).")
     shutdown_grace_seconds: float = Field(
         default=20.0, ge=0, description="On SIGTERM, how long in-flight runs may go on before they are cancelled."

@@ -35,6 +35,7 @@ from agent_api.security import KeyRing
 from agent_api.services.ratelimit import RequestRateLimiter
 from agent_api.services.readiness import ModelProbe, model_base_url
 from agent_api.shutdown import Shutdown
+from agent_api.telemetry import setup_tracing
 
 log = logging.getLogger("agent_api")
 
@@ -197,6 +198,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(AccessLog)
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID", validator=valid_request_id)
+    tracing = setup_tracing(settings)
+    if tracing is not None:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        # Outermost: a request's span covers everything, and its context is current in the routes.
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=tracing, excluded_urls="/health,/metrics,/static")
     _document_teams(app, [team.name for team in app.state.teams])
     return app
 

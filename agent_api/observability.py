@@ -19,6 +19,7 @@ from pythonjsonlogger.json import JsonFormatter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent_api.metrics import ERRORS, HTTP_DURATION, HTTP_REQUESTS
+from agent_api.telemetry import log_ids
 
 access_log = logging.getLogger("agent_api.access")
 
@@ -89,10 +90,21 @@ class AccessLog:
             request_details.reset(token)
 
 
+class TraceIds(logging.Filter):
+    """Adds the current trace and span ids to a log line written inside a traced span."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in log_ids().items():
+            setattr(record, name, value)
+        return True
+
+
 def configure_logging(level: str, fmt: str) -> None:
-    """Log to stderr, as JSON lines (``fmt="json"``) or as text, with the request id on each line."""
+    """Log to stderr, as JSON lines (``fmt="json"``) or as text, with the request id on each line
+    (and, when tracing is on, the trace and span ids)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(CorrelationIdFilter(name="request_id", uuid_length=None, default_value="-"))
+    handler.addFilter(TraceIds())
     if fmt == "json":
         handler.setFormatter(
             JsonFormatter(

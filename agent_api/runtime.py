@@ -31,6 +31,7 @@ from agent_api.runs.webhooks import WebhookSender
 from agent_api.services.sessions import SessionManager
 from agent_api.services.store import create_follow_redis, create_queue_redis, create_redis
 from agent_api.services.usage import Budgets, UsageStore
+from agent_api.telemetry import setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,9 @@ class Runtime:
 
 
 async def open_runtime(settings: Settings, teams: TeamRegistry, stack: AsyncExitStack) -> Runtime:
+    tracing = setup_tracing(settings)
+    if tracing is not None:
+        stack.callback(tracing.force_flush)
     client = create_redis(settings)
     stack.push_async_callback(client.aclose)
     follow = None

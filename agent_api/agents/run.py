@@ -36,6 +36,7 @@ from agent_api.agents.messages import from_autogen, is_termination, strip_termin
 from agent_api.agents.tokens import REPLY_SEPARATOR, ReplyShaper
 from agent_api.errors import RunCancelled
 from agent_api.models.chat import ChatMessage
+from agent_api.telemetry import note_first_token
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ class RunIOStream(AutoGenIO):
         # Stopping here aborts the model's stream: the caller is gone, stop paying for tokens.
         self.run.check_cancelled()
         if text:
+            note_first_token()
             self.run.on_token(text)
 
     def on_input(self, prompt: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -128,7 +129,9 @@ class TeamRunner:
                 loop.call_soon_threadsafe(queue.put_nowait, event)
 
         run.emit = emit
-        future = loop.run_in_executor(self.executor, self._run_in_thread, team, run)
+        # The run's context (its trace span) goes with it into the thread: AutoGen's spans are its children.
+        context = contextvars.copy_context()
+        future = loop.run_in_executor(self.executor, context.run, self._run_in_thread, team, run)
         future.add_done_callback(lambda _: queue.put_nowait(_END))
         # A shutdown reaches the run the way its events do: through the queue.
         stopped = asyncio.ensure_future(stop.wait()) if stop is not None else None

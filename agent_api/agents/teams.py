@@ -37,6 +37,7 @@ from agent_api.agents.messages import is_termination, to_autogen
 from agent_api.agents.run import USER, TeamRun, collect_outcome, instrument, run_io
 from agent_api.agents.tools import get_tool
 from agent_api.models.chat import ChatMessage
+from agent_api.telemetry import instrument_agents
 
 CONTINUE = "Please continue. When your answer is complete, put TERMINATE at the end of it."
 
@@ -198,6 +199,7 @@ class PairTeam(Team):
         proxy = user_proxy(run.max_turns, self.human_input)
         self.assistant.attach_tools(proxy, run, self.approve_tools)
         instrument(run, [assistant, proxy])
+        instrument_agents([assistant, proxy])
         restored = restore_history(assistant, proxy, [to_autogen(m) for m in run.history])
         restore_history(proxy, assistant, [to_autogen(m, flip=True) for m in run.history])
         with run_io(run):
@@ -289,6 +291,7 @@ class GroupTeam(Team):
         for agent in assistants:
             restore_history(agent, manager, [agent_view(m, agent.name) for m in run.history])
         instrument(run, [*assistants, proxy])
+        instrument_agents([*assistants, proxy, manager])
         with run_io(run):
             start_chat(proxy, manager, run.message, max_turns=1, cache=run.cache)
         return collect_outcome(run, group_messages_since(groupchat, len(history)), [*assistants, manager])

@@ -14,6 +14,9 @@ import logging
 import time
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
+
 from agent_api.agents.events import InputReply, InputRequest, RunEvent, RunOutcome, TokenEvent
 from agent_api.agents.registry import TeamRegistry
 from agent_api.agents.runner import RunFinished, TeamRunner
@@ -34,6 +37,7 @@ from agent_api.runs.lifecycle import RunLifecycle
 from agent_api.runs.model import Run, RunStatus, utcnow
 from agent_api.runs.store import RunStore
 from agent_api.services.sessions import SessionManager
+from agent_api.telemetry import context_from, tracer
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +144,27 @@ class RunExecutor:
         RUNS_IN_FLIGHT.labels(run.team).inc()
         started = time.perf_counter()
         outcome_label = "ok"
-        try:
-            outcome_label = await self._execute(run)
-        finally:
-            RUNS_IN_FLIGHT.labels(run.team).dec()
-            RUN_DURATION.labels(run.team, outcome_label).observe(time.perf_counter() - started)
+        # The run's span is a child of the request that created it, wherever that request was served.
+        with tracer().start_as_current_span(
+            f"run {run.team}",
+            context=context_from(run.trace),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "agent_api.run.id": run.id,
+                "agent_api.team": run.team,
+                "gen_ai.conversation.id": run.session_id,
+                "agent_api.worker": self.worker_id,
+            },
+        ) as span:
+            try:
+                outcome_label = await self._execute(run)
+            finally:
+                RUNS_IN_FLIGHT.labels(run.team).dec()
+                RUN_DURATION.labels(run.team, outcome_label).observe(time.perf_counter() - started)
+                span.set_attribute("agent_api.run.outcome", outcome_label)
+                if outcome_label != "ok":
+                    span.set_status(StatusCode.ERROR, outcome_label)
+                    span.set_attribute("error.type", outcome_label)
 
     async def _execute(self, run: Run) -> str:
         writer = EventWriter(self.store, run)
@@ -255,6 +275,9 @@ class RunExecutor:
         if session_turns is not None:
             SESSION_TURNS.labels(run.team).observe(session_turns)
         record_usage(run.team, self.model, outcome.usage)
+        span = trace.get_current_span()
+        span.set_attribute("gen_ai.usage.input_tokens", outcome.usage.prompt_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", outcome.usage.completion_tokens)
         return "ok"
 
     async def _stopped(self, run: Run) -> None:

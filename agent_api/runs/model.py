@@ -90,6 +90,7 @@ class Run:
     history: list[dict[str, Any]] | None = None
     llm_params: dict[str, Any] = field(default_factory=dict)  # per-run model parameters (temperature, ...)
     input_request: dict[str, Any] | None = None  # what the run waits on while requires_input
+    trace: dict[str, str] = field(default_factory=dict)  # the trace context it was created in (W3C headers)
 
     @property
     def stateless(self) -> bool:
@@ -115,6 +116,8 @@ class Run:
             fields["history"] = json.dumps(self.history)
         if self.llm_params:
             fields["llm_params"] = json.dumps(self.llm_params)
+        if self.trace:
+            fields["trace"] = json.dumps(self.trace)
         return fields
 
     @classmethod
@@ -148,6 +151,7 @@ class Run:
             history=obj("history"),
             llm_params=obj("llm_params") or {},
             input_request=obj("input_request"),
+            trace=obj("trace") or {},
         )
 
 

@@ -39,6 +39,7 @@ from agent_api.runs.webhooks import WebhookRefused, validate_webhook_url
 from agent_api.services.sessions import Session, SessionManager, new_session_id
 from agent_api.services.usage import UsageStore
 from agent_api.shutdown import Shutdown
+from agent_api.telemetry import current_context_carrier
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ class RunService:
                 else None
             ),
             llm_params=dict(options.llm_params or {}),
+            trace=current_context_carrier(),
         )
         if prepare is not None:
             await prepare()

@@ -37,6 +37,13 @@ _SCRUBBED = (
     "WORKERS_IN_PROCESS",
     "RUN_",
     "WEBHOOK_",
+    "OTEL_",
+    "TRACE_",
+    "ADMIN_",
+    "DAILY_",
+    "KEY_TOKEN",
+    "USAGE_",
+    "INPUT_",
 )
 
 
