@@ -82,12 +82,6 @@ def test_a_group_run_with_a_tool_is_one_trace_across_the_api_and_the_worker(
         assert run_span.attributes["gen_ai.usage.input_tokens"] == usage["prompt_tokens"]
 
         spans = [s for s in receiver.spans if s.trace_id == run_span.trace_id]
-        import sys
-        def show(node, depth=0):
-            print("  " * depth + node.name, node.service, {k: v for k, v in node.attributes.items() if k.startswith(("gen_ai.agent", "gen_ai.usage", "agent_api.time"))}, file=sys.stderr)
-            for kid in _children(spans, node):
-                show(kid, depth + 1)
-        show(request)
         inside = _descendants(spans, run_span)
         agents = {s.attributes.get("gen_ai.agent.name") for s in inside if s.name.startswith("invoke_agent")}
         assert {"researcher", "critic", "writer"} <= agents
