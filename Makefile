@@ -10,11 +10,13 @@ run: install ## start the API on its embedded defaults (or whatever .env / the e
 	$(BIN)/agent-api serve
 
 NODE_MODULES := tests/node/node_modules/.package-lock.json
+# The share of agent_api's lines the tests run (the processes they start included); below it, make test fails.
+COVERAGE_FLOOR ?= 88
 
-test: install system-deps $(NODE_MODULES) ## install everything, lint, and run the test suite
+test: install system-deps $(NODE_MODULES) ## install everything, lint, and run the test suite with coverage
 	$(BIN)/ruff check agent_api tests bench
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
 
 install: $(STAMP)
 
@@ -61,4 +63,4 @@ bench: install system-deps ## every benchmark and fault scenario, about 25 minut
 	$(BIN)/python bench/plots.py $(BENCH_FLAGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info tests/node/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info tests/node/node_modules .coverage .coverage.*

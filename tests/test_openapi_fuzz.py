@@ -8,9 +8,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from agent_api.config import Settings
 from agent_api.main import create_app
 from agent_api.offline_llm import ThreadedServer
+
+pytestmark = pytest.mark.slow
 
 KEY = "fuzz-key-0123456789"
 
@@ -42,12 +46,15 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(
                 "allow_header_conformance",
                 "--max-examples",
                 "25",
+                # Deterministic: the same cases on every run (no time budget that repeats fuzzing,
+                # one worker, derandomized generation from a fixed seed).
                 "--seed",
                 "20261123",
+                "--generation-deterministic",
                 "--workers",
-                "2",
-                "--max-time",
-                "90",
+                "1",
+                "--phases",
+                "examples,fuzzing,stateful",
             ],
             capture_output=True,
             text=True,
@@ -58,23 +65,30 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(
     assert "No issues found" in done.stdout or only_expected_warnings(done.stdout), done.stdout[-4000:]
 
 
-# The protocol endpoints refuse many schema-valid requests by design (see schemathesis.toml):
-# schemathesis may say so, for them only.
-PROTOCOL_OPERATIONS = {"POST /v1/chat/completions", "POST /ag-ui/{team}"}
+# Warnings that are expected, and the only operations each may name:
+EXPECTED_WARNINGS = {
+    # The protocol endpoints refuse many schema-valid requests by design (see schemathesis.toml).
+    "Schema validation mismatch": {"POST /v1/chat/completions", "POST /ag-ui/{team}"},
+    # An answer needs a run that waits for a person: the fuzzer cannot make one.
+    "Missing test data": {"POST /runs/{run_id}/input"},
+}
 
 
 def only_expected_warnings(stdout: str) -> bool:
     if "FAILURES" in stdout or "WARNINGS" not in stdout:
         return False
     section = stdout.split("WARNINGS", 1)[1].split("SUMMARY", 1)[0]
-    warnings = [block for block in section.split("\n\n") if block.strip(" =\n")]
-    for block in warnings:
-        lines = [line.strip() for line in block.strip().splitlines()]
-        if lines[0].startswith("💡"):
+    allowed: set[str] | None = None
+    for raw in section.splitlines():
+        line = raw.strip(" =")
+        if not line or line.startswith("💡"):
             continue
-        if lines[0].startswith("Schema validation mismatch"):
+        if line.startswith("- "):
+            if allowed is None or line[2:] not in allowed:
+                return False
             continue
-        if all(line.startswith("- ") and line[2:] in PROTOCOL_OPERATIONS for line in lines):
-            continue
-        return False
+        kind = next((k for k in EXPECTED_WARNINGS if line.startswith(k)), None)
+        if kind is None:
+            return False
+        allowed = EXPECTED_WARNINGS[kind]
     return True

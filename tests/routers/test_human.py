@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.utils import plugin_teams
 from tests.utils.runs import follow, start_run, wait_for_end
@@ -32,6 +33,17 @@ def client(serve: Serve) -> Iterator[httpx.Client]:
 @pytest.fixture(autouse=True)
 def _no_launches() -> None:
     plugin_teams.LAUNCHES.clear()
+
+
+def metric(client: httpx.Client, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` with these labels (metrics are per process: compare deltas)."""
+    wanted = set(labels.items())
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for sample in family.samples
+        if sample.name == name and wanted <= set(sample.labels.items())
+    )
 
 
 def next_request(client: httpx.Client, run_id: str, after: str | None = None) -> Frame:
@@ -183,6 +195,7 @@ def test_answers_that_do_not_fit_are_refused_and_change_nothing(serve: Serve) ->
 
 def test_an_unanswered_request_fails_the_run_after_input_timeout(serve: Serve) -> None:
     with serve(teams_dir=EXAMPLES, input_timeout=1) as client:
+        timeouts = metric(client, "agent_api_input_wait_seconds_count", outcome="timeout", team="concierge")
         run = start_run(client, {"agent": "concierge", "message": "Anyone there?"})
         next_request(client, run["run_id"])
         ended = wait_for_end(client, run["run_id"])
@@ -192,14 +205,16 @@ def test_an_unanswered_request_fails_the_run_after_input_timeout(serve: Serve) -
         assert client.get(f"/session/{run['session_id']}").json()["messages"] == []
         chat = client.post("/chat", json={"message": "again", "session_id": run["session_id"], "max_turns": 1})
         assert chat.status_code == 200
-        metrics = client.get("/metrics").text
-        assert 'agent_api_input_wait_seconds_count{outcome="timeout",team="concierge"} 1.0' in metrics
+        after = metric(client, "agent_api_input_wait_seconds_count", outcome="timeout", team="concierge")
+        assert after == timeouts + 1
 
 
 def test_a_waiting_run_is_cancelled_at_once(client: httpx.Client) -> None:
+    cancels = metric(client, "agent_api_input_wait_seconds_count", outcome="cancelled", team="concierge")
+    waiting = metric(client, "agent_api_runs_waiting_for_input", team="concierge")
     run = start_run(client, {"agent": "concierge", "message": "Wait for me."})
     request = next_request(client, run["run_id"]).data["input_request"]
-    assert 'agent_api_runs_waiting_for_input{team="concierge"} 1.0' in client.get("/metrics").text
+    assert metric(client, "agent_api_runs_waiting_for_input", team="concierge") == waiting + 1
     cancelled = client.post(f"/runs/{run['run_id']}/cancel").json()
     assert cancelled["status"] == "cancelled"
     frames = follow(client, run["run_id"])
@@ -207,9 +222,9 @@ def test_a_waiting_run_is_cancelled_at_once(client: httpx.Client) -> None:
     late = answer(client, run["run_id"], {"request_id": request["request_id"], "content": "too late"})
     assert late.status_code == 409
     assert client.get(f"/session/{run['session_id']}").json()["messages"] == []
-    metrics = client.get("/metrics").text
-    assert 'agent_api_runs_waiting_for_input{team="concierge"} 0.0' in metrics
-    assert 'agent_api_input_wait_seconds_count{outcome="cancelled",team="concierge"} 1.0' in metrics
+    assert metric(client, "agent_api_runs_waiting_for_input", team="concierge") == waiting
+    after = metric(client, "agent_api_input_wait_seconds_count", outcome="cancelled", team="concierge")
+    assert after == cancels + 1
 
 
 def test_waiting_does_not_count_against_the_run_timeout(serve: Serve) -> None:
