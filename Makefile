@@ -10,7 +10,7 @@ run: install ## start the API on its embedded defaults (or whatever .env / the e
 	$(BIN)/agent-api serve
 
 NODE_MODULES := tests/node/node_modules/.package-lock.json
-# The share of agent_api's lines the tests run (the processes they start included); below it, make test fails.
+# The share of agent_api's lines the tests run in their own process; below it, make test fails.
 COVERAGE_FLOOR ?= 88
 
 test: install system-deps $(NODE_MODULES) ## install everything, lint, and run the test suite with coverage

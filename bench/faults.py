@@ -144,9 +144,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--lock-bound", type=float, default=5.0, help="disconnects: no lock key left after, s (5)")
     parser.add_argument("--rss-tolerance", type=float, default=10.0, help="disconnects: allowed RSS growth, %% (10)")
     parser.add_argument("--thread-tolerance", type=int, default=5, help="disconnects: allowed new threads (5)")
-    parser.add_argument("--kill-lease-ttl", type=float, default=3.0, help="worker-kill: LEASE_TTL of both workers (3)")
     parser.add_argument(
-        "--kill-bound", type=float, default=5.0, help="worker-kill: a 200 within LEASE_TTL + this many s (5)"
+        "--kill-heartbeat", type=int, default=3, help="worker-kill: RUN_HEARTBEAT of both API processes (3 s)"
+    )
+    parser.add_argument(
+        "--kill-bound",
+        type=float,
+        default=5.0,
+        help="worker-kill: a 200 within RUN_HEARTBEAT + the 5 s sweep + this many s (5)",
     )
     add_output_flags(parser)
     return parser

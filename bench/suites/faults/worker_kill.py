@@ -1,4 +1,6 @@
-"""``worker-kill``: the API process running a turn is killed; another one takes the session over."""
+"""``worker-kill``: the API process running a turn (its in-process worker) is killed; the other
+API process's queue sweep finds the run's heartbeat gone, fails the run ``worker_lost`` and frees
+the session, which then takes the next turn."""
 
 from __future__ import annotations
 
@@ -21,11 +23,13 @@ from suites.faults.attempts import Attempt, chat_attempt
 from suites.faults.outcome import Outcome
 from suites.faults.probes import log_summary
 
+SWEEP_SECONDS = 5  # how often the API processes sweep the job queue for dead workers' runs
+
 
 async def _worker_kill(
     first: ApiServer, second: ApiServer, redis_url: str, args: argparse.Namespace, outcome: Outcome
 ) -> None:
-    ttl = args.kill_lease_ttl
+    ttl = args.kill_heartbeat + SWEEP_SECONDS
     events: list[dict[str, Any]] = []
     async with (
         httpx.AsyncClient(base_url=first.url, timeout=30) as a_client,
@@ -37,7 +41,7 @@ async def _worker_kill(
         sid = first_turn.session_id
         killed_message = "[[latency:0:0.5]] [[tokens:40]] the turn that is killed"
         tokens = 0
-        lock_pttl: int | None = None
+        held_by: str | None = None
         kill_at = 0.0
         store = aioredis.Redis.from_url(redis_url, decode_responses=True)
         try:
@@ -50,7 +54,7 @@ async def _worker_kill(
                     if event == "token":
                         tokens += 1
                         if tokens >= 3:
-                            lock_pttl = int(await store.pttl(f"agent-api:lock:session:{sid}"))
+                            held_by = await store.get(f"agent-api:session:{sid}:active")
                             os.kill(first.pid, signal.SIGKILL)
                             kill_at = time.monotonic()
                             break
@@ -80,19 +84,19 @@ async def _worker_kill(
     statuses = [e["status"] for e in events]
     before_ok = statuses[:-1] if first_ok is not None else statuses
     outcome.check(
-        "the dead worker held the session's lock when it was killed",
-        f"lock TTL left at the kill: {lock_pttl} ms" if lock_pttl is not None else "not read",
-        lock_pttl is not None and lock_pttl > 0,
+        "the killed process's run held the session when it was killed",
+        f"the session's active run: {held_by}",
+        bool(held_by) and str(held_by).startswith("run_"),
     )
     outcome.check(
-        "the second worker answers 409 while the lock lives (and nothing else before its 200)",
+        "the other API process answers 409 while the run holds the session (and nothing else before its 200)",
         f"{statuses.count('409')} x 409 before the 200; others: "
         f"{fmt_counts(dict(Counter(s for s in before_ok if s != '409')))}",
         statuses.count("409") > 0 and all(s == "409" for s in before_ok),
     )
     bound = ttl + args.kill_bound
     outcome.check(
-        f"the session answers 200 within LEASE_TTL + {args.kill_bound:g} s = {bound:g} s of the kill",
+        f"the session answers 200 within RUN_HEARTBEAT + sweep + {args.kill_bound:g} s = {bound:g} s of the kill",
         "no 200" if first_ok is None else f"200 after {first_ok:.2f} s",
         first_ok is not None and first_ok <= bound,
     )
@@ -115,14 +119,14 @@ async def _worker_kill(
         intact,
     )
     outcome.key_numbers = (
-        f"killed after {tokens} tokens (lock TTL {lock_pttl} ms left); second worker: "
+        f"killed after {tokens} tokens (the session held by its run); other process: "
         f"{statuses.count('409')} x 409, then 200 after {'-' if first_ok is None else f'{first_ok:.2f} s'} "
         f"(bound {bound:g} s); history {len(history)} messages, killed turn {'absent' if intact else 'see checks'}"
     )
     outcome.details.update(
         session_id=sid,
         tokens_before_kill=tokens,
-        lock_pttl_ms=lock_pttl,
+        session_held_by=held_by,
         second_worker_attempts=events,
         first_200_after_kill_s=first_ok,
         history=[{"role": m.get("role"), "content": m.get("content")} for m in history],
@@ -132,14 +136,14 @@ async def _worker_kill(
 def run(args: argparse.Namespace, outcome: Outcome) -> None:
     """Run the scenario: start what it needs, load it, judge the result into ``outcome``."""
     outcome.details["settings"] = {
-        "lease_ttl": args.kill_lease_ttl,
+        "run_heartbeat": args.kill_heartbeat,
         "workers": "2 API processes, one Redis",
         "message": "[[latency:0:0.5]] [[tokens:40]] the turn that is killed",
     }
     with ExitStack() as stack:
         redis_url = stack.enter_context(redis_server())
         model = stack.enter_context(offline_model())
-        env = bench_api_env(redis_url, model, LEASE_TTL=str(args.kill_lease_ttl))
+        env = bench_api_env(redis_url, model, RUN_HEARTBEAT=str(args.kill_heartbeat))
         first = stack.enter_context(api_server(env))
         second = stack.enter_context(api_server(env))
         try:
