@@ -159,7 +159,14 @@ def test_two_workers_share_sessions_and_metrics(
 ) -> None:
     env = {"OPENAI_BASE_URL": offline.base_url, "OPENAI_API_KEY": "k", "REDIS_URL": redis_server.url}
     with serve_process(tmp_path, env, "--workers", "2") as server:
-        workers = {httpx.get(f"{server.url}/health").json()["worker"] for _ in range(40)}
+        # serve_process waits for the first worker's "ready"; the second may start a moment later
+        # (on a loaded machine): ask until both have answered, a bounded number of times.
+        workers: set[int] = set()
+        for _ in range(400):
+            workers.add(httpx.get(f"{server.url}/health").json()["worker"])
+            if len(workers) == 2:
+                break
+            time.sleep(0.05)
         assert len(workers) == 2, "both workers should answer"
         sid = None
         completion = 0
@@ -174,7 +181,7 @@ def test_two_workers_share_sessions_and_metrics(
         metrics = samples(server.url)
         assert value(metrics, "agent_api_http_requests_total", route="/chat", status="200") == 12
         assert value(metrics, "agent_api_model_tokens_total", kind="completion") == completion
-        assert value(metrics, "agent_api_http_requests_total", route="/health") >= 40  # and the start-up probe
+        assert value(metrics, "agent_api_http_requests_total", route="/health") >= 2  # and the start-up probe
         server.terminate()
 
 
