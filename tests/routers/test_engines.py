@@ -135,10 +135,14 @@ def test_background_run_and_cancel_mid_stream(
 
 
 @engines
-def test_openai_sdk_chat_completions(client: httpx.Client, engine: str, pair: str, group: str) -> None:
+def test_openai_sdk_chat_completions(
+    client: httpx.Client, offline: OfflineServer, engine: str, pair: str, group: str
+) -> None:
     with sdk(client) as oai:
         messages: list[Any] = [{"role": "user", "content": "Describe the moon [[tokens:12]] [[latency:0:0.02]]"}]
-        whole = oai.chat.completions.create(model=pair, messages=messages)
+        whole = oai.chat.completions.create(model=pair, messages=messages, temperature=0.3, max_tokens=50)
+        sent = offline.model.requests[-1]  # the request's model parameters reach the model
+        assert sent["temperature"] == 0.3 and sent["max_tokens"] == 50
         assert whole.model == pair and whole.usage is not None and whole.usage.total_tokens > 0
         content = whole.choices[0].message.content
         assert content is not None and len(content.split()) == 12
