@@ -57,6 +57,7 @@ bench: install system-deps ## every benchmark and fault scenario, about 25 minut
 	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
 	$(BIN)/python bench/concurrency.py $(BENCH_FLAGS)
 	$(BIN)/python bench/first_token.py $(BENCH_FLAGS)
+	$(BIN)/python bench/engines.py $(BENCH_FLAGS)
 	$(BIN)/python bench/runs.py $(BENCH_FLAGS)
 	$(BIN)/python bench/faults.py $(BENCH_FLAGS)
 	$(BIN)/python bench/soak.py $(BENCH_FLAGS)

@@ -114,6 +114,7 @@ async def open_engine(runtime: Runtime, stack: AsyncExitStack) -> tuple[LLMProvi
         )
     llm = create_llm_provider(settings, offline_base_url=offline_url)
     stack.callback(llm.close)
+    stack.push_async_callback(llm.aclose)
     executor = create_executor(settings.thread_pool_size)
     stack.callback(executor.shutdown, wait=False, cancel_futures=True)
     response_cache = None

@@ -98,6 +98,7 @@ class LLMProvider:
     backend: str  # "offline" or "openai-compatible"
     temperature: float | None = None
     _configs: dict[bool, dict[str, Any]] = field(init=False, repr=False)
+    _async_client: httpx.AsyncClient | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._configs = {stream: self._build(stream) for stream in (True, False)}
@@ -117,8 +118,29 @@ class LLMProvider:
         """
         return self._configs[stream]
 
+    def async_http_client(self) -> httpx.AsyncClient:
+        """The HTTP client of the engines that run in the event loop (AgentChat), made on first use.
+
+        One pool for every run of the process: a run is a task, not a thread, so there is no
+        per-thread pool to keep (see :class:`SharedHTTPClient`), and httpx's async pool is
+        only ever touched from the one event loop.
+        """
+        if self._async_client is None:
+            timeout = self.entries[0].get("timeout") if self.entries else None
+            self._async_client = httpx.AsyncClient(
+                timeout=timeout,
+                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+                verify=self.http_client._ssl_context,
+            )
+        return self._async_client
+
     def close(self) -> None:
         self.http_client.close()
+
+    async def aclose(self) -> None:
+        if self._async_client is not None:
+            await self._async_client.aclose()
+            self._async_client = None
 
 
 def create_llm_provider(settings: Settings, *, offline_base_url: str | None = None) -> LLMProvider:

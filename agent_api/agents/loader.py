@@ -17,6 +17,14 @@ A team file::
     answer_from: writer                  # optional; default: the last agent
     human_input: never                   # optional: never, always or on_terminate (a person is asked)
     approve_tools: [calculator]          # optional: these tools' calls wait for a person's approval
+    engine: ag2                          # optional: ag2 (the classic AutoGen API, the default) or agentchat
+
+An ``agentchat`` team is described the same way (``group.speaker_selection``: round_robin, or
+selector/auto: the model picks), or given as an AutoGen AgentChat component (the JSON AutoGen
+Studio exports) under ``component:`` instead of ``pattern``/``agents``; a ``.json`` file that is a
+component (it has a ``provider``) is such a team by itself, named after the file. Components are
+read, never executed: see :mod:`agent_api.agents.agentchat.components`. AgentChat teams do not
+ask a person (``human_input``, ``approve_tools``): such a file is refused.
 
 Teams that need code are Python: a module named in ``TEAM_PLUGINS`` exposes ``teams()`` returning
 :class:`~agent_api.agents.teams.Team` objects (and may register tools first).
@@ -31,8 +39,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agent_api.agents.agentchat.components import check_component, is_component
+from agent_api.agents.agentchat.team import AgentChatTeam
 from agent_api.agents.run import USER
 from agent_api.agents.teams import AgentSpec, GroupTeam, PairTeam, Team
 from agent_api.agents.tools import tool_names
@@ -68,7 +78,7 @@ class AgentFile(BaseModel):
 class GroupFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    speaker_selection: Literal["round_robin", "auto"] = "round_robin"
+    speaker_selection: Literal["round_robin", "auto", "selector"] = "round_robin"
     max_rounds: int | None = Field(default=None, ge=1, le=50)
 
 
@@ -77,15 +87,44 @@ class TeamFile(BaseModel):
 
     name: str = Field(pattern=NAME_PATTERN)
     description: str = Field(min_length=1)
-    pattern: Literal["pair", "group"]
-    agents: list[AgentFile] = Field(min_length=1)
+    engine: Literal["ag2", "agentchat"] = "ag2"
+    pattern: Literal["pair", "group"] | None = None
+    agents: list[AgentFile] = Field(default_factory=list)
+    component: dict[str, Any] | None = None
     group: GroupFile | None = None
     answer_from: str | None = None
     human_input: Literal["never", "always", "on_terminate"] = "never"
     approve_tools: list[str] = Field(default_factory=list)
 
+    @field_validator("agents")
+    @classmethod
+    def _some_agents(cls, agents: list[AgentFile]) -> list[AgentFile]:
+        # Checked when given (omitted, the default: a team given as a component).
+        if not agents:
+            raise ValueError("List should have at least 1 item")
+        return agents
+
     @model_validator(mode="after")
     def _check(self) -> TeamFile:
+        if self.engine == "agentchat":
+            if self.human_input != "never" or self.approve_tools:
+                raise ValueError(
+                    "human_input and approve_tools are not supported by the agentchat engine "
+                    "(a person in the loop needs engine: ag2)"
+                )
+        if self.component is not None:
+            if self.engine != "agentchat":
+                raise ValueError("'component' is an AgentChat component: it needs engine: agentchat")
+            if self.pattern is not None or self.agents or self.group is not None or self.answer_from is not None:
+                raise ValueError("a team given as a component has no pattern, agents, group or answer_from")
+            check_component(self.component)  # UnsafeComponent (a ValueError) names what is refused
+            return self
+        if self.pattern is None:
+            raise ValueError("'pattern' is required (pair or group), or 'component' with engine: agentchat")
+        if not self.agents:
+            raise ValueError("'agents' must list at least one agent")
+        if self.engine == "ag2" and self.group is not None and self.group.speaker_selection == "selector":
+            raise ValueError("speaker_selection 'selector' is AgentChat's; the ag2 engine's is 'auto'")
         names = [a.name for a in self.agents]
         if len(set(names)) != len(names):
             raise ValueError("agent names must be unique")
@@ -104,7 +143,30 @@ class TeamFile(BaseModel):
         return self
 
     def build(self) -> Team:
+        if self.component is not None:
+            part = check_component(self.component)
+            return AgentChatTeam(
+                self.name,
+                self.description,
+                [AgentSpec(a.name, a.system_message, a.description, tuple(a.tools)) for a in part.agents],
+                selection="single" if part.selection == "round_robin" and len(part.agents) == 1 else part.selection,  # type: ignore[arg-type]
+                max_rounds=part.max_turns,
+                termination=part.termination,
+                allow_repeated_speaker=part.allow_repeated_speaker,
+            )
         specs = [AgentSpec(a.name, a.system_message, a.description, tuple(a.tools), dict(a.model)) for a in self.agents]
+        if self.engine == "agentchat":
+            group = self.group or GroupFile()
+            return AgentChatTeam(
+                self.name,
+                self.description,
+                specs,
+                selection="single"
+                if self.pattern == "pair"
+                else ("round_robin" if group.speaker_selection == "round_robin" else "selector"),
+                max_rounds=group.max_rounds,
+                answer_from=self.answer_from,
+            )
         if self.pattern == "pair":
             return PairTeam(
                 self.name,
@@ -118,7 +180,7 @@ class TeamFile(BaseModel):
             self.name,
             self.description,
             specs,
-            speaker_selection=group.speaker_selection,
+            speaker_selection="auto" if group.speaker_selection == "auto" else "round_robin",
             max_rounds=group.max_rounds,
             answer_from=self.answer_from,
             human_input=self.human_input,
@@ -142,6 +204,10 @@ def load_team_file(path: Path) -> Team:
         raise TeamConfigError(f"team file {path}: cannot be read as {path.suffix[1:].upper()}: {exc}") from exc
     if not isinstance(data, dict):
         raise TeamConfigError(f"team file {path}: expected a mapping of team fields at the top level")
+    if path.suffix == ".json" and is_component(data):
+        # An AgentChat component file (as AutoGen Studio exports it): a team named after the file.
+        description = str(data.get("description") or "") or f"An AutoGen AgentChat team ({path.name})."
+        data = {"name": path.stem, "description": description, "engine": "agentchat", "component": data}
     try:
         return TeamFile.model_validate(data).build()
     except ValidationError as exc:

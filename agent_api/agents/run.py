@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import autogen
+import httpx
 
 from agent_api.agents.autogen_compat import AutoGenIO, install_io, register_hooks
 from agent_api.agents.cache import RunCache
@@ -62,8 +63,26 @@ class TeamRun:
     # What a person asked for input answers: the last agent message, and the tool calls not yet run.
     last_message: tuple[str, str] = ("", "")
     pending_calls: list[dict[str, str]] = field(default_factory=list)
+    # For an engine that runs in the event loop (agentchat): the shared async HTTP client.
+    async_http_client: httpx.AsyncClient | None = None
     _waiting: Future[InputReply] | None = None
+    _on_cancel: list[Callable[[], None]] = field(default_factory=list)
     _shapers: dict[bool, ReplyShaper] = field(default_factory=lambda: {True: ReplyShaper(), False: ReplyShaper()})
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the run is cancelled (at once if it is already)."""
+        self._on_cancel.append(callback)
+        if self.cancelled.is_set():
+            callback()
+
+    def cancel(self) -> None:
+        """Cancel the run: set ``cancelled``, wake a wait for a person, call the ``on_cancel`` callbacks."""
+        if self.cancelled.is_set():
+            return
+        self.cancelled.set()
+        self.stop_waiting()
+        for callback in self._on_cancel:
+            callback()
 
     def check_cancelled(self) -> None:
         if self.cancelled.is_set():

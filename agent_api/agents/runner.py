@@ -124,14 +124,26 @@ class TeamRunner:
             cache=RunCache(self.cache) if self.cache is not None and not history else None,
         )
 
-        def emit(event: RunEvent | InputRequest) -> None:
-            if not run.cancelled.is_set():
-                loop.call_soon_threadsafe(queue.put_nowait, event)
+        future: asyncio.Future[RunOutcome]
+        if team.native_async:
+            # An engine that runs in the event loop: the run is a task, its events go straight into the queue.
+            def emit(event: RunEvent | InputRequest) -> None:
+                if not run.cancelled.is_set():
+                    queue.put_nowait(event)
 
-        run.emit = emit
-        # The run's context (its trace span) goes with it into the thread: AutoGen's spans are its children.
-        context = contextvars.copy_context()
-        future = loop.run_in_executor(self.executor, context.run, self._run_in_thread, team, run)
+            run.emit = emit
+            run.async_http_client = self.llm.async_http_client()
+            future = asyncio.ensure_future(self._run_in_loop(team, run))
+        else:
+
+            def emit_threadsafe(event: RunEvent | InputRequest) -> None:
+                if not run.cancelled.is_set():
+                    loop.call_soon_threadsafe(queue.put_nowait, event)
+
+            run.emit = emit_threadsafe
+            # The run's context (its trace span) goes with it into the thread: AutoGen's spans are its children.
+            context = contextvars.copy_context()
+            future = loop.run_in_executor(self.executor, context.run, self._run_in_thread, team, run)
         future.add_done_callback(lambda _: queue.put_nowait(_END))
         # A shutdown reaches the run the way its events do: through the queue.
         stopped = asyncio.ensure_future(stop.wait()) if stop is not None else None
@@ -149,8 +161,7 @@ class TeamRunner:
                 yield item  # type: ignore[misc]
             yield RunFinished(await future)
         finally:
-            run.cancelled.set()
-            run.stop_waiting()
+            run.cancel()
             if stopped is not None:
                 stopped.cancel()
             # A run abandoned by its caller still ends (cancelled) in its thread: collect its
@@ -181,10 +192,30 @@ class TeamRunner:
         def build() -> None:
             config = self.llm.config(stream=True)
             for team in teams:
-                for spec in team.agents:
-                    spec.build(config).client  # noqa: B018  (building the model client is the point)
+                team.warm_up(config)
 
         await asyncio.get_running_loop().run_in_executor(self.executor, build)
+
+    async def _run_in_loop(self, team: Team, run: TeamRun) -> RunOutcome:
+        try:
+            return await team.run_async(run)
+        except (RunCancelled, asyncio.CancelledError):
+            if not run.cancelled.is_set():
+                raise
+        except Exception as exc:
+            raise self._failure(team, exc) from exc
+        raise RunCancelled()
+
+    def _failure(self, team: Team, exc: Exception) -> AgentAPIError:
+        if isinstance(exc, AgentAPIError):  # an engine that maps its failures itself
+            log.warning("team %s: %s", team.name, type(exc).__name__)
+            return exc
+        mapped = translate_model_error(exc)
+        if mapped is None:
+            log.exception("team %s failed", team.name)
+            return AgentRunError()
+        log.warning("team %s: model call failed: %s", team.name, type(exc).__name__)
+        return mapped
 
     def _run_in_thread(self, team: Team, run: TeamRun) -> RunOutcome:
         try:
@@ -192,12 +223,7 @@ class TeamRunner:
         except RunCancelled:
             pass
         except Exception as exc:
-            mapped = translate_model_error(exc)
-            if mapped is None:
-                log.exception("team %s failed", team.name)
-                raise AgentRunError() from exc
-            log.warning("team %s: model call failed: %s", team.name, type(exc).__name__)
-            raise mapped from exc
+            raise self._failure(team, exc) from exc
         # Cancelled. The aborted model stream still holds its connection (see drop_thread_pool).
         self.llm.http_client.drop_thread_pool()
         raise RunCancelled()

@@ -129,9 +129,20 @@ def user_proxy(max_turns: int, human_input: HumanInput = "never") -> autogen.Use
 
 
 class Team(ABC):
-    """A named team of agents that can run one user turn."""
+    """A named team of agents that can run one user turn: the engine interface.
+
+    An engine is a way of running a team: ``ag2`` (the classic AutoGen API, the teams of this
+    module: :meth:`run` runs synchronously in a run thread) or ``agentchat`` (AutoGen AgentChat,
+    ``agents.agentchat``: :meth:`run_async` runs natively in the service's event loop, as
+    ``native_async`` says). Either way the turn restores ``run.history``, reports what happens
+    through ``run.emit`` (the service's run events), stops when ``run.cancelled`` is set, and
+    returns a :class:`RunOutcome` with the model's usage. ``TeamRunner`` is the only caller;
+    nothing above it knows which engine runs a team.
+    """
 
     pattern: str = ""
+    engine: str = "ag2"
+    native_async: bool = False  # True: run_async in the event loop; False: run in a run thread
 
     def __init__(
         self, name: str, description: str, *, human_input: HumanInput = "never", approve_tools: Sequence[str] = ()
@@ -164,9 +175,18 @@ class Team(ABC):
             described["approve_tools"] = sorted(self.approve_tools)
         return described
 
-    @abstractmethod
     def run(self, run: TeamRun) -> RunOutcome:
         """Run one turn synchronously (in a worker thread) and return what it added."""
+        raise NotImplementedError
+
+    async def run_async(self, run: TeamRun) -> RunOutcome:
+        """Run one turn in the event loop (a ``native_async`` team) and return what it added."""
+        raise NotImplementedError
+
+    def warm_up(self, llm_config: dict[str, Any]) -> None:
+        """Build what the first run would otherwise pay for (called once, in a run thread, at startup)."""
+        for spec in self.agents:
+            spec.build(llm_config).client  # noqa: B018  (building the model client is the point)
 
 
 class PairTeam(Team):

@@ -23,6 +23,7 @@ async def list_agents(state: StateDep, principal: PrincipalDep) -> TeamsResponse
             TeamInfo(
                 name=team.name,
                 description=team.description,
+                engine=team.engine,
                 pattern=team.pattern,
                 agents=[AgentInfo(name=a.name, description=a.description, tools=list(a.tools)) for a in team.agents],
                 answer_from=team.answering_agents,

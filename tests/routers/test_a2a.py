@@ -56,7 +56,7 @@ async def collect(agent: Client, request: SendMessageRequest) -> list[StreamResp
 
 async def test_cards_describe_the_teams(client: httpx.Client) -> None:
     directory = client.get("/a2a").json()["agents"]
-    assert {card["name"] for card in directory} == {"research", "research_team"}
+    assert {card["name"] for card in directory} == {"research", "research_team", "research_ac", "research_team_ac"}
     async with a2a_client(client, "research_team", streaming=True) as (_, card):
         assert card.name == "research_team" and "researcher" in card.description
         assert card.capabilities.streaming and not card.capabilities.push_notifications

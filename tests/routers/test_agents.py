@@ -157,7 +157,7 @@ def test_a_team_file_dropped_into_teams_dir_is_usable(serve: Serve, tmp_path: Pa
     )
     with serve(teams_dir=tmp_path) as client:
         names = [t["name"] for t in client.get("/agents").json()["teams"]]
-        assert names[:2] == ["research", "research_team"] and "poet" in names
+        assert names[:4] == ["research", "research_ac", "research_team", "research_team_ac"] and "poet" in names
         body = client.post("/chat", json={"message": "the sea", "agent": "poet"}).json()
         assert body["messages"][-1]["name"] == "poet" and body["finished"] is True
 

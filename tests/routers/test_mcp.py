@@ -35,7 +35,7 @@ async def mcp_session(client: httpx.Client, headers: dict[str, str] | None = Non
 async def test_teams_are_tools(client: httpx.Client) -> None:
     async with mcp_session(client) as session:
         tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-    assert set(tools) == {"ask_research", "ask_research_team"}
+    assert set(tools) == {"ask_research", "ask_research_team", "ask_research_ac", "ask_research_team_ac"}
     schema = tools["ask_research_team"].input_schema
     assert schema["required"] == ["message"] and set(schema["properties"]) == {"message", "session_id"}
     output = tools["ask_research"].output_schema

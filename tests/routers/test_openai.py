@@ -44,7 +44,7 @@ def user(text: str) -> list[Any]:
 
 def test_models_are_the_teams(oai: openai.OpenAI) -> None:
     models = list(oai.models.list())
-    assert {m.id for m in models} == {"research", "research_team"}
+    assert {m.id for m in models} == {"research", "research_team", "research_ac", "research_team_ac"}
     assert all(m.object == "model" and m.owned_by == "agent-api" and m.created > 0 for m in models)
     assert oai.models.retrieve("research_team").id == "research_team"
     with pytest.raises(openai.NotFoundError) as caught:

@@ -60,7 +60,7 @@ def _lower_modules() -> list[str]:
     names = []
     for layer in LOWER_LAYERS:
         root = PACKAGE / layer
-        files = sorted(root.glob("*.py")) if root.is_dir() else [root.with_suffix(".py")]
+        files = sorted(root.rglob("*.py")) if root.is_dir() else [root.with_suffix(".py")]
         for path in files:
             relative = path.relative_to(PACKAGE.parent).with_suffix("")
             names.append(".".join(p for p in relative.parts if p != "__init__"))
