@@ -24,7 +24,7 @@ def test_openai_node_sdk_talks_to_a_team(client: httpx.Client) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert set(seen["models"]) == {"research", "research_team"}
+    assert set(seen["models"]) == {"research", "research_team", "research_ac", "research_team_ac"}
     content = seen["completion"]["content"]
     assert content.startswith('Offline answer: you asked "Hello from Node')
     assert seen["completion"]["id"].startswith("run_")
