@@ -157,6 +157,10 @@ def input_answer(entry: ResumeEntry, request: dict[str, Any]) -> InputAnswer:
         raise AgUiInputError(loc, f"The payload is refused: {problems}.") from None
 
 
+# How a run ends when it was stopped rather than failed (run statuses, and the error types of their frames).
+STOPPED = frozenset({"cancelled", "interrupted"})
+
+
 class AgUiEncoder:
     """A run's frames, in order, as AG-UI events encoded for the wire (Server-Sent Events).
 
@@ -165,9 +169,9 @@ class AgUiEncoder:
 
     ``run_id`` is the AG-UI run's id; ``service_run_id`` the run of the service it follows (they
     differ for a run that resumes an interrupt). ``input_timeout`` dates an interrupt's expiry.
-    With ``cancelled_as_outcome`` (the client itself cancelled the run, by abandoning its
-    interrupt), a cancelled run ends with ``RUN_FINISHED``'s cancelled outcome instead of
-    ``RUN_ERROR``.
+    A run stopped before it completed (cancelled, or interrupted by a newer run on the thread)
+    did not fail: it ends with ``RUN_FINISHED``'s cancelled outcome, as the protocol requires;
+    ``RUN_ERROR`` is for failures.
     """
 
     def __init__(
@@ -177,13 +181,11 @@ class AgUiEncoder:
         *,
         service_run_id: str | None = None,
         input_timeout: float | None = None,
-        cancelled_as_outcome: bool = False,
     ) -> None:
         self.thread_id = thread_id
         self.run_id = run_id
         self.service_run_id = service_run_id or run_id
         self.input_timeout = input_timeout
-        self.cancelled_as_outcome = cancelled_as_outcome
         self.ended = False  # RUN_FINISHED or RUN_ERROR went out: nothing more comes from this AG-UI run
         self._wire = EventEncoder()
         self._step: str | None = None
@@ -243,7 +245,7 @@ class AgUiEncoder:
             self.ended = True
         elif event == "error":
             out += self._close_all()
-            if self.cancelled_as_outcome and fields.get("error_type") == "cancelled":
+            if fields.get("error_type") in STOPPED:
                 out.append(self._cancelled())
             else:
                 detail = str(fields.get("detail") or "The run failed.")
@@ -255,7 +257,7 @@ class AgUiEncoder:
             if status == "succeeded":
                 answer = fields.get("response")
                 out.append(RunFinishedEvent(thread_id=self.thread_id, run_id=self.run_id, result=answer))
-            elif status == "cancelled" and self.cancelled_as_outcome:
+            elif status in STOPPED:
                 out.append(self._cancelled())
             else:
                 message = f"The run ended as {status}; nothing of it was saved."

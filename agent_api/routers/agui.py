@@ -50,7 +50,8 @@ Runs the team on AG-UI's `RunAgentInput` and answers with AG-UI events (Server-S
 agent's), its text messages `TEXT_MESSAGE_START` (with the agent's `name`) /
 `TEXT_MESSAGE_CONTENT` (deltas as the tokens come) / `TEXT_MESSAGE_END`, and its tool calls
 `TOOL_CALL_START` / `TOOL_CALL_ARGS` / `TOOL_CALL_END` / `TOOL_CALL_RESULT`; then `RUN_FINISHED`
-(`result`: the team's final answer) or `RUN_ERROR`.
+(`result`: the team's final answer; or `outcome` `cancelled` for a run stopped before it completed,
+by a cancel or a newer run on the thread) or `RUN_ERROR` (it failed).
 
 `threadId` is the session: the first run of a thread creates it for the calling key, later runs
 continue its stored history (the last message of `messages` is the new user message; the earlier
@@ -185,7 +186,6 @@ async def _resume(
         run_input.run_id,
         service_run_id=run.id,
         input_timeout=settings.input_timeout,
-        cancelled_as_outcome=entry.status == "cancelled",
     )
     return _stream(runs, run, encoder, settings, after)
 

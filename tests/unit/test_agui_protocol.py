@@ -102,13 +102,23 @@ def test_speakers_change_steps_and_tool_calls_belong_to_their_message() -> None:
             ],
             "upstream_error",
         ),
-        ([frame("done", done=True, run_status="cancelled")], "cancelled"),
+        ([frame("done", done=True, run_status="failed")], "failed"),
     ],
 )
-def test_a_run_that_does_not_succeed_ends_with_run_error(frames: list[tuple[str, str]], code: str) -> None:
+def test_a_run_that_fails_ends_with_run_error(frames: list[tuple[str, str]], code: str) -> None:
     events = encode([frame("token", agent="writer", text="half", chunk="half"), *frames])
     assert [e.type for e in events][-3:] == [EventType.TEXT_MESSAGE_END, EventType.STEP_FINISHED, EventType.RUN_ERROR]
     assert events[-1].code == code
+
+
+def test_a_run_stopped_mid_message_closes_it_and_finishes_cancelled() -> None:
+    events = encode([frame("token", agent="writer", text="half", chunk="half"), frame("done", run_status="cancelled")])
+    assert [e.type for e in events][-3:] == [
+        EventType.TEXT_MESSAGE_END,
+        EventType.STEP_FINISHED,
+        EventType.RUN_FINISHED,
+    ]
+    assert events[-1].outcome.type == "cancelled"
 
 
 def test_the_new_message_is_the_last_users() -> None:
@@ -215,21 +225,20 @@ def test_a_reply_after_the_first_opens_its_own_message_without_the_separator() -
     assert second == ["Second", " reply."]
 
 
-def test_a_run_the_client_cancelled_finishes_cancelled() -> None:
+@pytest.mark.parametrize("status", ["cancelled", "interrupted"])
+def test_a_stopped_run_finishes_cancelled_not_failed(status: str) -> None:
     stopped = [
-        frame("error", detail="The run was cancelled.", status=409, error_type="cancelled"),
-        frame("done", done=True, run_status="cancelled"),
+        frame("error", detail=f"The run was {status}.", status=409, error_type=status),
+        frame("done", done=True, run_status=status),
     ]
-    events = encode(stopped, agui.AgUiEncoder("thread", "run-2", cancelled_as_outcome=True))
+    events = encode(stopped, agui.AgUiEncoder("thread", "run-2"))
     assert [e.type for e in events] == [EventType.RUN_STARTED, EventType.RUN_FINISHED]
     assert events[-1].outcome.type == "cancelled" and events[-1].result is None
-    # the error frame is the end already (done follows it), a failure stays RUN_ERROR, and so
-    # does a cancel in a stream the client did not cancel
-    alone = encode(stopped[:1], agui.AgUiEncoder("thread", "run-2", cancelled_as_outcome=True))
+    # the error frame is the end already (done follows it); a failure stays RUN_ERROR
+    alone = encode(stopped[:1], agui.AgUiEncoder("thread", "run-2"))
     assert alone[-1].type == EventType.RUN_FINISHED
     other = [frame("error", detail="The model failed.", status=502, error_type="upstream_error")]
-    assert encode(other, agui.AgUiEncoder("t", "r", cancelled_as_outcome=True))[-1].type == EventType.RUN_ERROR
-    assert encode(stopped)[-1].type == EventType.RUN_ERROR
+    assert encode(other, agui.AgUiEncoder("t", "r"))[-1].type == EventType.RUN_ERROR
 
 
 def test_run_started_declares_the_protocol_version() -> None:
