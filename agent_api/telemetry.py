@@ -51,7 +51,6 @@ CONTENT_ATTRIBUTES = frozenset(
 )
 
 _provider: TracerProvider | None = None
-_keep_content = False
 
 
 class ContentFilter(SpanProcessor):
@@ -96,12 +95,11 @@ def provider() -> TracerProvider | None:
 
 
 def _start(service_name: str, keep_content: bool) -> TracerProvider:
-    global _provider, _keep_content
+    global _provider
     if _provider is None:
         _provider = TracerProvider(
             resource=Resource.create({"service.name": service_name, "service.version": __version__})
         )
-        _keep_content = keep_content
         trace.set_tracer_provider(_provider)
         from autogen.opentelemetry import instrument_llm_wrapper
 

@@ -128,6 +128,12 @@ def user_proxy(max_turns: int, human_input: HumanInput = "never") -> autogen.Use
     )
 
 
+def turns_to_answer(agents: Sequence[AgentSpec], answer_from: str, *, in_order: bool) -> int:
+    """The fewest agent replies in which ``answer_from`` speaks: its place when the agents speak
+    in order, else 1 (a model picks the speakers, and may pick it first)."""
+    return 1 + [spec.name for spec in agents].index(answer_from) if in_order else 1
+
+
 class Team(ABC):
     """A named team of agents that can run one user turn: the engine interface.
 
@@ -272,9 +278,7 @@ class GroupTeam(Team):
 
     @property
     def min_turns(self) -> int:
-        if self.speaker_selection != "round_robin":
-            return 1  # the model picks the speakers: the answering agent may speak first
-        return 1 + [spec.name for spec in self._agents].index(self.answer_from)
+        return turns_to_answer(self._agents, self.answer_from, in_order=self.speaker_selection == "round_robin")
 
     def describe(self) -> dict[str, Any]:
         return {"speaker_selection": self.speaker_selection, "max_rounds": self.max_rounds, **super().describe()}

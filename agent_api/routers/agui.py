@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-import orjson
 from ag_ui.core import ResumeEntry, RunAgentInput
 from ag_ui.encoder import EventEncoder
 from fastapi import APIRouter, Path
@@ -171,7 +170,7 @@ async def _resume(
     if session_team != team:
         raise SessionTeamMismatch(session_team, team)
     run = await _waiting_run(runs, run_input.thread_id, owner, entry.interrupt_id)
-    after = await _request_event_id(runs, run.id, entry.interrupt_id)
+    after = run.input_event or "0"  # the resumed stream starts after the run's input_request event
     if entry.status == "cancelled":
         await runs.cancel(run.id, owner)
     else:
@@ -192,27 +191,13 @@ async def _resume(
 
 async def _waiting_run(runs: RunService, thread_id: str, owner: str, interrupt_id: str) -> Run:
     """The thread's run that waits on ``interrupt_id``: its active run, in requires_input."""
-    thread_runs = await runs.session_runs(thread_id, owner)
-    if not thread_runs:
-        raise RunNotFound()
-    waiting = next((r for r in thread_runs if r.status is RunStatus.REQUIRES_INPUT), None)
-    if waiting is None:
-        raise RunNotWaiting(thread_runs[0].status.value)
-    pending = str((waiting.input_request or {}).get("request_id", ""))
+    run = await runs.active_run(thread_id, owner)
+    if run is None or run.status is not RunStatus.REQUIRES_INPUT:
+        latest = run or next(iter(await runs.session_runs(thread_id, owner, limit=1)), None)
+        if latest is None:
+            raise RunNotFound()
+        raise RunNotWaiting(latest.status.value)
+    pending = str((run.input_request or {}).get("request_id", ""))
     if pending != interrupt_id:
         raise WrongInputRequest(pending)
-    return waiting
-
-
-async def _request_event_id(runs: RunService, run_id: str, request_id: str) -> str:
-    """The id of the run's ``input_request`` event for ``request_id``: the resumed stream starts
-    after it. The event is written with the run's move to requires_input, so it is in the log."""
-    cursor = "0"
-    while entries := await runs.store.read(run_id, cursor, block=0.01):
-        for entry in entries:
-            if entry.event == "input_request":
-                request = orjson.loads(entry.data).get("input_request") or {}
-                if request.get("request_id") == request_id:
-                    return entry.id
-        cursor = entries[-1].id
-    raise RunNotWaiting(RunStatus.REQUIRES_INPUT.value)  # pragma: no cover - the log lost its request
+    return run

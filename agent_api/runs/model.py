@@ -90,6 +90,7 @@ class Run:
     history: list[dict[str, Any]] | None = None
     llm_params: dict[str, Any] = field(default_factory=dict)  # per-run model parameters (temperature, ...)
     input_request: dict[str, Any] | None = None  # what the run waits on while requires_input
+    input_event: str | None = None  # the id of its input_request event in the run's log
     trace: dict[str, str] = field(default_factory=dict)  # the trace context it was created in (W3C headers)
 
     @property
@@ -151,6 +152,7 @@ class Run:
             history=obj("history"),
             llm_params=obj("llm_params") or {},
             input_request=obj("input_request"),
+            input_event=raw.get("input_event") or None,
             trace=obj("trace") or {},
         )
 

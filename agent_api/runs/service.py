@@ -185,6 +185,13 @@ class RunService:
         runs = await self.store.get_many(await self.store.session_runs(session_id, limit))
         return [run for run in runs if run.owner == owner]
 
+    async def active_run(self, session_id: str, owner: str) -> Run | None:
+        """The caller's session's run in progress (queued, running or waiting), if any."""
+        await self.sessions.team_of(session_id, owner)  # 404 unless it is the caller's session
+        run_id = await self.store.active_run(session_id)
+        run = await self.store.get(run_id) if run_id else None
+        return run if run is not None and run.owner == owner else None
+
     async def owner_runs(self, owner: str, limit: int = 100) -> list[Run]:
         """The key's newest runs, newest first."""
         return await self.store.get_many(await self.store.owner_runs(owner, limit))

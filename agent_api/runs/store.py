@@ -109,9 +109,10 @@ return {1, next, redis.call('HGET', KEYS[1], 'rollback') or '0'}
 _REQUEST_INPUT = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
 if redis.call('HEXISTS', KEYS[1], 'cancel_to') == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'requires_input', 'input_request', ARGV[1], 'input_request_id', ARGV[2])
+local event = redis.call('XADD', KEYS[2], '*', 'e', 'input_request', 'd', ARGV[3])
+redis.call('HSET', KEYS[1], 'status', 'requires_input', 'input_request', ARGV[1], 'input_request_id', ARGV[2],
+  'input_event', event)
 redis.call('HDEL', KEYS[1], 'input_reply')
-redis.call('XADD', KEYS[2], '*', 'e', 'input_request', 'd', ARGV[3])
 return 1
 """
 
@@ -122,7 +123,7 @@ if status ~= 'requires_input' or redis.call('HEXISTS', KEYS[1], 'cancel_to') == 
 local pending = redis.call('HGET', KEYS[1], 'input_request_id')
 if pending ~= ARGV[1] then return {-2, pending or ''} end
 redis.call('HSET', KEYS[1], 'status', 'running', 'input_reply', ARGV[2])
-redis.call('HDEL', KEYS[1], 'input_request', 'input_request_id')
+redis.call('HDEL', KEYS[1], 'input_request', 'input_request_id', 'input_event')
 redis.call('XADD', KEYS[2], '*', 'e', 'input_response', 'd', ARGV[3])
 return {1, ''}
 """
@@ -308,6 +309,12 @@ class RunStore:
         async with _store_errors():
             ids = await self.redis.zrevrange(self._session_keys(session_id)[2], 0, limit - 1)
         return [str(i) for i in ids]
+
+    async def active_run(self, session_id: str) -> str | None:
+        """The run the session is given to (queued on a worker, running, or waiting), if any."""
+        async with _store_errors():
+            run_id = await self.redis.get(self._session_keys(session_id)[0])
+        return str(run_id) if run_id else None
 
     async def owner_runs(self, owner: str, limit: int) -> list[str]:
         """The key's run ids, newest first (some may have expired since)."""

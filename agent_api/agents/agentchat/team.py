@@ -22,7 +22,7 @@ from agent_api.agents.agentchat import compat
 from agent_api.agents.events import MessageEvent, RunOutcome, ToolCallEvent, ToolResultEvent
 from agent_api.agents.messages import TERMINATE, is_termination, strip_termination
 from agent_api.agents.run import USER, TeamRun
-from agent_api.agents.teams import AgentSpec, Team
+from agent_api.agents.teams import AgentSpec, Team, turns_to_answer
 from agent_api.agents.tokens import REPLY_SEPARATOR
 from agent_api.agents.tools import get_tool
 from agent_api.errors import AgentRunError, ModelError, ModelRateLimited, ModelTimeout, RunCancelled
@@ -143,9 +143,7 @@ class AgentChatTeam(Team):
 
     @property
     def min_turns(self) -> int:
-        if self.selection != "round_robin":
-            return 1
-        return 1 + [spec.name for spec in self._agents].index(self.answer_from)
+        return turns_to_answer(self._agents, self.answer_from, in_order=self.selection == "round_robin")
 
     def describe(self) -> dict[str, Any]:
         described: dict[str, Any] = {}
