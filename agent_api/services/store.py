@@ -41,6 +41,7 @@ def create_redis(settings: Settings) -> redis.Redis:
         # The asyncio Retry (the sync one is silently ignored by the asyncio pool): a connection
         # that went stale while Redis restarted is retried on a fresh one instead of failing.
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+        driver_info=None,  # no CLIENT SETINFO on each new connection: two fewer round trips, no package metadata read
     )
     return redis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
 
@@ -56,6 +57,7 @@ def create_sync_redis(settings: Settings) -> sync_redis.Redis:
         max_connections=settings.redis_max_connections,
         socket_connect_timeout=settings.redis_timeout,
         socket_timeout=settings.redis_timeout,
+        driver_info=None,
     )
 
 
@@ -74,6 +76,7 @@ def create_follow_redis(settings: Settings) -> redis.Redis:
         socket_timeout=settings.redis_timeout + 30,
         decode_responses=True,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+        driver_info=None,
     )
     return redis.Redis.from_pool(pool)
 
@@ -88,5 +91,6 @@ def create_queue_redis(settings: Settings) -> redis.Redis:
         timeout=settings.redis_pool_timeout,
         socket_connect_timeout=settings.redis_timeout,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+        driver_info=None,
     )
     return redis.Redis.from_pool(pool)
