@@ -18,7 +18,13 @@ from dataclasses import dataclass
 import redis.asyncio as redis
 
 from agent_api.agents.cache import ResponseCache
-from agent_api.agents.llm import LLMProvider, cache_openai_kwargs, create_llm_provider, quiet_autogen_logging
+from agent_api.agents.llm import (
+    LLMProvider,
+    cache_import_checks,
+    cache_openai_kwargs,
+    create_llm_provider,
+    quiet_autogen_logging,
+)
 from agent_api.agents.registry import TeamRegistry
 from agent_api.agents.runner import TeamRunner, create_executor
 from agent_api.config import Settings
@@ -101,6 +107,7 @@ async def open_engine(runtime: Runtime, stack: AsyncExitStack) -> tuple[LLMProvi
     settings = runtime.settings
     quiet_autogen_logging()
     cache_openai_kwargs()
+    cache_import_checks()
     offline_url = None
     if settings.uses_offline_model:
         from agent_api.offline_llm import OfflineServer
@@ -172,6 +179,7 @@ async def start_workers(
     loop = asyncio.get_running_loop()
     listeners = [
         loop.create_task(dispatcher.listen_for_cancels()),
+        loop.create_task(dispatcher.beat_forever()),
         loop.create_task(runtime.store.listen_for_answers()),
     ]
 

@@ -21,6 +21,7 @@ from typing import Any
 import redis.asyncio as redis
 from saq import Job, Status, Worker
 from saq.queue.redis import RedisQueue
+from saq.utils import now as saq_now
 
 from agent_api.metrics import LIVE_WORKERS, QUEUE_DEPTH
 
@@ -29,6 +30,27 @@ log = logging.getLogger(__name__)
 JOB_FUNCTION = "execute_run"
 Execute = Callable[[str], Coroutine[Any, Any, None]]
 LostHandler = Callable[[str], Awaitable[None]]
+
+
+# saq keeps a job as the JSON of ``Job.to_dict()``; a heartbeat moves only its ``touched`` field
+# (saq's ``stuck`` compares it, in ms, with the job's ``heartbeat``). Rewriting the field in place
+# leaves the rest of the record as it is: a status set meanwhile (an abort) is not overwritten.
+# tests/integration/test_queue.py checks, with saq writing the records, that this still holds.
+_TOUCH = """
+local touched = '"touched": ' .. ARGV[1]
+local n = 0
+for _, key in ipairs(KEYS) do
+  local job = redis.call('GET', key)
+  if job then
+    local updated, found = string.gsub(job, '"touched": %d+', touched, 1)
+    if found == 1 then
+      redis.call('SET', key, updated, 'KEEPTTL')
+      n = n + 1
+    end
+  end
+end
+return n
+"""
 
 
 class RunJobQueue(RedisQueue):
@@ -87,6 +109,7 @@ class SaqDispatcher:
         self.heartbeat = heartbeat
         self.cancel_channel = f"{name}:cancel"
         self._running: dict[str, asyncio.Task[None]] = {}  # this process's runs, by id
+        self._touch = client.register_script(_TOUCH)
 
     async def enqueue(self, run_id: str) -> None:
         job = Job(JOB_FUNCTION, kwargs={"run_id": run_id}, key=run_id, timeout=0, heartbeat=self.heartbeat, retries=1)
@@ -121,21 +144,10 @@ class SaqDispatcher:
                 await asyncio.sleep(1)
 
     def worker(self, execute: Execute, *, concurrency: int, grace: float, in_process: bool) -> Worker[Any]:
-        """A saq worker that runs ``execute(run_id)`` per job, refreshing the job's heartbeat."""
-        interval = max(1.0, self.heartbeat / 3)
+        """A saq worker that runs ``execute(run_id)`` per job; :meth:`beat_forever` keeps the jobs alive."""
 
         async def execute_run(ctx: dict[str, Any], *, run_id: str) -> None:
-            job: Job = ctx["job"]
-
-            async def beat() -> None:
-                while True:
-                    await asyncio.sleep(interval)
-                    with contextlib.suppress(Exception):  # a missed beat is retried; the sweep waits 3 of them
-                        await job.update()
-
-            loop = asyncio.get_running_loop()
-            beating = loop.create_task(beat())
-            work = loop.create_task(execute(run_id))
+            work = asyncio.get_running_loop().create_task(execute(run_id))
             self._running[run_id] = work
             try:
                 await work
@@ -146,7 +158,6 @@ class SaqDispatcher:
                 raise
             finally:
                 self._running.pop(run_id, None)
-                beating.cancel()
 
         worker: Worker[Any] = Worker(
             self.queue,
@@ -175,6 +186,25 @@ class SaqDispatcher:
         if running and grace > 0:
             await asyncio.wait(running, timeout=grace)
         await worker.stop()
+
+    async def beat_forever(self) -> None:
+        """Refresh the heartbeat of every job this process runs, every ``heartbeat / 3`` seconds.
+
+        One script per beat for all of them (saq's ``job.update()`` per job is a read, a write and
+        a publish each, which under load cost more than the runs themselves).
+        """
+        interval = max(1.0, self.heartbeat / 3)
+        while True:
+            await asyncio.sleep(interval)
+            if self._running:
+                with contextlib.suppress(Exception):  # a missed beat is retried; the sweep waits 3 of them
+                    await self.touch(list(self._running))
+
+    async def touch(self, run_ids: list[str]) -> int:
+        """Set the ``touched`` time of these runs' jobs to now, in one round trip; return how many exist."""
+        keys = [self.queue.job_id(run_id) for run_id in run_ids]
+        touched: int = await self._touch(keys=keys, args=[saq_now()])
+        return touched
 
     async def sweep_forever(self, interval: float = 5.0) -> None:
         """What the API processes do for the queue: sweep dead workers' jobs, report the depth.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from saq import Status
+from saq.utils import now as saq_now
 
 from agent_api.runs.queue import SaqDispatcher
 from tests.utils.redis_server import RedisServer
@@ -33,6 +35,43 @@ async def test_a_just_dequeued_job_is_kept_and_an_orphan_given_up(
         assert await sweep() != [] and lost == ["run_a"]  # still not active a sweep later: orphaned
         job = await dispatcher.queue.job("run_a")
         assert job is not None and job.status == "aborted"
+    finally:
+        await dispatcher.close()
+        await client.aclose()
+
+
+async def test_a_heartbeat_moves_only_the_touched_time_of_each_job(
+    redis_server: RedisServer, redis_client: object
+) -> None:
+    """One script beats every job of a worker; the rest of each saq record (an abort above all) is kept."""
+    client = aioredis.Redis(port=redis_server.port)
+    dispatcher = SaqDispatcher(client, heartbeat=2)
+    queue = dispatcher.queue
+    try:
+        for run_id in ("run_a", "run_b"):
+            await dispatcher.enqueue(run_id)
+            job = await queue.job(run_id)
+            assert job is not None
+            await queue.update(job, status=Status.ACTIVE)  # as saq's worker marks a job it starts
+            job.touched = saq_now() - 10_000  # its last beat 10 s ago: past the 2 s heartbeat
+            await client.set(job.id, queue.serialize(job), ex=600)
+            stale = await queue.job(run_id)
+            assert stale is not None and stale.stuck
+        aborted = await queue.job("run_b")
+        assert aborted is not None
+        await queue.abort(aborted, "cancelled")  # an abort written by another process meanwhile
+        after_abort = await queue.job("run_b")
+        assert after_abort is not None and after_abort.status != Status.ACTIVE
+
+        assert await dispatcher.touch(["run_a", "run_b", "run_gone"]) == 2
+
+        beaten = await queue.job("run_a")
+        assert beaten is not None and not beaten.stuck and beaten.status == Status.ACTIVE
+        assert beaten.kwargs == {"run_id": "run_a"} and beaten.heartbeat == 2
+        still_aborted = await queue.job("run_b")
+        assert still_aborted is not None and not still_aborted.stuck
+        assert still_aborted.status == after_abort.status and still_aborted.error == "cancelled"
+        assert 0 < await client.ttl(queue.job_id("run_a")) <= 600  # the record keeps its expiry
     finally:
         await dispatcher.close()
         await client.aclose()
