@@ -177,6 +177,29 @@ def test_openai_kwargs_is_a_property_that_never_reads_self() -> None:
     assert OpenAIWrapper.__dict__["openai_kwargs"] is cached
 
 
+def test_optional_import_checks_are_a_module_function_of_what_is_installed() -> None:
+    """cache_import_checks (startup, runtime.open_engine) replaces
+    autogen.import_utils.get_missing_imports, which require_optional_import looks up as a module
+    global each time a model client is built, by a version that remembers the checks that found
+    nothing missing. The original must take a module name or names and return the missing ones;
+    the cached version gives the same answers, checks a missing module again, and is installed once."""
+    import autogen.import_utils as import_utils
+
+    original = getattr(import_utils.get_missing_imports, "__wrapped__", import_utils.get_missing_imports)
+    assert original("openai>=2.30.0") == {}
+    assert original(["openai", "httpx"]) == {}
+    assert "agent_api_no_such_module" in original("agent_api_no_such_module")
+    assert "require_optional_import" in dir(import_utils)
+    assert "get_missing_imports" in import_utils.require_optional_import.__code__.co_names
+    compat.cache_import_checks()
+    cached = import_utils.get_missing_imports
+    assert cached("openai>=2.30.0") == {} and cached(["openai", "httpx"]) == {}
+    assert "agent_api_no_such_module" in cached("agent_api_no_such_module")
+    assert "agent_api_no_such_module" in cached("agent_api_no_such_module")  # a miss is not remembered
+    compat.cache_import_checks()
+    assert import_utils.get_missing_imports is cached
+
+
 def test_autogens_console_loggers_and_its_cost_warning(io: ScriptedIO) -> None:
     """quiet_autogen_logging (llm.py, at startup) takes the console handlers off the loggers of
     the modules AUTOGEN_STDOUT_LOGGERS names, and drops the "The cost will be 0" warning the
