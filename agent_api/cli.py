@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -16,6 +17,7 @@ from agent_api.agents.loader import TeamConfigError, load_teams
 from agent_api.config import Settings, get_settings
 from agent_api.observability import configure_logging
 from agent_api.security import hash_key, key_id_of
+from agent_api.supervisor import worker_processes
 
 EXIT_CONFIG = 2  # a setting, a team file or the port is wrong: fix it, restarting will not help
 
@@ -67,25 +69,38 @@ def _serve(args: argparse.Namespace) -> None:
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     _check_port(host, port)
-    workers = args.workers or settings.workers
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Workers write their metrics here and /metrics on any of them sums them all.
+    api_processes = args.workers or settings.api_processes
+    run_workers = settings.run_worker_processes
+    if run_workers and "workers_in_process" not in settings.model_fields_set:
+        # The worker processes run the agents; the API processes serve HTTP only.
+        os.environ["WORKERS_IN_PROCESS"] = "0"
+        get_settings.cache_clear()
+    if (api_processes > 1 or run_workers) and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Every process writes its metrics here and /metrics on any API process sums them all.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="agent-api-metrics-")
     configure_logging(settings.log_level, settings.log_format)
-    uvicorn.run(
-        "agent_api.main:app",
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=settings.log_level,
-        log_config=None,  # the app's own logging (JSON lines on stderr)
-        access_log=False,  # the app writes one line per request itself
-        # uvicorn's hard deadline comes after the app's own grace period for running turns.
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 10,
-        # uvicorn's default (5 s) equals many clients' pool idle time: a request sent on a
-        # connection the server is closing at that moment fails before it reaches the app.
-        timeout_keep_alive=settings.keep_alive_timeout,
-    )
+    # uvicorn's hard deadline comes after the app's own grace period for running turns.
+    grace = int(settings.shutdown_grace_seconds) + 10
+    if run_workers:
+        # uvicorn raises the SIGTERM or SIGINT it handled again once it has stopped; with the
+        # default handlers that would end this process before it stops its workers.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: None)
+    # The workers stop after the API: requests still waiting for their runs are answered first.
+    with worker_processes(run_workers, stop_timeout=grace + 5):
+        uvicorn.run(
+            "agent_api.main:app",
+            host=host,
+            port=port,
+            workers=api_processes,
+            log_level=settings.log_level,
+            log_config=None,  # the app's own logging (JSON lines on stderr)
+            access_log=False,  # the app writes one line per request itself
+            timeout_graceful_shutdown=grace,
+            # uvicorn's default (5 s) equals many clients' pool idle time: a request sent on a
+            # connection the server is closing at that moment fails before it reaches the app.
+            timeout_keep_alive=settings.keep_alive_timeout,
+        )
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -97,7 +112,7 @@ def _worker(args: argparse.Namespace) -> None:
     if settings.redis_url is None:
         _refuse("cannot start the worker", "REDIS_URL: not set; a worker needs REDIS_URL: it takes runs from Redis")
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(run_worker(settings, metrics_port=args.metrics_port))
+    asyncio.run(run_worker(settings, metrics_port=args.metrics_port, parent_pid=args.parent_pid))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -107,7 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     serve = commands.add_parser("serve", help="run the API (settings from the environment and .env)")
     serve.add_argument("--host", help="address to bind (default: HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: PORT, 8000)")
-    serve.add_argument("--workers", type=int, help="API processes (uvicorn workers; default: WORKERS, 1)")
+    serve.add_argument(
+        "--workers", type=int, help="API processes (uvicorn workers; default: WORKERS, one per two cores with Redis)"
+    )
     serve.add_argument(
         "--workers-in-process",
         type=int,
@@ -115,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     worker = commands.add_parser("worker", help="execute runs from the job queue (needs REDIS_URL)")
     worker.add_argument("--metrics-port", type=int, help="serve this worker's Prometheus metrics on this port")
+    worker.add_argument("--parent-pid", type=int, help="stop (as on SIGTERM) when the process with this pid exits")
     commands.add_parser("offline-llm", help="run the offline OpenAI-compatible model server", add_help=False)
     hash_parser = commands.add_parser("hash-key", help="print the sha256: form of an API key, for API_KEYS")
     hash_parser.add_argument("key", nargs="?", help="the key (default: read from standard input)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -57,6 +58,15 @@ class Settings(BaseSettings):
         ge=0,
         le=64,
         description="Run workers inside each API process. 0: runs go to `agent-api worker` processes (needs Redis).",
+    )
+    worker_processes: int | None = Field(
+        default=None,
+        ge=0,
+        le=256,
+        description=(
+            "`agent-api worker` processes that `agent-api serve` starts beside the API and restarts if one dies "
+            "(needs Redis). Default: one per core with REDIS_URL, none without."
+        ),
     )
     run_ttl: int = Field(default=86400, ge=60, description="Seconds a run and its events are kept after it ends.")
     run_timeout: float = Field(
@@ -113,7 +123,11 @@ class Settings(BaseSettings):
     # Serving
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    workers: int = Field(default=1, ge=1)
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="API processes of `agent-api serve`. Default: one per two cores with REDIS_URL, 1 without.",
+    )
     keep_alive_timeout: int = Field(
         default=75,
         ge=1,
@@ -168,6 +182,8 @@ class Settings(BaseSettings):
     def _safe_for_production(self) -> Settings:
         if self.redis_url is None and self.workers_in_process == 0:
             raise ValueError("WORKERS_IN_PROCESS=0 needs REDIS_URL: without Redis, runs can only run in-process")
+        if self.redis_url is None and self.worker_processes:
+            raise ValueError("WORKER_PROCESSES needs REDIS_URL: worker processes take runs from Redis")
         if self.environment == "production" and not self.api_key_list:
             raise ValueError("ENVIRONMENT=production requires API_KEYS: refusing to serve without authentication")
         if self.environment == "production" and "*" in self.cors_origin_list:
@@ -189,6 +205,21 @@ class Settings(BaseSettings):
     @property
     def team_plugin_list(self) -> list[str]:
         return [p.strip() for p in self.team_plugins.split(",") if p.strip()]
+
+    @property
+    def api_processes(self) -> int:
+        """API processes ``agent-api serve`` runs: ``WORKERS``, else one per two cores with Redis, else 1."""
+        if self.workers is not None:
+            return self.workers
+        return max(1, (os.cpu_count() or 1) // 2) if self.redis_url is not None else 1
+
+    @property
+    def run_worker_processes(self) -> int:
+        """``agent-api worker`` processes ``agent-api serve`` starts: ``WORKER_PROCESSES``, else one per core
+        with Redis, else none."""
+        if self.worker_processes is not None:
+            return self.worker_processes
+        return (os.cpu_count() or 1) if self.redis_url is not None else 0
 
     @property
     def uses_offline_model(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from contextlib import AsyncExitStack
 
@@ -21,7 +22,7 @@ from agent_api.runtime import open_engine, open_runtime, start_workers, worker_i
 log = logging.getLogger("agent_api.worker")
 
 
-async def run_worker(settings: Settings, *, metrics_port: int | None = None) -> None:
+async def run_worker(settings: Settings, *, metrics_port: int | None = None, parent_pid: int | None = None) -> None:
     if settings.redis_url is None:
         raise ValueError("agent-api worker needs REDIS_URL: it takes runs from the job queue in Redis")
     teams = TeamRegistry(load_teams(settings.teams_dir, settings.team_plugin_list))
@@ -47,6 +48,17 @@ async def run_worker(settings: Settings, *, metrics_port: int | None = None) -> 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         done = loop.create_task(stop.wait())
+        if parent_pid is not None:
+            orphaned = loop.create_task(_stop_when_orphaned(parent_pid, stop))
+            stack.callback(orphaned.cancel)
         await asyncio.wait([done, *workers.tasks], return_when=asyncio.FIRST_COMPLETED)
         log.info("worker stopping: letting runs in progress finish for %ss", settings.shutdown_grace_seconds)
         await workers.stop(settings.shutdown_grace_seconds)
+
+
+async def _stop_when_orphaned(parent_pid: int, stop: asyncio.Event) -> None:
+    """Stop the worker (gracefully, as SIGTERM does) once the process that started it is gone."""
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(1)
+    log.warning("the process that started this worker (%d) is gone: stopping", parent_pid)
+    stop.set()

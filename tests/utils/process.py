@@ -35,6 +35,7 @@ _SCRUBBED = (
     "RATE_LIMIT",
     "CORS_",
     "WORKERS_IN_PROCESS",
+    "WORKER_PROCESSES",
     "RUN_",
     "WEBHOOK_",
     "OTEL_",
@@ -63,7 +64,8 @@ class ServeProcess:
 
 
 @contextmanager
-def serve_process(tmp_path: Path, env: Mapping[str, str], *args: str) -> Iterator[ServeProcess]:
+def serve_process(tmp_path: Path, env: Mapping[str, str | None], *args: str) -> Iterator[ServeProcess]:
+    """`agent-api serve` with ``env`` on top of a scrubbed environment (a None value leaves a setting unset)."""
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED)}
     out, err = tmp_path / "stdout.log", tmp_path / "stderr.log"
@@ -72,7 +74,8 @@ def serve_process(tmp_path: Path, env: Mapping[str, str], *args: str) -> Iterato
         process = subprocess.Popen(
             [sys.executable, "-m", "agent_api.cli", "serve", "--port", str(port), *args],
             cwd=tmp_path,
-            env={**clean, **env},
+            # Tests start the worker processes they need themselves, unless they ask `serve` to.
+            env={k: v for k, v in {"WORKER_PROCESSES": "0", **clean, **env}.items() if v is not None},
             stdout=stdout,
             stderr=stderr,
         )

@@ -1,0 +1,112 @@
+"""The run worker processes that ``agent-api serve`` starts beside the API, and keeps running.
+
+With Redis, ``agent-api serve`` is the one-command production start: the API processes serve
+HTTP only, and ``WORKER_PROCESSES`` ``agent-api worker`` processes (one per core by default)
+run the agents, so every core works and a busy agent never delays a stream. Each is a child
+process of ``serve`` running exactly what ``agent-api worker`` runs; one that exits is started
+again (after a pause that grows while it keeps failing). When the API has stopped, the workers
+get SIGTERM and let their runs finish for ``SHUTDOWN_GRACE_SECONDS``. A worker whose parent is
+gone stops by itself (``agent-api worker --parent-pid``), so none outlives a killed ``serve``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+log = logging.getLogger("agent_api.supervisor")
+
+MAX_BACKOFF = 30.0  # seconds between restarts of a worker that keeps exiting at once
+
+
+class WorkerProcesses:
+    """``count`` ``agent-api worker`` children, each started again if it exits before :meth:`stop`."""
+
+    def __init__(self, count: int, *, stop_timeout: float) -> None:
+        self.count = count
+        self.stop_timeout = stop_timeout
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._monitor: threading.Thread | None = None
+
+    @property
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [p.pid for p in self._processes]
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "agent_api.cli", "worker", "--parent-pid", str(os.getpid())]
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL)
+
+    def start(self) -> None:
+        with self._lock:
+            self._processes = [self._spawn() for _ in range(self.count)]
+        log.info("started %d run worker processes", self.count)
+        self._monitor = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
+        self._monitor.start()
+
+    def _watch(self) -> None:
+        backoff = [0.0] * self.count
+        restart_at = [0.0] * self.count
+        while not self._stopping.wait(0.5):
+            for i in range(self.count):
+                with self._lock:
+                    process = self._processes[i]
+                code = process.poll()
+                if code is None:
+                    backoff[i] = 0.0  # alive: the next failure restarts at once
+                    continue
+                now = time.monotonic()
+                if restart_at[i] == 0.0:
+                    log.warning("run worker process %d exited with status %s; starting another", process.pid, code)
+                    restart_at[i] = now + backoff[i]
+                if now < restart_at[i] or self._stopping.is_set():
+                    continue
+                with self._lock:
+                    if self._stopping.is_set():
+                        return
+                    self._processes[i] = self._spawn()
+                restart_at[i] = 0.0
+                backoff[i] = min(MAX_BACKOFF, max(1.0, backoff[i] * 2))
+
+    def stop(self) -> None:
+        """SIGTERM to every worker (they finish their runs for the grace period), then wait; SIGKILL after."""
+        with self._lock:
+            self._stopping.set()
+            processes = list(self._processes)
+        if self._monitor is not None:
+            self._monitor.join(timeout=5)
+        for process in processes:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout
+        for process in processes:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("run worker process %d did not stop in time; killing it", process.pid)
+                process.kill()
+                process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def worker_processes(count: int, *, stop_timeout: float) -> Iterator[WorkerProcesses | None]:
+    """Run ``count`` worker processes for the duration of the block (none when ``count`` is 0)."""
+    if count <= 0:
+        yield None
+        return
+    workers = WorkerProcesses(count, stop_timeout=stop_timeout)
+    workers.start()
+    try:
+        yield workers
+    finally:
+        workers.stop()

@@ -1,0 +1,95 @@
+"""The one-command production start: `agent-api serve` with Redis starts its run worker processes.
+
+Real processes: `agent-api serve`, the `agent-api worker` children it starts and restarts, a
+real redis-server, the offline model.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from agent_api.offline_llm import OfflineServer
+from tests.utils.process import serve_process
+from tests.utils.redis_server import RedisServer
+
+pytestmark = pytest.mark.slow
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The live child processes of ``pid``, with their command lines."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found[int(entry.name)] = command
+    return found
+
+
+def _workers(pid: int) -> set[int]:
+    return {child for child, command in _children(pid).items() if "agent_api.cli worker" in command}
+
+
+def _wait_for(predicate: Any, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_serve_runs_its_turns_on_worker_processes_it_keeps_alive_and_stops(
+    tmp_path: Path, offline: OfflineServer, redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    env: dict[str, str | None] = {
+        "OPENAI_BASE_URL": offline.base_url,
+        "OPENAI_API_KEY": "test-key",
+        "OPENAI_MODEL": "offline-model",
+        "REDIS_URL": redis_server.url,
+        "LLM_MAX_RETRIES": "0",
+        "THREAD_POOL_SIZE": "16",
+        "SHUTDOWN_GRACE_SECONDS": "5",
+    }
+    # No WORKERS, WORKERS_IN_PROCESS or WORKER_PROCESSES: the defaults, one worker per core.
+    with serve_process(tmp_path, {**env, "WORKER_PROCESSES": None}) as api:
+        cores = os.cpu_count() or 1
+        _wait_for(lambda: len(_workers(api.process.pid)) == cores, f"{cores} worker processes")
+        workers = _workers(api.process.pid)
+        with httpx.Client(base_url=api.url, timeout=30) as client:
+            _wait_for(lambda: client.get("/health/ready").status_code == 200, "readiness")
+            first = client.post("/chat", json={"message": "who answers?"})
+            assert first.status_code == 200, first.text
+            # The turn ran in one of the worker processes, not in the API process.
+            ran_on = redis_client.hget(f"agent-api:run:{first.json()['run_id']}", "worker")
+            assert ran_on is not None and int(str(ran_on).rsplit(":", 1)[1]) in workers
+
+            # A worker that dies is replaced, and turns go on.
+            killed = min(workers)
+            os.kill(killed, signal.SIGKILL)
+            _wait_for(
+                lambda: killed not in _workers(api.process.pid) and len(_workers(api.process.pid)) == cores,
+                "a new worker process",
+            )
+            again = client.post("/chat", json={"message": "still there?", "session_id": first.json()["session_id"]})
+            assert again.status_code == 200, again.text
+            assert "1 earlier message" in again.json()["response"] or "2 earlier messages" in again.json()["response"]
+
+        # SIGTERM: the API stops, then its workers; nothing is left behind.
+        workers = _workers(api.process.pid)
+        api.terminate(timeout=60)
+        assert api.process.returncode == 0, api.stderr.read_text()[-2000:]
+        for pid in workers:
+            assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:3]
