@@ -24,6 +24,7 @@ from agent_api.agents.llm import (
     cache_openai_kwargs,
     create_llm_provider,
     quiet_autogen_logging,
+    validate_chat_responses,
 )
 from agent_api.agents.registry import TeamRegistry
 from agent_api.agents.runner import TeamRunner, create_executor
@@ -108,6 +109,7 @@ async def open_engine(runtime: Runtime, stack: AsyncExitStack) -> tuple[LLMProvi
     quiet_autogen_logging()
     cache_openai_kwargs()
     cache_import_checks()
+    validate_chat_responses()
     offline_url = None
     if settings.uses_offline_model:
         from agent_api.offline_llm import OfflineServer
