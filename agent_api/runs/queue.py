@@ -164,11 +164,15 @@ class SaqDispatcher:
             functions=[(JOB_FUNCTION, execute_run)],
             concurrency=concurrency,
             # abort: saq's poll for aborted jobs, a fallback for the cancel channel (each poll reads
-            # every running job); sweep: how soon a dead worker is noticed.
-            timers={"abort": 2, "sweep": 5, "worker_info": 10, "schedule": 1},
+            # every running job); sweep: how soon a dead worker is noticed; schedule: jobs to run
+            # later, which runs never are (saq's default polls for them every second).
+            timers={"abort": 2, "sweep": 5, "worker_info": 10, "schedule": 60},
             # stop() cancels at once: the grace period for running runs is stop_gracefully's.
             shutdown_grace_period_s=0,
-            dequeue_timeout=5,
+            # Each of the worker's `concurrency` job slots waits for a job in its own blocking
+            # dequeue; one that times out is sent again. Idle, 200 slots with saq's usual few
+            # seconds cost dozens of Redis round trips a second per worker process.
+            dequeue_timeout=60,
         )
         worker.SIGNALS = []  # the process's owner handles signals and calls stop_gracefully
         return worker
