@@ -1,10 +1,11 @@
-"""Measurements: CPU time and memory of the service's processes, the load generator's CPU, percentiles."""
+"""Measurements: CPU time and memory of the service's processes (or process tree), the client's CPU, percentiles."""
 
 from __future__ import annotations
 
 import contextlib
 import math
 import os
+import re
 import resource
 import sys
 import time
@@ -46,6 +47,101 @@ def process_stats(pid: int) -> ProcessStats:
         rss_mib=mib("VmRSS"),
         threads=int(status.get("Threads", "0")),
     )
+
+
+@dataclass(frozen=True)
+class TreeStats:
+    """CPU time and memory of a process and all its live descendants, from /proc."""
+
+    cpu_seconds: float  # user + system of each live process, and of the exited children each has waited for
+    rss_mib: float  # the sum of the live processes' resident sets
+    processes: int  # live processes (zombies not counted)
+    commands: dict[str, int]  # how many processes run each command (see :func:`_command`)
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (``[0]`` is field 3 of proc(5)); None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may contain spaces: split after the last ')'.
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def _command(pid: int) -> str:
+    """A short label for a process's command line, without paths or options: ``python -m agent_api.cli serve``.
+
+    The program's file name, then ``-m MODULE`` (or ``-c`` and the module the code imports) and the
+    positional arguments up to the first option.
+    """
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").rstrip("\0").split("\0")
+    except OSError:
+        return "?"
+    words, args, i = [os.path.basename(argv[0])], argv[1:], 0
+    while i < len(args) and len(words) < 5:
+        arg = args[i]
+        if arg in ("-m", "-c") and i + 1 < len(args):
+            value = args[i + 1]
+            if arg == "-c":
+                imported = re.search(r"(?:from|import) ([\w.]+)", value)
+                value = imported.group(1) if imported else "..."
+            words += [arg, value]
+            i += 2
+        elif arg.startswith("-"):
+            if len(words) > 1:
+                break  # the options of the program (ports, paths, ...)
+            i += 1  # the interpreter's own flags (-B, -u, ...)
+        else:
+            words.append(os.path.basename(arg))
+            i += 1
+    return " ".join(w[:40] for w in words)
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every live process below it (children, their children, ...), by the parent pid in /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            fields = _proc_stat(int(entry.name))
+            if fields is not None:
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks after boot; with the pid, it names one process); None when gone."""
+    fields = _proc_stat(pid)
+    return int(fields[19]) if fields is not None else None  # field 22 of proc(5)
+
+
+def tree_stats(pid: int) -> TreeStats:
+    """CPU time, resident memory and the number of processes of ``pid`` and its live descendants (Linux only).
+
+    The CPU of a child that exited and was waited for moves into its parent's cutime/cstime, which
+    are counted too: a worker process that exits during a measurement keeps its CPU in the sum.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    page_mib = os.sysconf("SC_PAGE_SIZE") / 2**20
+    cpu_ticks, rss_pages, processes = 0, 0, 0
+    commands: Counter[str] = Counter()
+    for member in descendants(pid):
+        fields = _proc_stat(member)
+        if fields is None:
+            continue
+        # utime, stime, cutime, cstime: fields 14-17 of proc(5); rss (pages): field 24
+        cpu_ticks += sum(int(f) for f in fields[11:15])
+        if fields[0] != "Z":
+            rss_pages += int(fields[21])
+            processes += 1
+            commands[_command(member)] += 1
+    return TreeStats(cpu_ticks / ticks, rss_pages * page_mib, processes, dict(commands))
 
 
 def client_cpu_seconds() -> float:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from harness import ROOT
 from harness.processes import LOOPBACK, child_env, free_port, spawn, stop, tail, wait_until
 
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -157,17 +158,22 @@ class ApiServer:
 
 
 @contextlib.contextmanager
-def api_server(env: Mapping[str, str | None], workers: int = 1, timeout: float = 60.0) -> Iterator[ApiServer]:
+def api_server(env: Mapping[str, str | None], workers: int | None = 1, timeout: float = 60.0) -> Iterator[ApiServer]:
     """``agent-api serve`` in a subprocess on a free loopback port, with os.environ plus ``env``.
 
     LOG_LEVEL defaults to warning; a None value in ``env`` removes that variable. The working
-    directory is an empty temp dir, so no ``.env`` file is read.
+    directory is an empty temp dir, so no ``.env`` file is read. ``workers`` sets the API
+    processes (``--workers`` and WORKERS); None leaves them to the service's defaults (neither
+    is given, so only ``env`` can set them).
     """
     port = free_port()
     args = [sys.executable, "-m", "agent_api.cli", "serve", "--host", LOOPBACK, "--port", str(port)]
-    if workers > 1:
+    if workers is not None and workers > 1:
         args += ["--workers", str(workers)]
-    full_env: dict[str, str | None] = {"LOG_LEVEL": "warning", "WORKERS": str(workers), **env}
+    full_env: dict[str, str | None] = {"LOG_LEVEL": "warning"}
+    if workers is not None:
+        full_env["WORKERS"] = str(workers)
+    full_env.update(env)
     url = f"http://{LOOPBACK}:{port}"
     with spawn(args, name="api", env=full_env) as (process, workdir):
         wait_until(
@@ -178,6 +184,26 @@ def api_server(env: Mapping[str, str | None], workers: int = 1, timeout: float =
             timeout,
         )
         yield ApiServer(url=url, pid=process.pid, workdir=workdir)
+
+
+@contextlib.contextmanager
+def service_at(revision: str) -> Iterator[Path]:
+    """The service's source at git ``revision``, checked out in a temporary git worktree; yields the tree's path.
+
+    Run it with the tree first on the path, e.g. ``api_server({**env, "PYTHONPATH": str(tree)})``:
+    ``python -m agent_api.cli`` then imports that revision's ``agent_api`` instead of this checkout's.
+    The worktree is removed at the end, also on error.
+    """
+    tree = Path(tempfile.mkdtemp(prefix="agent-api-at-revision-"))
+    git = ["git", "-C", str(ROOT), "worktree"]
+    added = subprocess.run([*git, "add", "--detach", str(tree), revision], capture_output=True, text=True, timeout=120)
+    try:
+        if added.returncode != 0:
+            raise RuntimeError(f"cannot check out revision {revision!r}: {added.stderr.strip()}")
+        yield tree
+    finally:
+        subprocess.run([*git, "remove", "--force", str(tree)], capture_output=True, timeout=120)
+        shutil.rmtree(tree, ignore_errors=True)
 
 
 @contextlib.contextmanager

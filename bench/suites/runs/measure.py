@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import statistics
-import subprocess
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import httpx
-from harness import ROOT
 from harness.load import chat_once, sharded_clients
 from harness.measure import median_index, percentile
-from harness.services import api_server, bench_api_env, offline_model, redis_server, worker
+from harness.services import api_server, bench_api_env, offline_model, redis_server, service_at, worker
 
 BEFORE_RUNS = "06fe40e"  # the last commit where a turn ran inside its request
 SPLIT = "2 API + 2 workers"
@@ -29,15 +24,8 @@ IN_PROCESS = "1 API, in-process worker"
 @contextlib.contextmanager
 def old_service(env: Mapping[str, str | None]) -> Iterator[str]:
     """The service as it was before runs, from a temporary git worktree; yields its URL."""
-    tree = Path(tempfile.mkdtemp(prefix="agent-api-before-runs-"))
-    git = ["git", "-C", str(ROOT), "worktree"]
-    subprocess.run([*git, "add", "--detach", str(tree), BEFORE_RUNS], check=True, capture_output=True)
-    try:
-        with api_server({**env, "PYTHONPATH": str(tree)}) as api:
-            yield api.url
-    finally:
-        subprocess.run([*git, "remove", "--force", str(tree)], capture_output=True)
-        shutil.rmtree(tree, ignore_errors=True)
+    with service_at(BEFORE_RUNS) as tree, api_server({**env, "PYTHONPATH": str(tree)}) as api:
+        yield api.url
 
 
 # -- 1. concurrency -------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""``bench/scaling.py``: the five scenarios on *before* and *now* (:mod:`.measure`), their report (:mod:`.report`)."""
