@@ -44,9 +44,15 @@ class AppState:
     usage: UsageStore
 
 
-def get_state(request: Request) -> AppState:
+def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.agent_api
     return state
+
+
+# The dependencies are coroutines although they do not wait: FastAPI runs a plain function
+# dependency in its thread pool, a thread hand-off per request for a dictionary lookup.
+async def get_state(request: Request) -> AppState:
+    return app_state(request)
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
@@ -88,12 +94,12 @@ async def check_key(state: AppState, presented: str | None) -> Principal:
     return principal
 
 
-def get_runs(request: Request) -> RunService:
-    return get_state(request).runs
+async def get_runs(request: Request) -> RunService:
+    return app_state(request).runs
 
 
-def get_sessions(request: Request) -> SessionManager:
-    return get_state(request).sessions
+async def get_sessions(request: Request) -> SessionManager:
+    return app_state(request).sessions
 
 
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
