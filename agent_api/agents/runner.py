@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import importlib
 import json
 import logging
 import threading
@@ -219,6 +220,9 @@ class TeamRunner:
         the first request would otherwise pay about a second for it."""
 
         def build() -> None:
+            # The OpenAI client imports its API resources (openai.resources: hundreds of types) on
+            # its first request, not when it is built: about a second, in each worker process.
+            importlib.import_module("openai.resources.chat.completions")
             config = self.llm.config(stream=True)
             for team in teams:
                 team.warm_up(config)
