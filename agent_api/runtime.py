@@ -24,6 +24,7 @@ from agent_api.agents.llm import (
     cache_openai_kwargs,
     create_llm_provider,
     quiet_autogen_logging,
+    skip_chat_request_transforms,
     validate_chat_responses,
 )
 from agent_api.agents.registry import TeamRegistry
@@ -110,6 +111,7 @@ async def open_engine(runtime: Runtime, stack: AsyncExitStack) -> tuple[LLMProvi
     cache_openai_kwargs()
     cache_import_checks()
     validate_chat_responses()
+    skip_chat_request_transforms()
     offline_url = None
     if settings.uses_offline_model:
         from agent_api.offline_llm import OfflineServer

@@ -9,10 +9,12 @@ Nothing here imports the service's other modules: it is the bottom of the engine
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 import httpx
 import pydantic
+import typing_extensions
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 # The response types built with pydantic's validator: a chat completion, and each chunk of a stream.
@@ -46,3 +48,81 @@ def validate_chat_responses() -> None:
 
     process.__wrapped__ = original  # type: ignore[attr-defined]  # the original, for the contract test
     BaseClient._process_response_data = process  # type: ignore[method-assign]
+
+
+def _transforms(annotation: object, seen: set[int]) -> bool:
+    """Whether the SDK's request transform could change data of this type: an alias or a format
+    (``PropertyInfo``) anywhere in it, or a pydantic model the SDK would dump."""
+    from openai._utils import PropertyInfo
+    from openai._utils._transform import get_type_hints
+
+    if id(annotation) in seen:
+        return False
+    seen.add(id(annotation))
+    if typing_extensions.is_typeddict(annotation):
+        hints = get_type_hints(annotation, include_extras=True)
+        return any(_transforms(hint, seen) for hint in hints.values())
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return False
+    if origin is typing.Annotated:
+        extras = getattr(annotation, "__metadata__", ())
+        if any(isinstance(m, PropertyInfo) and (m.alias is not None or m.format is not None) for m in extras):
+            return True
+    return any(_transforms(arg, seen) for arg in typing.get_args(annotation))
+
+
+def _plain(value: object) -> bool:
+    """JSON as Python builds it: dicts with string keys, lists, strings, numbers, booleans, None."""
+    if value is None or type(value) in (str, int, float, bool):
+        return True
+    if type(value) is list:
+        return all(_plain(item) for item in value)
+    if type(value) is dict:
+        return all(type(k) is str and _plain(v) for k, v in value.items())
+    return False
+
+
+def skip_chat_request_transforms() -> None:
+    """Send chat completion requests without the SDK's request transform when it would change nothing.
+
+    The SDK passes every request's parameters through ``maybe_transform``, a walk of the data
+    against the parameters' typed-dict annotations in Python, to apply aliases and formats
+    (``PropertyInfo``) and to drop the parameters not given. The chat completion parameters
+    have no alias or format anywhere (checked here, once, on the installed SDK; if one appears,
+    nothing is patched), so for plain JSON data the transform only drops the parameters not
+    given. It cost more than any other single step of a model call (about 15% of a worker's
+    CPU), and grows with the conversation's history. Data that is not plain JSON (a pydantic
+    model, a file, a generator) still goes the SDK's way. Installed once at startup
+    (``runtime.open_engine``); a second call changes nothing.
+    """
+    from openai._utils import is_given
+    from openai.resources.chat.completions import completions as module
+    from openai.types.chat import completion_create_params as params
+
+    expected = (params.CompletionCreateParamsStreaming, params.CompletionCreateParamsNonStreaming)
+    names = vars(module)  # the resource methods look these names up in their module at each call
+    original, original_async = names["maybe_transform"], names["async_maybe_transform"]
+    if hasattr(original, "__wrapped__") or any(_transforms(t, set()) for t in expected):
+        return
+
+    def given(data: object, expected_type: object) -> dict[str, object] | None:
+        if type(data) is not dict or expected_type not in expected:
+            return None
+        kept = {key: value for key, value in data.items() if is_given(value)}
+        return kept if all(type(key) is str and _plain(value) for key, value in kept.items()) else None
+
+    def fast(data: object, expected_type: object) -> Any:
+        kept = given(data, expected_type)
+        return kept if kept is not None else original(data, expected_type)
+
+    async def fast_async(data: object, expected_type: object) -> Any:
+        kept = given(data, expected_type)
+        return kept if kept is not None else await original_async(data, expected_type)
+
+    fast.__wrapped__ = original  # type: ignore[attr-defined]  # the originals, for the contract test
+    fast_async.__wrapped__ = original_async  # type: ignore[attr-defined]
+    names["maybe_transform"] = fast
+    names["async_maybe_transform"] = fast_async

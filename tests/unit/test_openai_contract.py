@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import inspect
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import openai
 import pytest
 from openai._base_client import BaseClient
 from openai._models import construct_type
+from openai._utils import PropertyInfo
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from typing_extensions import TypedDict
 
 from agent_api.agents import openai_compat
 
@@ -117,3 +119,119 @@ def test_a_completion_is_the_object_the_sdk_would_build() -> None:
     assert type(completion) is ChatCompletion
     assert completion.model_dump() == construct_type(type_=ChatCompletion, value=COMPLETION).model_dump()  # type: ignore[attr-defined]
     assert completion.choices[0].message.content == "Hi"
+
+
+# --- Request transforms -------------------------------------------------------------------------
+
+
+class Aliased(TypedDict, total=False):
+    card_id: Annotated[str, PropertyInfo(alias="cardID")]
+
+
+class Nested(TypedDict, total=False):
+    items: list[Aliased]
+
+
+REQUESTS: list[dict[str, Any]] = [
+    {
+        "model": "m",
+        "messages": [{"role": "user", "content": "q"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    },
+    {
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "be brief", "name": "sys"},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "data:x"}}],
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+            },
+            {"role": "tool", "tool_call_id": "t1", "content": "42"},
+        ],
+        "tools": [
+            {"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}}}
+        ],
+        "temperature": 0.2,
+        "max_tokens": 10,
+        "response_format": {"type": "json_object"},
+    },
+]
+
+
+@pytest.fixture
+def sdk_transforms(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every typed dict the SDK's own transform walks, in order."""
+    from openai._utils import _transform
+
+    walked: list[object] = []
+    original = _transform._transform_typeddict
+
+    def counting(data: Any, expected_type: type) -> Any:
+        walked.append(expected_type)
+        return original(data, expected_type)
+
+    monkeypatch.setattr(_transform, "_transform_typeddict", counting)
+    openai_compat.skip_chat_request_transforms()
+    return walked
+
+
+def test_chat_request_parameters_have_nothing_the_transform_would_change() -> None:
+    """skip_chat_request_transforms relies on the chat completion parameters having no alias or
+    format anywhere (it checks, and patches nothing otherwise); the check finds them where they are."""
+    from openai.types.beta import response_create_params
+    from openai.types.chat import completion_create_params as params
+
+    assert not openai_compat._transforms(params.CompletionCreateParamsStreaming, set())
+    assert not openai_compat._transforms(params.CompletionCreateParamsNonStreaming, set())
+    assert openai_compat._transforms(Nested, set()) and openai_compat._transforms(Aliased, set())
+    assert openai_compat._transforms(response_create_params.ResponseCreateParamsBase, set())
+
+
+@pytest.mark.parametrize("request_body", REQUESTS)
+def test_a_chat_request_goes_without_the_transform_and_as_the_transform_sends_it(
+    request_body: dict[str, Any], sdk_transforms: list[object]
+) -> None:
+    """The chat completions resources call maybe_transform / async_maybe_transform, names looked
+    up in their module at each call; the patched ones return what the SDK's would for plain JSON
+    (the parameters not given dropped) without the SDK's walk, through the real clients."""
+    import asyncio
+
+    from openai import NOT_GIVEN, Omit
+    from openai.resources.chat.completions import completions as module
+    from openai.types.chat import completion_create_params as params
+
+    sent: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, json=COMPLETION)
+
+    client = openai.OpenAI(
+        api_key="k", base_url="http://model.test/v1", http_client=httpx.Client(transport=httpx.MockTransport(handler))
+    )
+    client.chat.completions.create(**{**request_body, "stream": False})
+    assert sent == [{**request_body, "stream": False}] and sdk_transforms == []
+
+    body = {**request_body, "seed": NOT_GIVEN, "user": Omit()}
+    for expected_type in (params.CompletionCreateParamsStreaming, params.CompletionCreateParamsNonStreaming):
+        reference = vars(module)["maybe_transform"].__wrapped__(body, expected_type)
+        assert reference == request_body and sdk_transforms  # the SDK's own walk, for reference
+        sdk_transforms.clear()
+        assert vars(module)["maybe_transform"](body, expected_type) == reference
+        assert asyncio.run(vars(module)["async_maybe_transform"](body, expected_type)) == reference
+        assert sdk_transforms == []
+
+
+def test_data_that_is_not_plain_json_goes_the_sdks_way(sdk_transforms: list[object]) -> None:
+    from openai.resources.chat.completions import completions as module
+    from openai.types.chat import completion_create_params as params
+
+    generator_body = {"model": "m", "messages": (m for m in [{"role": "user", "content": "q"}])}
+    result = vars(module)["maybe_transform"](generator_body, params.CompletionCreateParamsNonStreaming)
+    assert result == {"model": "m", "messages": [{"role": "user", "content": "q"}]} and sdk_transforms
