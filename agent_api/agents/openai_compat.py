@@ -13,6 +13,7 @@ import typing
 from typing import Any
 
 import httpx
+import orjson
 import pydantic
 import typing_extensions
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -74,15 +75,18 @@ def _transforms(annotation: object, seen: set[int]) -> bool:
     return any(_transforms(arg, seen) for arg in typing.get_args(annotation))
 
 
+# orjson refuses what plain JSON is not (dataclasses, dates, subclasses of the JSON types passed
+# through, so they raise; generators, sets, non-string keys and other objects raise anyway).
+_PLAIN_ONLY = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
 def _plain(value: object) -> bool:
     """JSON as Python builds it: dicts with string keys, lists, strings, numbers, booleans, None."""
-    if value is None or type(value) in (str, int, float, bool):
-        return True
-    if type(value) is list:
-        return all(_plain(item) for item in value)
-    if type(value) is dict:
-        return all(type(k) is str and _plain(v) for k, v in value.items())
-    return False
+    try:
+        orjson.dumps(value, option=_PLAIN_ONLY)
+    except TypeError:
+        return False
+    return True
 
 
 def skip_chat_request_transforms() -> None:
@@ -112,7 +116,7 @@ def skip_chat_request_transforms() -> None:
         if type(data) is not dict or expected_type not in expected:
             return None
         kept = {key: value for key, value in data.items() if is_given(value)}
-        return kept if all(type(key) is str and _plain(value) for key, value in kept.items()) else None
+        return kept if _plain(kept) else None
 
     def fast(data: object, expected_type: object) -> Any:
         kept = given(data, expected_type)
