@@ -36,7 +36,6 @@ def create_redis(settings: Settings) -> redis.Redis:
         timeout=settings.redis_pool_timeout,
         socket_connect_timeout=settings.redis_timeout,
         socket_timeout=settings.redis_timeout,
-        health_check_interval=30,
         decode_responses=True,
         # The asyncio Retry (the sync one is silently ignored by the asyncio pool): a connection
         # that went stale while Redis restarted is retried on a fresh one instead of failing.
