@@ -23,6 +23,7 @@ from agent_api.agents.llm import (
     cache_import_checks,
     cache_openai_kwargs,
     create_llm_provider,
+    light_stream_events,
     quiet_autogen_logging,
     skip_chat_request_transforms,
     validate_chat_responses,
@@ -110,6 +111,7 @@ async def open_engine(runtime: Runtime, stack: AsyncExitStack) -> tuple[LLMProvi
     quiet_autogen_logging()
     cache_openai_kwargs()
     cache_import_checks()
+    light_stream_events()
     validate_chat_responses()
     skip_chat_request_transforms()
     offline_url = None

@@ -169,6 +169,41 @@ def register_tools(executor: autogen.ConversableAgent, functions: Mapping[str, C
 # --- Output and input -------------------------------------------------------------------------
 
 
+class StreamPiece:
+    """A streamed piece of a model's reply as the service's own ``IOStream`` takes it: its text."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def light_stream_events() -> None:
+    """Let AutoGen's OpenAI model client send a :class:`StreamPiece` per streamed piece to the service.
+
+    In autogen 0.14 ``OpenAIClient.create`` sends ``StreamEvent(content=...)`` to the default
+    ``IOStream`` for every piece of a streamed reply: two pydantic models and a ``uuid4`` each,
+    about a sixth of the CPU of a streamed token. When the default ``IOStream`` is the service's
+    own (an :class:`AutoGenIO`, which reads only the text) it gets a :class:`StreamPiece`
+    instead; any other ``IOStream`` still gets AutoGen's event. Replaces the ``StreamEvent``
+    name of ``autogen.oai.client``, which the client looks up when it sends. If the module no
+    longer has it, nothing is patched. Called once at startup (``runtime.open_engine``).
+    """
+    import autogen.oai.client as client
+
+    original = client.__dict__.get("StreamEvent")
+    if original is None or hasattr(original, "__wrapped__"):  # changed upstream, or installed already
+        return
+
+    def stream_event(*, content: str, **kwargs: Any) -> Any:
+        if not kwargs and isinstance(IOStream.get_default(), AutoGenIO):
+            return StreamPiece(content)
+        return original(content=content, **kwargs)
+
+    stream_event.__wrapped__ = original  # type: ignore[attr-defined]  # the original, for the contract test
+    vars(client)["StreamEvent"] = stream_event
+
+
 def stream_text(event: object) -> str | None:
     """The text of a model's streamed piece of reply; None if ``event`` is anything else.
 
@@ -177,6 +212,8 @@ def stream_text(event: object) -> str | None:
     ``content`` that is the event itself, whose ``content`` is the text. A piece with no text
     gives "".
     """
+    if type(event) is StreamPiece:
+        return event.text
     if not isinstance(event, StreamEvent):
         return None
     inner = getattr(event, "content", None)

@@ -377,6 +377,54 @@ def test_tools_in_llm_config_reach_the_model_and_run_with_keyword_arguments(io: 
 # --- Output and input -------------------------------------------------------------------------
 
 
+def test_streamed_pieces_are_light_for_the_services_stream_and_events_for_any_other() -> None:
+    """light_stream_events (startup, runtime.open_engine) replaces the StreamEvent name that
+    autogen.oai.client's OpenAIClient.create calls for each streamed piece: the service's own
+    IOStream (an AutoGenIO) then gets StreamPieces with the same text, any other IOStream still
+    gets AutoGen's StreamEvent."""
+    from autogen.oai.client import OpenAIClient
+
+    assert "StreamEvent" in OpenAIClient.create.__code__.co_names
+    compat.light_stream_events()
+
+    class Recording(ScriptedIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.sent: list[object] = []
+
+        def send(self, message: Any) -> None:
+            self.sent.append(message)
+            super().send(message)
+
+    ours = Recording()
+    with compat.install_io(ours):
+        agent, user = assistant("assistant", FakeModel("Hel|lo TERMINATE"), stream=True), proxy()
+        compat.start_chat(user, agent, "q", max_turns=2, cache=None)
+    pieces = [m for m in ours.sent if isinstance(m, compat.StreamPiece)]
+    assert [p.text for p in pieces] == ["Hel", "lo TERMINATE"] == ours.streamed
+    assert not any(isinstance(m, StreamEvent) for m in ours.sent)
+
+    class Other:  # an IOStream that is not the service's
+        def __init__(self) -> None:
+            self.sent: list[object] = []
+
+        def print(self, *objects: Any, sep: str = " ", end: str = "\n", flush: bool = False) -> None:
+            pass
+
+        def send(self, message: Any) -> None:
+            self.sent.append(message)
+
+        def input(self, prompt: str = "", *, password: bool = False) -> str:
+            return ""
+
+    other = Other()
+    with IOStream.set_default(other):
+        agent, user = assistant("assistant", FakeModel("Hel|lo TERMINATE"), stream=True), proxy()
+        compat.start_chat(user, agent, "q", max_turns=2, cache=None)
+    events = [m for m in other.sent if isinstance(m, StreamEvent)]
+    assert [compat.stream_text(e) for e in events] == ["Hel", "lo TERMINATE"]
+
+
 def test_streamed_text_reaches_the_installed_iostream_as_stream_events(capsys: pytest.CaptureFixture[str]) -> None:
     """run.RunIOStream gets each streamed piece of a model's reply through send (stream_text): a
     StreamEvent wrapped so that ``.content`` is the event and ``.content.content`` the text;
