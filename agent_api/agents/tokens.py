@@ -26,6 +26,11 @@ _TAIL = 256  # the held-back part is short: look only at the end, not at the who
 
 def releasable_length(text: str) -> int:
     """How much of ``text`` can be shown: all but a trailing part that may become the stop word."""
+    end = len(text)
+    while end and text[end - 1].isspace():  # trailing whitespace is trimmed at the end
+        end -= 1
+    if end and not text[end - 1].isupper() and text[end - 1] not in ".!":
+        return end  # the text does not end as (a start of) the stop word can: the common case, per token
     offset = max(0, len(text) - _TAIL)
     tail = text[offset:]
     match = _FULL_STOP_WORD.search(tail)

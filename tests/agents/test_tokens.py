@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent_api.agents.messages import strip_termination
-from agent_api.agents.tokens import ReplyShaper
+from agent_api.agents.messages import TERMINATE, strip_termination
+from agent_api.agents.tokens import _FULL_STOP_WORD, _PARTIAL_WORD, ReplyShaper, releasable_length
 
 
 def shaped(tokens: list[str]) -> str:
@@ -60,3 +60,21 @@ def test_any_token_split_gives_the_stored_reply(pieces: list[str], spaces: list[
 def test_a_long_reply_is_shaped_in_linear_time() -> None:
     tokens = [" word"] * 5000 + [" TERMINATE"]
     assert shaped(tokens) == ("word" + " word" * 4999)
+
+
+def _releasable_by_pattern(text: str) -> int:
+    """releasable_length without its shortcut: the stop-word patterns alone, on the whole text."""
+    match = _FULL_STOP_WORD.search(text)
+    if match:
+        start = match.start()
+    else:
+        partial = _PARTIAL_WORD.search(text)
+        start = partial.start() if partial and TERMINATE.startswith(partial.group(1)) else len(text)
+    while start > 0 and text[start - 1].isspace():
+        start -= 1
+    return start
+
+
+@given(st.text(alphabet=st.sampled_from(list("TERMINATEterm .!\nxÉé,0")), max_size=60))
+def test_the_shortcut_holds_back_what_the_patterns_hold_back(text: str) -> None:
+    assert releasable_length(text) == _releasable_by_pattern(text)
