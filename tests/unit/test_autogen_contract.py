@@ -200,6 +200,34 @@ def test_optional_import_checks_are_a_module_function_of_what_is_installed() -> 
     assert import_utils.get_missing_imports is cached
 
 
+def test_reply_triggers_match_autogens_agents_as_autogen_matches_them() -> None:
+    """fast_trigger_matching (startup, runtime.open_engine) replaces
+    ConversableAgent._match_trigger(trigger, sender), which generate_reply calls for each reply
+    function: AutoGen's agents register theirs with the trigger [Agent, None], and a
+    ConversableAgent sender matches Agent at once; every answer is the one AutoGen gives."""
+    import inspect
+
+    from autogen.agentchat.agent import Agent
+
+    agent, other = proxy(), proxy()
+    assert any(entry["trigger"] == [Agent, None] for entry in agent._reply_func_list)
+    assert "_match_trigger" in autogen.ConversableAgent.generate_reply.__code__.co_names
+    original = getattr(autogen.ConversableAgent._match_trigger, "__wrapped__", autogen.ConversableAgent._match_trigger)
+    assert list(inspect.signature(original).parameters) == ["self", "trigger", "sender"]
+    compat.fast_trigger_matching()
+    patched = autogen.ConversableAgent._match_trigger
+    assert patched.__wrapped__ is original  # type: ignore[attr-defined]
+    triggers: list[Any] = [Agent, [Agent, None], None, "user", "nobody", autogen.UserProxyAgent, autogen.AssistantAgent]
+    triggers += [lambda sender: sender is other, [None, "user"]]
+    for trigger in triggers:
+        for sender in (other, None):
+            if sender is None and isinstance(trigger, str):
+                continue  # AutoGen raises for a name trigger without a sender, both ways
+            assert agent._match_trigger(trigger, sender) == original(agent, trigger, sender), (trigger, sender)
+    compat.fast_trigger_matching()
+    assert autogen.ConversableAgent._match_trigger is patched
+
+
 def test_autogens_console_loggers_and_its_cost_warning(io: ScriptedIO) -> None:
     """quiet_autogen_logging (llm.py, at startup) takes the console handlers off the loggers of
     the modules AUTOGEN_STDOUT_LOGGERS names, and drops the "The cost will be 0" warning the
