@@ -67,6 +67,22 @@ class RunJobQueue(RedisQueue):
     on_lost: LostHandler | None = None
     _suspects: frozenset[bytes] = frozenset()
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._dequeuing = asyncio.Lock()
+
+    async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:
+        """saq's dequeue, one at a time in this process: worker processes take jobs in turn.
+
+        Redis gives a job to the client that has waited longest for one. With every free job
+        slot of every worker waiting, all the slots of the worker that started first were
+        older than any other's: a burst of runs went to one worker process while the others
+        idled, and one core ran the agents. With one waiting dequeue per process, consecutive
+        jobs go to the worker processes in turn (each waits again at the back once it has one).
+        """
+        async with self._dequeuing:
+            return await super().dequeue(timeout, poll_interval)
+
     async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
         if not await self.redis.set(self._sweep, 1, nx=True, ex=lock):
             return []  # another process swept within the interval

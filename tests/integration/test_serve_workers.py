@@ -76,6 +76,15 @@ def test_serve_runs_its_turns_on_worker_processes_it_keeps_alive_and_stops(
             ran_on = redis_client.hget(f"agent-api:run:{first.json()['run_id']}", "worker")
             assert ran_on is not None and int(str(ran_on).rsplit(":", 1)[1]) in workers
 
+            # Turns one after another go to the worker processes in turn, not all to the first one.
+            ran_on_each = set()
+            for i in range(2 * cores):
+                turn = client.post("/chat", json={"message": f"turn {i}"})
+                assert turn.status_code == 200, turn.text
+                worker = redis_client.hget(f"agent-api:run:{turn.json()['run_id']}", "worker")
+                ran_on_each.add(int(str(worker).rsplit(":", 1)[1]))
+            assert ran_on_each == workers
+
             # A worker that dies is replaced, and turns go on.
             killed = min(workers)
             os.kill(killed, signal.SIGKILL)
