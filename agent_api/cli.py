@@ -112,7 +112,13 @@ def _worker(args: argparse.Namespace) -> None:
     if settings.redis_url is None:
         _refuse("cannot start the worker", "REDIS_URL: not set; a worker needs REDIS_URL: it takes runs from Redis")
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(run_worker(settings, metrics_port=args.metrics_port, parent_pid=args.parent_pid))
+    worker = run_worker(settings, metrics_port=args.metrics_port, parent_pid=args.parent_pid)
+    try:
+        import uvloop  # the event loop uvicorn runs the API on (uvicorn[standard]), where available
+    except ImportError:
+        asyncio.run(worker)
+    else:
+        uvloop.run(worker)
 
 
 def main(argv: list[str] | None = None) -> None:
