@@ -53,12 +53,13 @@ lint: install
 	$(BIN)/ruff check agent_api tests bench
 	$(BIN)/mypy
 
-bench: install system-deps ## every benchmark and fault scenario, about 25 minutes (see docs/benchmarks.md); BENCH_FLAGS=--quick: a smoke run of each, nothing published
+bench: install system-deps ## every benchmark and fault scenario, about 40 minutes (see docs/benchmarks.md); BENCH_FLAGS=--quick: a smoke run of each, nothing published
 	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
 	$(BIN)/python bench/concurrency.py $(BENCH_FLAGS)
 	$(BIN)/python bench/first_token.py $(BENCH_FLAGS)
 	$(BIN)/python bench/engines.py $(BENCH_FLAGS)
 	$(BIN)/python bench/runs.py $(BENCH_FLAGS)
+	$(BIN)/python bench/scaling.py $(BENCH_FLAGS)
 	$(BIN)/python bench/faults.py $(BENCH_FLAGS)
 	$(BIN)/python bench/soak.py $(BENCH_FLAGS)
 	$(BIN)/python bench/plots.py $(BENCH_FLAGS)
