@@ -67,6 +67,7 @@ class WorkerProcesses:
                 now = time.monotonic()
                 if restart_at[i] == 0.0:
                     log.warning("run worker process %d exited with status %s; starting another", process.pid, code)
+                    _forget_metrics_of(process.pid)
                     restart_at[i] = now + backoff[i]
                 if now < restart_at[i] or self._stopping.is_set():
                     continue
@@ -96,6 +97,14 @@ class WorkerProcesses:
                 log.warning("run worker process %d did not stop in time; killing it", process.pid)
                 process.kill()
                 process.wait(timeout=10)
+
+
+def _forget_metrics_of(pid: int) -> None:
+    """A dead process's live gauges (runs in flight) no longer count in /metrics."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 @contextlib.contextmanager
