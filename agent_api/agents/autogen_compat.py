@@ -91,8 +91,8 @@ def fast_trigger_matching() -> None:
     Every agent registers its reply functions with the trigger ``[Agent, None]``, and
     ``ConversableAgent.generate_reply`` checks each one against the sender with
     ``_match_trigger``, that is ``isinstance(sender, Agent)``: ``Agent`` is a runtime-checkable
-    protocol, and on Python 3.11 each such check walks the protocol's members (about 12 µs), a
-    fifth of a worker's CPU for a one-turn conversation. A ``ConversableAgent`` sender is an
+    protocol, and on Python 3.11 each such check walks the protocol's members (about 12 µs), up
+    to a fifth of a worker's CPU for a one-turn conversation. A ``ConversableAgent`` sender is an
     ``Agent`` (it derives from it), so that answer is given at once; every other case goes to
     AutoGen's own method. Called once at startup (``runtime.open_engine``).
     """
@@ -209,12 +209,12 @@ def light_stream_events() -> None:
     """Let AutoGen's OpenAI model client send a :class:`StreamPiece` per streamed piece to the service.
 
     In autogen 0.14 ``OpenAIClient.create`` sends ``StreamEvent(content=...)`` to the default
-    ``IOStream`` for every piece of a streamed reply: two pydantic models and a ``uuid4`` each,
-    about a sixth of the CPU of a streamed token. When the default ``IOStream`` is the service's
-    own (an :class:`AutoGenIO`, which reads only the text) it gets a :class:`StreamPiece`
-    instead; any other ``IOStream`` still gets AutoGen's event. Replaces the ``StreamEvent``
-    name of ``autogen.oai.client``, which the client looks up when it sends. If the module no
-    longer has it, nothing is patched. Called once at startup (``runtime.open_engine``).
+    ``IOStream`` for every piece of a streamed reply: two pydantic models and a ``uuid4`` each;
+    without them the service's CPU per streamed token fell from about 100 to 50 µs. When the
+    default ``IOStream`` is the service's own (an :class:`AutoGenIO`, which reads only the text)
+    it gets a :class:`StreamPiece` instead; any other ``IOStream`` still gets AutoGen's event.
+    Replaces the ``StreamEvent`` name of ``autogen.oai.client``, which the client looks up when it
+    sends. If the module no longer has it, nothing is patched. Called once at startup (``runtime.open_engine``).
     """
     import autogen.oai.client as client
 

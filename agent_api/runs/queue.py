@@ -185,9 +185,8 @@ class SaqDispatcher:
             timers={"abort": 2, "sweep": 5, "worker_info": 10, "schedule": 60},
             # stop() cancels at once: the grace period for running runs is stop_gracefully's.
             shutdown_grace_period_s=0,
-            # Each of the worker's `concurrency` job slots waits for a job in its own blocking
-            # dequeue; one that times out is sent again. Idle, 200 slots with saq's usual few
-            # seconds cost dozens of Redis round trips a second per worker process.
+            # How long the one waiting dequeue of the process (RunJobQueue.dequeue) blocks before
+            # it is sent again: an idle worker costs Redis nothing in between.
             dequeue_timeout=60,
         )
         worker.SIGNALS = []  # the process's owner handles signals and calls stop_gracefully
@@ -211,7 +210,7 @@ class SaqDispatcher:
         """Refresh the heartbeat of every job this process runs, every ``heartbeat / 3`` seconds.
 
         One script per beat for all of them (saq's ``job.update()`` per job is a read, a write and
-        a publish each, which under load cost more than the runs themselves).
+        a publish each: about 9% of a loaded worker's CPU).
         """
         interval = max(1.0, self.heartbeat / 3)
         while True:
