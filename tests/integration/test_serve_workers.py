@@ -68,6 +68,9 @@ def test_serve_runs_its_turns_on_worker_processes_it_keeps_alive_and_stops(
         cores = os.cpu_count() or 1
         _wait_for(lambda: len(_workers(api.process.pid)) == cores, f"{cores} worker processes")
         workers = _workers(api.process.pid)
+        # The API answers before its workers are ready (runs wait in the queue meanwhile); the
+        # turns below are to be taken by every worker, so wait until each takes runs.
+        _wait_for(lambda: all(f":{pid} ready" in api.stderr.read_text() for pid in workers), "workers ready")
         with httpx.Client(base_url=api.url, timeout=30) as client:
             _wait_for(lambda: client.get("/health/ready").status_code == 200, "readiness")
             first = client.post("/chat", json={"message": "who answers?"})
@@ -78,7 +81,7 @@ def test_serve_runs_its_turns_on_worker_processes_it_keeps_alive_and_stops(
 
             # Turns one after another go to the worker processes in turn, not all to the first one.
             ran_on_each = set()
-            for i in range(2 * cores):
+            for i in range(3 * cores):
                 turn = client.post("/chat", json={"message": f"turn {i}"})
                 assert turn.status_code == 200, turn.text
                 worker = redis_client.hget(f"agent-api:run:{turn.json()['run_id']}", "worker")
