@@ -220,12 +220,15 @@ def bench_api_env(redis_url: str, model_url: str, **settings: str) -> dict[str, 
     """The API's environment for a benchmark: every setting of the caller's environment dropped, then these.
 
     Sessions in ``redis_url``, the model at ``model_url``, no API keys (so no rate limits), and
-    ``settings`` (e.g. ``LEASE_TTL="3"``) on top.
+    ``settings`` (e.g. ``LEASE_TTL="3"``) on top. ``agent-api serve`` starts no worker processes
+    of its own (``WORKER_PROCESSES=0``): each script runs the layout it names (in-process run
+    workers, or the ``worker`` processes it starts); ``bench/scaling.py`` measures the defaults.
     """
     from agent_api.config import Settings
 
     env: dict[str, str | None] = {name.upper(): None for name in Settings.model_fields}
     env.update(REDIS_URL=redis_url, OPENAI_BASE_URL=model_url, OPENAI_API_KEY="bench", LOG_LEVEL="warning")
+    env.update(WORKER_PROCESSES="0")
     env.update(settings)
     return env
 

@@ -106,7 +106,8 @@ def service(name: str, tree: Path | None, model_url: str, *, streams: bool = Fal
     (streams when ``streams``). ``tree``: the source to run (None: this checkout).
     """
     with redis_server() as redis_url:
-        env = bench_api_env(redis_url, model_url)  # every setting dropped: no process counts either
+        env = bench_api_env(redis_url, model_url)
+        env["WORKER_PROCESSES"] = None  # every setting dropped: no process counts either (the defaults)
         if tree is not None:
             env["PYTHONPATH"] = str(tree)  # the tree's agent_api, not this checkout's
         seen: list[tuple[int, int | None]] = []
