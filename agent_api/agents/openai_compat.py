@@ -16,6 +16,8 @@ import httpx
 import orjson
 import pydantic
 import typing_extensions
+from openai._utils import PropertyInfo
+from openai._utils._transform import get_type_hints
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 # The response types built with pydantic's validator: a chat completion, and each chunk of a stream.
@@ -54,9 +56,6 @@ def validate_chat_responses() -> None:
 def _transforms(annotation: object, seen: set[int]) -> bool:
     """Whether the SDK's request transform could change data of this type: an alias or a format
     (``PropertyInfo``) anywhere in it, or a pydantic model the SDK would dump."""
-    from openai._utils import PropertyInfo
-    from openai._utils._transform import get_type_hints
-
     if id(annotation) in seen:
         return False
     seen.add(id(annotation))

@@ -128,12 +128,6 @@ def user_proxy(max_turns: int, human_input: HumanInput = "never") -> autogen.Use
     )
 
 
-def turns_to_answer(agents: Sequence[AgentSpec], answer_from: str, *, in_order: bool) -> int:
-    """The fewest agent replies in which ``answer_from`` speaks: its place when the agents speak
-    in order, else 1 (a model picks the speakers, and may pick it first)."""
-    return 1 + [spec.name for spec in agents].index(answer_from) if in_order else 1
-
-
 class Team(ABC):
     """A named team of agents that can run one user turn: the engine interface.
 
@@ -195,6 +189,32 @@ class Team(ABC):
             spec.build(llm_config).client  # noqa: B018  (building the model client is the point)
 
 
+class OneAnswerTeam(Team):
+    """Several agents, of which one (``answer_from``) gives the answer: the group teams of both engines."""
+
+    _agents: list[AgentSpec]
+    answer_from: str
+
+    @property
+    def agents(self) -> Sequence[AgentSpec]:
+        return self._agents
+
+    @property
+    def answering_agents(self) -> list[str]:
+        return [self.answer_from]
+
+    @property
+    @abstractmethod
+    def speaks_in_order(self) -> bool:
+        """Whether the agents speak in the order they are listed (round robin)."""
+
+    @property
+    def min_turns(self) -> int:
+        """The answering agent's place when the agents speak in order, else 1 (a model picks the
+        speakers, and may pick it first)."""
+        return 1 + [spec.name for spec in self._agents].index(self.answer_from) if self.speaks_in_order else 1
+
+
 class PairTeam(Team):
     """An assistant and a user proxy: the assistant answers until it says TERMINATE.
 
@@ -236,7 +256,7 @@ class PairTeam(Team):
 SpeakerSelection = Literal["round_robin", "auto"]
 
 
-class GroupTeam(Team):
+class GroupTeam(OneAnswerTeam):
     """Several assistants in a GroupChat run by a GroupChatManager.
 
     The caller's message opens each turn; the assistants then speak in order (``round_robin``)
@@ -269,16 +289,8 @@ class GroupTeam(Team):
         self.answer_from = answer_from or agents[-1].name
 
     @property
-    def agents(self) -> Sequence[AgentSpec]:
-        return self._agents
-
-    @property
-    def answering_agents(self) -> list[str]:
-        return [self.answer_from]
-
-    @property
-    def min_turns(self) -> int:
-        return turns_to_answer(self._agents, self.answer_from, in_order=self.speaker_selection == "round_robin")
+    def speaks_in_order(self) -> bool:
+        return self.speaker_selection == "round_robin"
 
     def describe(self) -> dict[str, Any]:
         return {"speaker_selection": self.speaker_selection, "max_rounds": self.max_rounds, **super().describe()}

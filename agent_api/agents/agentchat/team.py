@@ -22,7 +22,7 @@ from agent_api.agents.agentchat import compat
 from agent_api.agents.events import MessageEvent, RunOutcome, ToolCallEvent, ToolResultEvent
 from agent_api.agents.messages import TERMINATE, is_termination, strip_termination
 from agent_api.agents.run import USER, TeamRun
-from agent_api.agents.teams import AgentSpec, Team, turns_to_answer
+from agent_api.agents.teams import AgentSpec, OneAnswerTeam
 from agent_api.agents.tokens import REPLY_SEPARATOR
 from agent_api.agents.tools import get_tool
 from agent_api.errors import AgentRunError, ModelError, ModelRateLimited, ModelTimeout, RunCancelled
@@ -101,7 +101,7 @@ def agent_history(history: Sequence[ChatMessage], agent: str) -> list[Any]:
     return out
 
 
-class AgentChatTeam(Team):
+class AgentChatTeam(OneAnswerTeam):
     """A team run by AutoGen AgentChat: one assistant (``single``) or a group of them."""
 
     engine = "agentchat"
@@ -134,16 +134,8 @@ class AgentChatTeam(Team):
         self._clients: dict[tuple[Any, ...], Any] = {}
 
     @property
-    def agents(self) -> Sequence[AgentSpec]:
-        return self._agents
-
-    @property
-    def answering_agents(self) -> list[str]:
-        return [self.answer_from]
-
-    @property
-    def min_turns(self) -> int:
-        return turns_to_answer(self._agents, self.answer_from, in_order=self.selection == "round_robin")
+    def speaks_in_order(self) -> bool:
+        return self.selection == "round_robin"
 
     def describe(self) -> dict[str, Any]:
         described: dict[str, Any] = {}
