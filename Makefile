@@ -12,11 +12,13 @@ run: install ## start the API on its embedded defaults (or whatever .env / the e
 NODE_MODULES := tests/node/node_modules/.package-lock.json
 # The share of agent_api's lines the tests run in their own process; below it, make test fails.
 COVERAGE_FLOOR ?= 88
+# Test processes (pytest-xdist): most tests wait on real processes and sockets, so two per core.
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
 
 test: install system-deps $(NODE_MODULES) ## install everything, lint, and run the test suite with coverage
 	$(BIN)/ruff check agent_api tests bench
 	$(BIN)/mypy
-	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
+	$(BIN)/pytest -n $(TEST_WORKERS) --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
 
 install: $(STAMP)
 

@@ -84,3 +84,9 @@ def serve(settings_factory: Callable[..., Settings]) -> Iterator[Callable[..., A
 def client(serve: Callable[..., AbstractContextManager[httpx.Client]]) -> Iterator[httpx.Client]:
     with serve() as c:
         yield c
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first: spread over parallel workers (pytest-xdist), they start at once instead
+    of ending the run one after another."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
