@@ -6,11 +6,11 @@ import logging
 
 import redis as sync_redis
 import redis.asyncio as redis
-from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from agent_api.config import Settings
+from agent_api.services.redis_pool import LeanBlockingPool
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,8 @@ def create_redis(settings: Settings) -> redis.Redis:
     """One client with one pool for the process.
 
     The pool blocks: under load a request waits (up to ``REDIS_POOL_TIMEOUT``) for a free
-    connection instead of failing with ``MaxConnectionsError`` as the default pool does. Reaching
+    connection instead of failing with ``MaxConnectionsError`` as the default pool does
+    (:class:`LeanBlockingPool`: redis-py's blocking pool, cheaper when a connection is free). Reaching
     Redis itself is bounded by ``REDIS_TIMEOUT``, so an outage still fails fast.
     """
     if settings.redis_url is None:
@@ -30,7 +31,7 @@ def create_redis(settings: Settings) -> redis.Redis:
             "are lost when the process exits. Set REDIS_URL for real persistence."
         )
         return fakeredis.FakeAsyncRedis(decode_responses=True)
-    pool = BlockingConnectionPool.from_url(
+    pool = LeanBlockingPool.from_url(
         str(settings.redis_url),
         max_connections=settings.redis_max_connections,
         timeout=settings.redis_pool_timeout,
@@ -67,7 +68,7 @@ def create_follow_redis(settings: Settings) -> redis.Redis:
     and sessions need. Its read timeout outlasts the longest block.
     """
     assert settings.redis_url is not None
-    pool = BlockingConnectionPool.from_url(
+    pool = LeanBlockingPool.from_url(
         str(settings.redis_url),
         max_connections=settings.redis_max_followers,
         timeout=settings.redis_pool_timeout,
@@ -83,7 +84,7 @@ def create_follow_redis(settings: Settings) -> redis.Redis:
 def create_queue_redis(settings: Settings) -> redis.Redis:
     """The job queue's client: bytes, as saq expects, and no read timeout (its dequeue blocks)."""
     assert settings.redis_url is not None
-    pool = BlockingConnectionPool.from_url(
+    pool = LeanBlockingPool.from_url(
         str(settings.redis_url),
         # Each of a worker's job slots blocks on one connection while it waits for a job.
         max_connections=settings.thread_pool_size + settings.redis_max_connections,
