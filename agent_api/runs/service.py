@@ -270,8 +270,10 @@ class RunService:
     async def wait(self, run_id: str, *, cancel_if_abandoned: bool = False) -> Run:
         """The run once it has ended; with ``cancel_if_abandoned``, a caller that goes away first cancels it."""
         try:
-            async for _ in self.follow(run_id):
-                pass
+            while not await self.store.wait_end(run_id, block=self.follow_block):
+                current = await self.store.get(run_id)
+                if current is None or current.status.final:  # expired or rolled back; ended unmarked
+                    break
         except asyncio.CancelledError:
             if cancel_if_abandoned:
                 await self.abandon(run_id)

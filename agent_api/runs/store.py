@@ -2,6 +2,7 @@
 
     {prefix}run:{id}               hash: the run record (see Run.to_fields), expires RUN_TTL after the end
     {prefix}run:{id}:events        stream: the event log; entry ids are the events' ids (Last-Event-ID)
+    {prefix}run:{id}:end           stream: one entry once the run has ended (what waiters block on)
     {prefix}session:{sid}:active   string: the run the session is given to (queued on a worker, or running)
     {prefix}session:{sid}:pending  list: runs waiting for the session, in the order they start
     {prefix}session:{sid}:runs     sorted set: the session's runs by creation time
@@ -93,8 +94,10 @@ redis.call('HSET', KEYS[1], 'status', ARGV[2], 'ended_at', ARGV[4])
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[6]) end
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[7]) end
 for i = 8, #ARGV, 2 do redis.call('XADD', KEYS[2], '*', 'e', ARGV[i], 'd', ARGV[i + 1]) end
+redis.call('XADD', KEYS[6], '*', 's', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('EXPIRE', KEYS[6], ARGV[5])
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('LREM', KEYS[4], 0, ARGV[1])
 local next = ''
@@ -241,6 +244,9 @@ class RunStore:
     def events_key(self, run_id: str) -> str:
         return f"{self.prefix}run:{run_id}:events"
 
+    def end_key(self, run_id: str) -> str:
+        return f"{self.prefix}run:{run_id}:end"
+
     def _session_keys(self, session_id: str) -> tuple[str, str, str]:
         base = f"{self.prefix}session:{session_id}"
         return f"{base}:active", f"{base}:pending", f"{base}:runs"
@@ -347,7 +353,14 @@ class RunStore:
     ) -> Finished | None:
         """End a run as ``status`` with its last events; None when it had ended already."""
         active, pending, _ = self._session_keys(run.session_id)
-        keys = [self.run_key(run.id), self.events_key(run.id), active, pending, self._owner_key(run.owner)]
+        keys = [
+            self.run_key(run.id),
+            self.events_key(run.id),
+            active,
+            pending,
+            self._owner_key(run.owner),
+            self.end_key(run.id),
+        ]
         args: list[str | int] = [
             run.id,
             status.value,
@@ -369,7 +382,7 @@ class RunStore:
     async def delete(self, run: Run) -> None:
         async with _store_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(self.run_key(run.id), self.events_key(run.id))
+                pipe.delete(self.run_key(run.id), self.events_key(run.id), self.end_key(run.id))
                 pipe.zrem(self._session_keys(run.session_id)[2], run.id)
                 pipe.zrem(self._owner_index(run.owner), run.id)
                 await pipe.execute()
@@ -398,6 +411,28 @@ class RunStore:
         if not reply:
             return []
         return [LogEntry(str(entry_id), fields["e"], fields["d"]) for entry_id, fields in reply[0][1]]
+
+    async def wait_end(self, run_id: str, *, block: float) -> bool:
+        """Wait up to ``block`` seconds for the run to end; True once it has.
+
+        One blocking read that only the run's end answers: a waiter that needs the result, not
+        the events, takes one round trip however many events the run writes meanwhile.
+        """
+        key = self.end_key(run_id)
+        async with _store_errors():
+            if self.follow_client is not None:
+                return bool(await self.follow_client.xread({key: "0"}, count=1, block=int(block * 1000)))
+            assert self._wakeups is not None
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + block
+            while True:
+                woken = self._wakeups.arm(run_id)
+                if await self.redis.exists(key):
+                    return True
+                left = give_up - loop.time()
+                if left <= 0:
+                    return False
+                await self._wakeups.wait(run_id, left, woken)
 
     async def request_input(self, run_id: str, request: dict[str, Any], frame_data: str) -> bool:
         """Move a running run to requires_input, waiting on ``request``; False if it is not running

@@ -1,0 +1,68 @@
+"""RunStore on a real redis-server and embedded: waiting for a run's end (what /chat waits on)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import fakeredis
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from agent_api.runs.model import IfBusy, Run, RunStatus, utcnow
+from agent_api.runs.store import RunStore
+from tests.utils.redis_server import RedisServer
+
+
+@pytest.fixture(params=["redis-server", "embedded"])
+async def store(
+    request: pytest.FixtureRequest, redis_server: RedisServer, redis_client: redis.Redis
+) -> AsyncIterator[RunStore]:
+    client: aioredis.Redis
+    if request.param == "embedded":
+        client = fakeredis.FakeAsyncRedis(decode_responses=True)
+        yield RunStore(client, follow_client=None, run_ttl=60)
+    else:
+        client = aioredis.Redis(port=redis_server.port, decode_responses=True)
+        follow = aioredis.Redis(port=redis_server.port, decode_responses=True)
+        yield RunStore(client, follow_client=follow, run_ttl=60)
+        await follow.aclose()
+    await client.aclose()
+
+
+def new_run(run_id: str) -> Run:
+    return Run(
+        id=run_id,
+        owner="key",
+        session_id="s1",
+        team="assistant",
+        status=RunStatus.QUEUED,
+        created_at=utcnow(),
+        message="hi",
+        max_turns=2,
+    )
+
+
+async def test_wait_end_answers_only_the_end(store: RunStore) -> None:
+    run = new_run("run_a")
+    await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
+    assert await store.wait_end(run.id, block=0.05) is False  # not ended: the block runs out
+    waiting = asyncio.create_task(store.wait_end(run.id, block=10))
+    await store.append(run.id, [("message", "{}"), ("token", "{}")])
+    started = await store.start(run.id, "worker-1")
+    assert started is not None
+    await store.finish(started, RunStatus.SUCCEEDED, [("done", "{}")], result={"response": "ok"})
+    assert await asyncio.wait_for(waiting, 10) is True
+    assert await store.wait_end(run.id, block=0.05) is True  # ended: at once, however late
+    ended = await store.get(run.id)
+    assert ended is not None and ended.status is RunStatus.SUCCEEDED
+
+
+async def test_a_deleted_run_has_no_end_left(store: RunStore) -> None:
+    run = new_run("run_b")
+    await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
+    await store.finish(run, RunStatus.CANCELLED, [("done", "{}")])
+    await store.delete(run)
+    assert await store.wait_end(run.id, block=0.05) is False
+    assert await store.get(run.id) is None
