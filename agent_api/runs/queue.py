@@ -83,6 +83,16 @@ class RunJobQueue(RedisQueue):
         async with self._dequeuing:
             return await super().dequeue(timeout, poll_interval)
 
+    async def notify(self, job: Job) -> None:
+        """Publish a job's change, as saq does, except its start and its success.
+
+        saq publishes every change of every job for whoever waits on it (``job.refresh()``);
+        here only the sweep waits, on the jobs it aborts. Every run starts and most succeed: two
+        publishes, two round trips, per run that nobody hears.
+        """
+        if job.status not in (Status.ACTIVE, Status.COMPLETE):
+            await super().notify(job)
+
     async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
         if not await self.redis.set(self._sweep, 1, nx=True, ex=lock):
             return []  # another process swept within the interval

@@ -75,3 +75,35 @@ async def test_a_heartbeat_moves_only_the_touched_time_of_each_job(
     finally:
         await dispatcher.close()
         await client.aclose()
+
+
+async def test_a_job_s_start_and_success_are_not_published_but_its_abort_is(
+    redis_server: RedisServer, redis_client: object
+) -> None:
+    """Only the sweep waits on a job's changes, for the jobs it aborts: every run's start and
+    success go unpublished (two round trips per run), an abort is published as saq does."""
+    client = aioredis.Redis(port=redis_server.port)
+    dispatcher = SaqDispatcher(client, heartbeat=2)
+    queue = dispatcher.queue
+    try:
+        async with client.pubsub() as pubsub:
+            await pubsub.psubscribe(queue.job_id("*"))
+            await pubsub.get_message(timeout=1)  # the subscription's confirmation
+            for run_id in ("run_ok", "run_aborted"):
+                await dispatcher.enqueue(run_id)
+            ok = await queue.job("run_ok")
+            aborted = await queue.job("run_aborted")
+            assert ok is not None and aborted is not None
+            await queue.update(ok, status=Status.ACTIVE)
+            await queue.finish(ok, Status.COMPLETE)
+            await queue.finish(aborted, Status.ABORTED, error="swept")
+            message = None
+            for _ in range(50):
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                if message is not None:
+                    break
+            assert message is not None  # the first message heard is the abort's, not run_ok's
+            assert message["channel"] == queue.job_id("run_aborted").encode() and message["data"] == b"aborted"
+    finally:
+        await dispatcher.close()
+        await client.aclose()
