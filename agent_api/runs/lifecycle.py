@@ -60,14 +60,13 @@ class RunLifecycle:
     ) -> bool:
         """End ``run`` as ``status``; False when it had ended already (someone else ended it).
 
-        The run (and ``usage``, the tokens it used) counts in its key's usage once, here.
+        The run (and ``usage``, the tokens it used) counts in its key's usage once, in the same step.
         """
-        finished = await self.store.finish(run, status, events, result=result, error=error)
+        counters = self.usage.counters(run.owner, run.team, usage) if self.usage is not None else None
+        finished = await self.store.finish(run, status, events, result=result, error=error, counters=counters)
         if finished is None:
             return False
         RUNS_FINISHED.labels(run.team, status.value).inc()
-        if self.usage is not None:
-            await self.usage.record(run.owner, run.team, usage)
         log.info("run %s %s", run.id, status.value, extra={"run_id": run.id, "status": status.value})
         if finished.next_run is not None:
             await self._dispatch_next(finished.next_run)

@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 
 from agent_api.errors import RateLimited, SessionBusy, StoreUnavailable
 from agent_api.runs.model import IfBusy, Run, RunStatus, sources_of, utcnow
+from agent_api.services.usage import Counters
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,10 @@ if not allowed then return {0, '', '0'} end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'ended_at', ARGV[4])
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[6]) end
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[7]) end
-for i = 8, #ARGV, 2 do redis.call('XADD', KEYS[2], '*', 'e', ARGV[i], 'd', ARGV[i + 1]) end
+local counted = tonumber(ARGV[8])
+for i = 10, 9 + 2 * counted, 2 do redis.call('HINCRBY', KEYS[7], ARGV[i], ARGV[i + 1]) end
+if counted > 0 then redis.call('EXPIRE', KEYS[7], ARGV[9]) end
+for i = 10 + 2 * counted, #ARGV, 2 do redis.call('XADD', KEYS[2], '*', 'e', ARGV[i], 'd', ARGV[i + 1]) end
 redis.call('XADD', KEYS[6], '*', 's', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
@@ -350,8 +354,12 @@ class RunStore:
         *,
         result: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
+        counters: Counters | None = None,
     ) -> Finished | None:
-        """End a run as ``status`` with its last events; None when it had ended already."""
+        """End a run as ``status`` with its last events; None when it had ended already.
+
+        ``counters`` (the run's usage) are added in the same step, so only by the one that ends it.
+        """
         active, pending, _ = self._session_keys(run.session_id)
         keys = [
             self.run_key(run.id),
@@ -360,6 +368,7 @@ class RunStore:
             pending,
             self._owner_key(run.owner),
             self.end_key(run.id),
+            counters.key if counters is not None else self.run_key(run.id),  # unused without counters
         ]
         args: list[str | int] = [
             run.id,
@@ -369,7 +378,11 @@ class RunStore:
             self.run_ttl,
             json.dumps(result) if result is not None else "",
             json.dumps(error) if error is not None else "",
+            len(counters.increments) if counters is not None else 0,
+            counters.ttl if counters is not None else 0,
         ]
+        for name, amount in counters.increments if counters is not None else []:
+            args += [name, amount]
         for event, data in events:
             args += [event, data]
         async with _store_errors():

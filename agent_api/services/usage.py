@@ -76,6 +76,15 @@ class Budgets:
         return cls(default, per_key)
 
 
+@dataclass(frozen=True)
+class Counters:
+    """Increments of the fields of one Redis hash, which then expires after ``ttl`` seconds."""
+
+    key: str
+    ttl: int
+    increments: list[tuple[str, int]]
+
+
 class UsageStore:
     """The usage counters in Redis, and the budget check against them."""
 
@@ -90,23 +99,17 @@ class UsageStore:
     def _key(self, key_id: str, day: date) -> str:
         return f"{self.prefix}usage:{key_id}:{day.isoformat()}"
 
-    async def record(self, key_id: str, team: str, usage: Usage | None) -> None:
-        """Count one ended run of ``team`` by ``key_id`` today, with its tokens if it has any.
-
-        Best effort: a Redis failure loses this count (logged), never the run's result.
-        """
-        key = self._key(key_id, today())
-        try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hincrby(key, f"runs|{team}", 1)
-                if usage is not None and usage.total_tokens:
-                    pipe.hincrby(key, f"prompt|{team}", usage.prompt_tokens)
-                    pipe.hincrby(key, f"completion|{team}", usage.completion_tokens)
-                    pipe.hincrby(key, "tokens", usage.prompt_tokens + usage.completion_tokens)
-                pipe.expire(key, self.retention)
-                await pipe.execute()
-        except RedisError as exc:
-            log.warning("usage of a run not recorded: %s", type(exc).__name__)
+    def counters(self, key_id: str, team: str, usage: Usage | None) -> Counters:
+        """What counting one ended run of ``team`` by ``key_id`` today adds, with its tokens if it
+        has any: written by the run's end in the same step (``RunStore.finish``)."""
+        increments = [(f"runs|{team}", 1)]
+        if usage is not None and usage.total_tokens:
+            increments += [
+                (f"prompt|{team}", usage.prompt_tokens),
+                (f"completion|{team}", usage.completion_tokens),
+                ("tokens", usage.prompt_tokens + usage.completion_tokens),
+            ]
+        return Counters(self._key(key_id, today()), self.retention, increments)
 
     async def used_today(self, key_id: str) -> int:
         try:

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from agent_api.runs.model import IfBusy, Run, RunStatus, utcnow
 from agent_api.runs.store import RunStore
+from agent_api.services.usage import Counters
 from tests.utils.redis_server import RedisServer
 
 
@@ -66,3 +67,15 @@ async def test_a_deleted_run_has_no_end_left(store: RunStore) -> None:
     await store.delete(run)
     assert await store.wait_end(run.id, block=0.05) is False
     assert await store.get(run.id) is None
+
+
+async def test_counters_are_added_by_the_one_end_of_a_run(store: RunStore) -> None:
+    run = new_run("run_c")
+    await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
+    counters = Counters("usage:key:today", 600, [("runs|assistant", 1), ("tokens", 42)])
+    assert await store.finish(run, RunStatus.FAILED, [("done", "{}")], counters=counters) is not None
+    assert await store.finish(run, RunStatus.CANCELLED, [("done", "{}")], counters=counters) is None
+    assert await store.redis.hgetall("usage:key:today") == {"runs|assistant": "1", "tokens": "42"}  # type: ignore[misc]
+    assert 0 < await store.redis.ttl("usage:key:today") <= 600
+    events = await store.read(run.id, "0", block=0)
+    assert [entry.event for entry in events] == ["session", "done"]  # the events after the counters
