@@ -253,13 +253,6 @@ class RunExecutor:
                 deadline.reschedule(resume_by + (loop.time() - paused_at))
 
     async def _succeed(self, run: Run, outcome: RunOutcome) -> str:
-        session_turns: int | None = None
-        if not run.stateless:
-            try:
-                session_turns = await self.sessions.append_messages(run.session_id, outcome.messages)
-            except AgentAPIError as exc:  # the session expired meanwhile, or the store is gone
-                await self.lifecycle.fail(run, exc)
-                return exc.error_type
         result: dict[str, Any] = {
             "response": outcome.response,
             "messages": [m.model_dump(mode="json", exclude_none=True) for m in outcome.messages],
@@ -269,11 +262,21 @@ class RunExecutor:
             "cached": outcome.cached,
         }
         events = frames.success_frames(run.session_id, outcome, RunStatus.SUCCEEDED.value)
-        if not await self.lifecycle.finish(run, RunStatus.SUCCEEDED, events, result=result, usage=outcome.usage):
-            log.warning("run %s finished after it was ended elsewhere; its turn was saved", run.id)
+        # The turn is saved by the step that ends the run: never for a run ended elsewhere meanwhile.
+        turn = None if run.stateless else self.sessions.turn(run.session_id, outcome.messages)
+        try:
+            finished = await self.lifecycle.finish(
+                run, RunStatus.SUCCEEDED, events, result=result, usage=outcome.usage, turn=turn
+            )
+        except AgentAPIError as exc:  # the session expired meanwhile, or the store is gone
+            await self.lifecycle.fail(run, exc)
+            return exc.error_type
+        if finished is None:
+            log.warning("run %s finished after it was ended elsewhere; its turn was not saved", run.id)
+            return "ok"
         RUN_TURNS.labels(run.team).observe(outcome.turns_used)
-        if session_turns is not None:
-            SESSION_TURNS.labels(run.team).observe(session_turns)
+        if finished.turns is not None:
+            SESSION_TURNS.labels(run.team).observe(finished.turns)
         record_usage(run.team, self.model, outcome.usage)
         span = trace.get_current_span()
         span.set_attribute("gen_ai.usage.input_tokens", outcome.usage.prompt_tokens)

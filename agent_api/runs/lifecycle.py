@@ -17,9 +17,10 @@ from agent_api.metrics import RUNS_FINISHED
 from agent_api.models.chat import Usage
 from agent_api.runs import frames
 from agent_api.runs.model import Run, RunStatus
-from agent_api.runs.store import RunStore
+from agent_api.runs.store import Finished, RunStore
 from agent_api.runs.views import run_json
 from agent_api.runs.webhooks import WebhookSender
+from agent_api.services.sessions import Turn
 from agent_api.services.usage import UsageStore
 
 log = logging.getLogger(__name__)
@@ -57,15 +58,20 @@ class RunLifecycle:
         result: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
         usage: Usage | None = None,
-    ) -> bool:
-        """End ``run`` as ``status``; False when it had ended already (someone else ended it).
+        turn: Turn | None = None,
+    ) -> Finished | None:
+        """End ``run`` as ``status``; None when it had ended already (someone else ended it).
 
-        The run (and ``usage``, the tokens it used) counts in its key's usage once, in the same step.
+        In the same step: the run (and ``usage``, the tokens it used) counts in its key's usage
+        once, and ``turn`` is saved to the session (:class:`SessionNotFound` if it has expired:
+        then nothing is written).
         """
         counters = self.usage.counters(run.owner, run.team, usage) if self.usage is not None else None
-        finished = await self.store.finish(run, status, events, result=result, error=error, counters=counters)
+        finished = await self.store.finish(
+            run, status, events, result=result, error=error, counters=counters, turn=turn
+        )
         if finished is None:
-            return False
+            return None
         RUNS_FINISHED.labels(run.team, status.value).inc()
         log.info("run %s %s", run.id, status.value, extra={"run_id": run.id, "status": status.value})
         if finished.next_run is not None:
@@ -77,7 +83,7 @@ class RunLifecycle:
             if ended is not None:
                 event_type = f"run.{status.value}"
                 self.webhooks.schedule(run.webhook, run_json(ended), event_type=event_type, message_id=run.id)
-        return True
+        return finished
 
     async def _dispatch_next(self, run_id: str) -> None:
         try:
@@ -88,7 +94,7 @@ class RunLifecycle:
             if waiting is not None:
                 await self.fail(waiting, StoreUnavailable())
 
-    async def fail(self, run: Run, error: AgentAPIError, status: RunStatus = RunStatus.FAILED) -> bool:
+    async def fail(self, run: Run, error: AgentAPIError, status: RunStatus = RunStatus.FAILED) -> Finished | None:
         """End ``run`` with an error frame and an ``error`` in its record."""
         return await self.finish(
             run,

@@ -30,8 +30,9 @@ from typing import Any
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from agent_api.errors import RateLimited, SessionBusy, StoreUnavailable
+from agent_api.errors import RateLimited, SessionBusy, SessionNotFound, StoreUnavailable
 from agent_api.runs.model import IfBusy, Run, RunStatus, sources_of, utcnow
+from agent_api.services.sessions import APPEND_TURN_LUA, Turn
 from agent_api.services.usage import Counters
 
 log = logging.getLogger(__name__)
@@ -85,19 +86,32 @@ end
 return status
 """
 
-_FINISH = """
+# ARGV: 1 run id, 2 status, 3 the statuses it may end from, 4 ended_at, 5 run TTL, 6 result,
+# 7 error, 8 counters n, 9 their TTL, 10 turn messages m (-1: no turn), 11 max history, 12 session
+# TTL, 13 updated_at; then n counter field/amount pairs, m messages, and event/data pairs.
+_FINISH = (
+    APPEND_TURN_LUA
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {0, '', '0'} end
+if not status then return {0, '', '0', 0} end
 local allowed = false
 for s in string.gmatch(ARGV[3], '[^,]+') do if s == status then allowed = true end end
-if not allowed then return {0, '', '0'} end
+if not allowed then return {0, '', '0', 0} end
+local counted, saved = tonumber(ARGV[8]), tonumber(ARGV[10])
+local first_message = 14 + 2 * counted
+local first_event = first_message + math.max(saved, 0)
+local turns = 0
+if saved >= 0 then
+  turns = append_turn(KEYS[8], KEYS[9], tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13], first_message,
+    first_event - 1)
+  if turns < 0 then return {-1, '', '0', 0} end
+end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'ended_at', ARGV[4])
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[6]) end
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[7]) end
-local counted = tonumber(ARGV[8])
-for i = 10, 9 + 2 * counted, 2 do redis.call('HINCRBY', KEYS[7], ARGV[i], ARGV[i + 1]) end
+for i = 14, first_message - 1, 2 do redis.call('HINCRBY', KEYS[7], ARGV[i], ARGV[i + 1]) end
 if counted > 0 then redis.call('EXPIRE', KEYS[7], ARGV[9]) end
-for i = 10 + 2 * counted, #ARGV, 2 do redis.call('XADD', KEYS[2], '*', 'e', ARGV[i], 'd', ARGV[i + 1]) end
+for i = first_event, #ARGV, 2 do redis.call('XADD', KEYS[2], '*', 'e', ARGV[i], 'd', ARGV[i + 1]) end
 redis.call('XADD', KEYS[6], '*', 's', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
@@ -109,8 +123,9 @@ if redis.call('GET', KEYS[3]) == ARGV[1] then
   next = redis.call('LPOP', KEYS[4])
   if next then redis.call('SET', KEYS[3], next) else redis.call('DEL', KEYS[3]); next = '' end
 end
-return {1, next, redis.call('HGET', KEYS[1], 'rollback') or '0'}
+return {1, next, redis.call('HGET', KEYS[1], 'rollback') or '0', turns}
 """
+)
 
 
 _REQUEST_INPUT = """
@@ -156,10 +171,11 @@ class Admission:
 
 @dataclass(frozen=True)
 class Finished:
-    """A run that ended: the run to start next on its session, and whether to delete it (rollback)."""
+    """A run that ended: the run to start next on its session, whether to delete it (rollback)."""
 
     next_run: str | None
     rollback: bool
+    turns: int | None = None  # the session's turns, with the one this run saved
 
 
 @dataclass(frozen=True)
@@ -355,10 +371,13 @@ class RunStore:
         result: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
         counters: Counters | None = None,
+        turn: Turn | None = None,
     ) -> Finished | None:
         """End a run as ``status`` with its last events; None when it had ended already.
 
-        ``counters`` (the run's usage) are added in the same step, so only by the one that ends it.
+        In the same step, so only by the one that ends it: ``counters`` (the run's usage) are
+        added, and ``turn`` is appended to the session. A turn is saved whole with the run's end or
+        not at all: :class:`SessionNotFound` (and nothing written) if the session has expired.
         """
         active, pending, _ = self._session_keys(run.session_id)
         keys = [
@@ -368,7 +387,10 @@ class RunStore:
             pending,
             self._owner_key(run.owner),
             self.end_key(run.id),
-            counters.key if counters is not None else self.run_key(run.id),  # unused without counters
+            # (the run's key stands in for keys a step does not use)
+            counters.key if counters is not None else self.run_key(run.id),
+            turn.meta_key if turn is not None else self.run_key(run.id),
+            turn.messages_key if turn is not None else self.run_key(run.id),
         ]
         args: list[str | int] = [
             run.id,
@@ -380,17 +402,25 @@ class RunStore:
             json.dumps(error) if error is not None else "",
             len(counters.increments) if counters is not None else 0,
             counters.ttl if counters is not None else 0,
+            len(turn.messages) if turn is not None else -1,
+            turn.max_history if turn is not None else 0,
+            turn.ttl if turn is not None else 0,
+            turn.updated_at if turn is not None else "",
         ]
         for name, amount in counters.increments if counters is not None else []:
             args += [name, amount]
+        args += turn.messages if turn is not None else []
         for event, data in events:
             args += [event, data]
         async with _store_errors():
-            done, next_run, rollback = await self._finish(keys=keys, args=args)
+            done, next_run, rollback, turns = await self._finish(keys=keys, args=args)
+        done = int(done)
+        if done == -1:
+            raise SessionNotFound()
         self._wake(run.id)
-        if not int(done):
+        if not done:
             return None
-        return Finished(next_run=str(next_run) or None, rollback=rollback == "1")
+        return Finished(next_run=str(next_run) or None, rollback=rollback == "1", turns=int(turns) or None)
 
     async def delete(self, run: Run) -> None:
         async with _store_errors():

@@ -30,17 +30,25 @@ from agent_api.models.chat import ChatMessage
 
 log = logging.getLogger(__name__)
 
-_APPEND = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local max, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
-for i = 4, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
-redis.call('LTRIM', KEYS[2], -max, -1)
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
-local turns = redis.call('HINCRBY', KEYS[1], 'turns', 1)
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('EXPIRE', KEYS[2], ttl)
-return turns
+# Appending a turn, as a Lua function of the session's keys and of the ARGV range holding the
+# messages: the session's own script below, and the step that ends a run (RunStore.finish), which
+# saves the run's turn in the same step, use it. -1 when the session has expired (nothing written).
+APPEND_TURN_LUA = """
+local function append_turn(meta, messages, max, ttl, now, first, last)
+  if redis.call('EXISTS', meta) == 0 then return -1 end
+  for i = first, last do redis.call('RPUSH', messages, ARGV[i]) end
+  redis.call('LTRIM', messages, -max, -1)
+  redis.call('HSET', meta, 'updated_at', now)
+  local turns = redis.call('HINCRBY', meta, 'turns', 1)
+  redis.call('EXPIRE', meta, ttl)
+  redis.call('EXPIRE', messages, ttl)
+  return turns
+end
 """
+
+_APPEND = APPEND_TURN_LUA + (
+    "return append_turn(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], 4, #ARGV)"
+)
 
 _CLAIM = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -69,6 +77,18 @@ class Session:
     turns: int
     expires_in: int
     messages: list[ChatMessage]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One turn's messages to append to a session (see ``APPEND_TURN_LUA``), as stored."""
+
+    meta_key: str
+    messages_key: str
+    max_history: int
+    ttl: int
+    updated_at: str
+    messages: list[str]
 
 
 def new_session_id() -> str:
@@ -171,16 +191,28 @@ class SessionManager:
             messages=[ChatMessage.model_validate_json(m) for m in raw_messages],
         )
 
+    def turn(self, session_id: str, messages: Sequence[ChatMessage]) -> Turn:
+        """One turn's new messages for the session, to append with ``APPEND_TURN_LUA``: trimmed to
+        ``max_history``, the TTL refreshed."""
+        meta, messages_key = self._keys(session_id)
+        return Turn(
+            meta,
+            messages_key,
+            self.max_history,
+            self.ttl,
+            datetime.now(UTC).isoformat(),
+            [m.model_dump_json(exclude_none=True) for m in messages],
+        )
+
     async def append_messages(self, session_id: str, messages: Sequence[ChatMessage]) -> int:
-        """Append one turn's new messages, trim to ``max_history``, refresh the TTL.
+        """Append one turn's new messages (see :meth:`turn`).
 
         Returns the session's turn count; :class:`SessionNotFound` if it expired meanwhile.
         """
-        keys = self._keys(session_id)
-        args: list[str | int] = [self.max_history, self.ttl, datetime.now(UTC).isoformat()]
-        args += [m.model_dump_json(exclude_none=True) for m in messages]
+        turn = self.turn(session_id, messages)
+        args: list[str | int] = [turn.max_history, turn.ttl, turn.updated_at, *turn.messages]
         async with _store_errors():
-            turns = int(await self._append(keys=list(keys), args=args))
+            turns = int(await self._append(keys=[turn.meta_key, turn.messages_key], args=args))
         if turns < 0:
             raise SessionNotFound()
         return turns

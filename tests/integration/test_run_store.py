@@ -10,9 +10,12 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from agent_api.errors import SessionNotFound
 from agent_api.runs.model import IfBusy, Run, RunStatus, utcnow
 from agent_api.runs.store import RunStore
+from agent_api.services.sessions import SessionManager
 from agent_api.services.usage import Counters
+from tests.services.test_sessions import msg
 from tests.utils.redis_server import RedisServer
 
 
@@ -79,3 +82,37 @@ async def test_counters_are_added_by_the_one_end_of_a_run(store: RunStore) -> No
     assert 0 < await store.redis.ttl("usage:key:today") <= 600
     events = await store.read(run.id, "0", block=0)
     assert [entry.event for entry in events] == ["session", "done"]  # the events after the counters
+
+
+async def test_a_turn_is_saved_by_the_run_s_end_and_only_by_it(store: RunStore) -> None:
+    sessions = SessionManager(store.redis, ttl=600, max_history=10)
+    await sessions.create("assistant", "key", session_id="s1")
+    turn = sessions.turn("s1", [msg("user", "hi"), msg("assistant", "hello")])
+
+    ended_elsewhere = new_run("run_d")
+    await store.create(ended_elsewhere, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
+    assert await store.start(ended_elsewhere.id, "worker-1") is not None
+    await store.finish(ended_elsewhere, RunStatus.CANCELLED, [("done", "{}")])  # a cancel won the race
+    assert await store.finish(ended_elsewhere, RunStatus.SUCCEEDED, [("done", "{}")], turn=turn) is None
+    assert (await sessions.load("s1", "key")).turns == 0  # the cancelled run's turn is not saved
+
+    run = new_run("run_e")
+    await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
+    assert await store.start(run.id, "worker-1") is not None
+    finished = await store.finish(run, RunStatus.SUCCEEDED, [("done", "{}")], turn=turn)
+    assert finished is not None and finished.turns == 1
+    saved = await sessions.load("s1", "key")
+    assert saved.turns == 1 and [m.content for m in saved.messages] == ["hi", "hello"]
+
+
+async def test_a_run_whose_session_expired_saves_nothing_and_stays_to_be_ended(store: RunStore) -> None:
+    sessions = SessionManager(store.redis, ttl=600, max_history=10)
+    run = new_run("run_f")
+    await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
+    turn = sessions.turn("s1", [msg("user", "hi")])  # s1 was never created: expired
+    with pytest.raises(SessionNotFound):
+        await store.finish(run, RunStatus.FAILED, [("done", "{}")], turn=turn)
+    assert not await store.redis.exists("agent-api:session:s1:messages")
+    current = await store.get(run.id)
+    assert current is not None and current.status is RunStatus.QUEUED  # nothing of the end was written
+    assert await store.finish(run, RunStatus.FAILED, [("done", "{}")]) is not None  # ended as a failure
