@@ -11,9 +11,8 @@ import contextlib
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from functools import partial
 
 from agent_api.agents.registry import TeamRegistry
 from agent_api.errors import (
@@ -36,7 +35,7 @@ from agent_api.runs.lifecycle import RunLifecycle
 from agent_api.runs.model import IfBusy, Run, RunStatus, utcnow
 from agent_api.runs.store import InputRefused, LogEntry, RunExists, RunStore
 from agent_api.runs.webhooks import WebhookRefused, validate_webhook_url
-from agent_api.services.sessions import Session, SessionManager, new_session_id
+from agent_api.services.sessions import NewSession, SessionManager, new_session_id
 from agent_api.services.usage import UsageStore
 from agent_api.shutdown import Shutdown
 from agent_api.telemetry import current_context_carrier
@@ -104,9 +103,9 @@ class RunService:
         if options.history is not None:
             if request.session_id is not None:
                 raise InvalidField(["body", "session_id"], "A stateless run cannot continue a session.")
-            session_id, team, prepare = new_session_id(), self.teams.get(request.agent).name, None
+            session_id, team, new_session = new_session_id(), self.teams.get(request.agent).name, None
         else:
-            session_id, team, prepare = await self._session_for(request, owner)
+            session_id, team, new_session = await self._session_for(request, owner)
         max_turns = request.max_turns
         least = self.teams.get(team).min_turns
         if max_turns < least:
@@ -137,14 +136,13 @@ class RunService:
             llm_params=dict(options.llm_params or {}),
             trace=current_context_carrier(),
         )
-        if prepare is not None:
-            await prepare()
         try:
             admission = await self.store.create(
                 run,
                 if_busy=options.if_busy,
                 max_runs=self.max_runs_per_key,
                 session_frame=frames.session_frame(session_id, team, run.id),
+                new_session=new_session,
             )
         except RunExists as exc:
             raise RunIdTaken() from exc
@@ -160,13 +158,13 @@ class RunService:
                 raise StoreUnavailable() from None
         return run
 
-    async def _session_for(
-        self, request: AgentRequest, owner: str
-    ) -> tuple[str, str, Callable[[], Awaitable[Session]] | None]:
+    async def _session_for(self, request: AgentRequest, owner: str) -> tuple[str, str, NewSession | None]:
+        """The run's session and team, and the record of the session if the run starts a new one
+        (written with the run, in one step)."""
         if request.session_id is None:
             team = self.teams.get(request.agent).name
             session_id = new_session_id()
-            return session_id, team, partial(self.sessions.create, team, owner, session_id=session_id)
+            return session_id, team, self.sessions.new_record(team, owner, session_id)
         session_team = await self.sessions.team_of(request.session_id, owner)
         # A session stays with its team: 'agent' may be omitted when continuing.
         name = request.agent if "agent" in request.model_fields_set else session_team

@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 
 from agent_api.errors import RateLimited, SessionBusy, SessionNotFound, StoreUnavailable
 from agent_api.runs.model import IfBusy, Run, RunStatus, sources_of, utcnow
-from agent_api.services.sessions import APPEND_TURN_LUA, Turn
+from agent_api.services.sessions import APPEND_TURN_LUA, NewSession, Turn
 from agent_api.services.usage import Counters
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,10 @@ else
   redis.call('SET', KEYS[3], ARGV[1])
   current = ''
 end
-for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local session_fields = tonumber(ARGV[9])
+for i = 11, 10 + 2 * session_fields, 2 do redis.call('HSET', KEYS[8], ARGV[i], ARGV[i + 1]) end
+if session_fields > 0 then redis.call('EXPIRE', KEYS[8], ARGV[10]) end
+for i = 11 + 2 * session_fields, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('XADD', KEYS[2], '*', 'e', 'session', 'd', ARGV[6])
 redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
 redis.call('EXPIRE', KEYS[5], ARGV[5])
@@ -277,8 +280,20 @@ class RunStore:
     def _owner_index(self, owner: str) -> str:
         return f"{self.prefix}runs:owner:{owner}"
 
-    async def create(self, run: Run, *, if_busy: IfBusy, max_runs: int | None, session_frame: str) -> Admission:
-        """Store a new run and its first event, applying the busy-session policy and the key's limit."""
+    async def create(
+        self,
+        run: Run,
+        *,
+        if_busy: IfBusy,
+        max_runs: int | None,
+        session_frame: str,
+        new_session: NewSession | None = None,
+    ) -> Admission:
+        """Store a new run and its first event, applying the busy-session policy and the key's limit.
+
+        ``new_session``, the record of the session the run starts, is written in the same step,
+        only if the run is admitted.
+        """
         active, pending, index = self._session_keys(run.session_id)
         keys = [
             self.run_key(run.id),
@@ -288,6 +303,7 @@ class RunStore:
             index,
             self._owner_key(run.owner),
             self._owner_index(run.owner),
+            new_session.key if new_session is not None else self.run_key(run.id),  # (unused without one)
         ]
         args: list[str | int] = [
             run.id,
@@ -298,7 +314,11 @@ class RunStore:
             session_frame,
             self.run_key(""),
             OWNER_INDEX_SIZE,
+            len(new_session.fields) if new_session is not None else 0,
+            new_session.ttl if new_session is not None else 0,
         ]
+        for name, value in new_session.fields.items() if new_session is not None else []:
+            args += [name, value]
         for name, value in run.to_fields().items():
             args += [name, value]
         async with _store_errors():

@@ -91,6 +91,15 @@ class Turn:
     messages: list[str]
 
 
+@dataclass(frozen=True)
+class NewSession:
+    """The record of a new, empty session: its key, its fields and its TTL."""
+
+    key: str
+    fields: dict[str, str]
+    ttl: int
+
+
 def new_session_id() -> str:
     """128 random bits, URL-safe (22 characters)."""
     return secrets.token_urlsafe(16)
@@ -121,25 +130,25 @@ class SessionManager:
         base = f"{self.prefix}session:{session_id}"
         return base, f"{base}:messages"
 
+    def new_record(self, agent: str, owner: str, session_id: str) -> NewSession:
+        """The record of an empty session of ``owner`` with ``agent``, to write (see :meth:`create`)."""
+        now = datetime.now(UTC).isoformat()
+        fields = {"agent": agent, "owner": owner, "created_at": now, "updated_at": now, "turns": "0"}
+        return NewSession(self._keys(session_id)[0], fields, self.ttl)
+
     async def create(self, agent: str, owner: str, *, session_id: str | None = None) -> Session:
-        """Start an empty session of ``owner`` with ``agent``; it expires after the TTL unless a turn extends it."""
+        """Start an empty session of ``owner`` with ``agent``; it expires after the TTL unless a turn extends it.
+
+        (A run that starts a new session writes the record in the step that creates the run.)
+        """
         session_id = session_id or new_session_id()
-        now = datetime.now(UTC)
-        meta, _ = self._keys(session_id)
+        record = self.new_record(agent, owner, session_id)
         async with _store_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(
-                    meta,
-                    mapping={
-                        "agent": agent,
-                        "owner": owner,
-                        "created_at": now.isoformat(),
-                        "updated_at": now.isoformat(),
-                        "turns": 0,
-                    },
-                )
-                pipe.expire(meta, self.ttl)
+                pipe.hset(record.key, mapping=record.fields)
+                pipe.expire(record.key, record.ttl)
                 await pipe.execute()
+        now = datetime.fromisoformat(record.fields["created_at"])
         return Session(session_id, agent, owner, now, now, 0, self.ttl, [])
 
     async def claim(self, session_id: str, agent: str, owner: str) -> str:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import fakeredis
 import pytest
 import redis
 import redis.asyncio as aioredis
 
-from agent_api.errors import SessionNotFound
+from agent_api.errors import RateLimited, SessionNotFound
 from agent_api.runs.model import IfBusy, Run, RunStatus, utcnow
 from agent_api.runs.store import RunStore
 from agent_api.services.sessions import SessionManager
@@ -116,3 +117,25 @@ async def test_a_run_whose_session_expired_saves_nothing_and_stays_to_be_ended(s
     current = await store.get(run.id)
     assert current is not None and current.status is RunStatus.QUEUED  # nothing of the end was written
     assert await store.finish(run, RunStatus.FAILED, [("done", "{}")]) is not None  # ended as a failure
+
+
+async def test_a_new_session_is_written_with_its_run_and_only_if_the_run_is_admitted(store: RunStore) -> None:
+    sessions = SessionManager(store.redis, ttl=600, max_history=10)
+    first = new_run("run_g")
+    await store.create(first, if_busy=IfBusy.REJECT, max_runs=1, session_frame="{}")
+    refused = replace(new_run("run_h"), session_id="s2")
+    with pytest.raises(RateLimited):  # the key's one run is in progress
+        await store.create(
+            refused,
+            if_busy=IfBusy.REJECT,
+            max_runs=1,
+            session_frame="{}",
+            new_session=sessions.new_record("assistant", "key", "s2"),
+        )
+    assert not await store.redis.exists("agent-api:session:s2")  # no empty session left behind
+
+    admitted = replace(new_run("run_i"), session_id="s3")
+    record = sessions.new_record("assistant", "key", "s3")
+    await store.create(admitted, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}", new_session=record)
+    session = await sessions.load("s3", "key")
+    assert session.agent == "assistant" and session.turns == 0 and 0 < session.expires_in <= 600
