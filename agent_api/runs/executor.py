@@ -36,7 +36,7 @@ from agent_api.runs import frames
 from agent_api.runs.lifecycle import RunLifecycle
 from agent_api.runs.model import Run, RunStatus, utcnow
 from agent_api.runs.store import RunStore
-from agent_api.services.sessions import SessionManager
+from agent_api.services.sessions import SessionManager, StoredSession
 from agent_api.telemetry import context_from, tracer
 
 log = logging.getLogger(__name__)
@@ -136,10 +136,11 @@ class RunExecutor:
         self.input_timeout = input_timeout
 
     async def execute(self, run_id: str) -> None:
-        run = await self.store.start(run_id, self.worker_id)
-        if run is None:  # ended before it started, or delivered twice: never run a run twice
+        taken = await self.store.start(run_id, self.worker_id, self.sessions.keys())
+        if taken is None:  # ended before it started, or delivered twice: never run a run twice
             log.info("run %s is not queued any more; skipped", run_id)
             return
+        run, session = taken
         RUN_QUEUED.observe(max(0.0, (utcnow() - run.created_at).total_seconds()))
         RUNS_IN_FLIGHT.labels(run.team).inc()
         started = time.perf_counter()
@@ -157,7 +158,7 @@ class RunExecutor:
             },
         ) as span:
             try:
-                outcome_label = await self._execute(run)
+                outcome_label = await self._execute(run, session)
             finally:
                 RUNS_IN_FLIGHT.labels(run.team).dec()
                 RUN_DURATION.labels(run.team, outcome_label).observe(time.perf_counter() - started)
@@ -166,13 +167,13 @@ class RunExecutor:
                     span.set_status(StatusCode.ERROR, outcome_label)
                     span.set_attribute("error.type", outcome_label)
 
-    async def _execute(self, run: Run) -> str:
+    async def _execute(self, run: Run, session: StoredSession | None) -> str:
         writer = EventWriter(self.store, run)
         deadline = asyncio.timeout(self.run_timeout)
         try:
             # The deadline cancels the team like a caller leaving would: no further model call starts.
             async with deadline:
-                outcome = await self._run_team(run, writer, deadline)
+                outcome = await self._run_team(run, session, writer, deadline)
             await writer.close()
         except asyncio.CancelledError:
             writer.abandon()
@@ -201,9 +202,13 @@ class RunExecutor:
                 await save
             raise
 
-    async def _run_team(self, run: Run, writer: EventWriter, deadline: asyncio.Timeout) -> RunOutcome:
+    async def _run_team(
+        self, run: Run, session: StoredSession | None, writer: EventWriter, deadline: asyncio.Timeout
+    ) -> RunOutcome:
         if run.history is not None:
             history = [ChatMessage.model_validate(m) for m in run.history]
+        elif session is not None:  # read as the run started (its TTL refreshed)
+            history = self.sessions.loaded(run.session_id, run.owner, session).messages
         else:
             history = (await self.sessions.load(run.session_id, run.owner, touch=True)).messages
         team = self.teams.get(run.team)

@@ -32,7 +32,14 @@ from redis.exceptions import RedisError
 
 from agent_api.errors import RateLimited, SessionBusy, SessionNotFound, StoreUnavailable
 from agent_api.runs.model import IfBusy, Run, RunStatus, sources_of, utcnow
-from agent_api.services.sessions import APPEND_TURN_LUA, NewSession, Turn
+from agent_api.services.sessions import (
+    APPEND_TURN_LUA,
+    LOAD_FOR_RUN_LUA,
+    NewSession,
+    SessionKeys,
+    StoredSession,
+    Turn,
+)
 from agent_api.services.usage import Counters
 
 log = logging.getLogger(__name__)
@@ -73,12 +80,20 @@ redis.call('EXPIRE', KEYS[7], tonumber(ARGV[5]) + 86400)
 return {code, current}
 """
 
-_START = """
+# ARGV: 1 started_at, 2 worker, and optionally 3-5 where sessions are (SessionKeys: head, messages
+# suffix, TTL): the run, and then the session it continues (not for a stateless run), TTL refreshed.
+_START = (
+    LOAD_FOR_RUN_LUA
+    + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return false end
 if redis.call('HEXISTS', KEYS[1], 'cancel_to') == 1 then return false end
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker', ARGV[2])
-return redis.call('HGETALL', KEYS[1])
+local run = redis.call('HGETALL', KEYS[1])
+if #ARGV < 5 or redis.call('HEXISTS', KEYS[1], 'history') == 1 then return {run} end
+local session = ARGV[3] .. redis.call('HGET', KEYS[1], 'session_id')
+return {run, load_session(session, session .. ARGV[4], tonumber(ARGV[5]))}
 """
+)
 
 _REQUEST_STOP = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -234,6 +249,11 @@ class _Wakeups:
             event.set()
 
 
+def _pairs(flat: Sequence[str]) -> dict[str, str]:
+    """A hash as HGETALL returns it inside a script (a flat list of fields and values)."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
 class RunStore:
     """Run records and event logs; ``follow_client`` serves blocking reads (None: embedded)."""
 
@@ -368,13 +388,27 @@ class RunStore:
             ids = await self.redis.zrevrange(self._owner_index(owner), 0, limit - 1)
         return [str(i) for i in ids]
 
-    async def start(self, run_id: str, worker: str) -> Run | None:
-        """Move a queued run to running; None when it is not queued (ended, or taken already)."""
+    async def start(
+        self, run_id: str, worker: str, sessions: SessionKeys | None = None
+    ) -> tuple[Run, StoredSession | None] | None:
+        """Move a queued run to running; None when it is not queued (ended, or taken already).
+
+        With ``sessions``, the same step reads the session the run continues (its TTL refreshed),
+        unless the run is stateless.
+        """
+        args: list[str | int] = [utcnow().isoformat(), worker]
+        if sessions is not None:
+            args += [sessions.head, sessions.messages_suffix, sessions.ttl]
         async with _store_errors():
-            raw = await self._start(keys=[self.run_key(run_id)], args=[utcnow().isoformat(), worker])
-        if not raw:
+            reply = await self._start(keys=[self.run_key(run_id)], args=args)
+        if not reply:
             return None
-        return Run.from_fields(dict(zip(raw[::2], raw[1::2], strict=True)))
+        raw_run, *rest = reply
+        run = Run.from_fields(_pairs(raw_run))
+        if not rest:
+            return run, None
+        fields, messages, ttl = rest[0]
+        return run, StoredSession(_pairs(fields), [str(m) for m in messages], int(ttl))
 
     async def request_stop(self, run_id: str, final: RunStatus) -> RunStatus | None:
         """Ask a run to end as ``final``; its status at that moment (None if unknown)."""

@@ -46,6 +46,16 @@ local function append_turn(meta, messages, max, ttl, now, first, last)
 end
 """
 
+# Loading the session of a run that starts, its TTL refreshed: its record, its messages and its
+# TTL, as a Lua function of the session's keys, used by the step that starts a run (RunStore.start).
+LOAD_FOR_RUN_LUA = """
+local function load_session(meta, messages, ttl)
+  redis.call('EXPIRE', meta, ttl)
+  redis.call('EXPIRE', messages, ttl)
+  return {redis.call('HGETALL', meta), redis.call('LRANGE', messages, 0, -1), redis.call('TTL', meta)}
+end
+"""
+
 _APPEND = APPEND_TURN_LUA + (
     "return append_turn(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], 4, #ARGV)"
 )
@@ -92,6 +102,25 @@ class Turn:
 
 
 @dataclass(frozen=True)
+class SessionKeys:
+    """Where a session is, for a step that finds the session id itself (``LOAD_FOR_RUN_LUA``):
+    its record at ``head + id``, its messages at ``head + id + messages_suffix``."""
+
+    head: str
+    messages_suffix: str
+    ttl: int
+
+
+@dataclass(frozen=True)
+class StoredSession:
+    """A session as ``LOAD_FOR_RUN_LUA`` read it: its record's fields, its messages and its TTL."""
+
+    fields: dict[str, str]
+    messages: list[str]
+    ttl: int
+
+
+@dataclass(frozen=True)
 class NewSession:
     """The record of a new, empty session: its key, its fields and its TTL."""
 
@@ -127,8 +156,11 @@ class SessionManager:
         self._claim = client.register_script(_CLAIM)
 
     def _keys(self, session_id: str) -> tuple[str, str]:
-        base = f"{self.prefix}session:{session_id}"
-        return base, f"{base}:messages"
+        keys = self.keys()
+        return keys.head + session_id, keys.head + session_id + keys.messages_suffix
+
+    def keys(self) -> SessionKeys:
+        return SessionKeys(f"{self.prefix}session:", ":messages", self.ttl)
 
     def new_record(self, agent: str, owner: str, session_id: str) -> NewSession:
         """The record of an empty session of ``owner`` with ``agent``, to write (see :meth:`create`)."""
@@ -187,6 +219,11 @@ class SessionManager:
                     pipe.expire(messages_key, self.ttl)
                 pipe.ttl(meta_key)
                 meta, raw_messages, *_, ttl = await pipe.execute()
+        return self.loaded(session_id, owner, StoredSession(meta, raw_messages, int(ttl)))
+
+    def loaded(self, session_id: str, owner: str, stored: StoredSession) -> Session:
+        """The session read as ``stored``; :class:`SessionNotFound` if it is none, or not ``owner``'s."""
+        meta, raw_messages, ttl = stored.fields, stored.messages, stored.ttl
         if not meta or meta.get("owner") != owner:
             raise SessionNotFound()
         return Session(

@@ -57,7 +57,7 @@ async def test_wait_end_answers_only_the_end(store: RunStore) -> None:
     await store.append(run.id, [("message", "{}"), ("token", "{}")])
     started = await store.start(run.id, "worker-1")
     assert started is not None
-    await store.finish(started, RunStatus.SUCCEEDED, [("done", "{}")], result={"response": "ok"})
+    await store.finish(started[0], RunStatus.SUCCEEDED, [("done", "{}")], result={"response": "ok"})
     assert await asyncio.wait_for(waiting, 10) is True
     assert await store.wait_end(run.id, block=0.05) is True  # ended: at once, however late
     ended = await store.get(run.id)
@@ -139,3 +139,32 @@ async def test_a_new_session_is_written_with_its_run_and_only_if_the_run_is_admi
     await store.create(admitted, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}", new_session=record)
     session = await sessions.load("s3", "key")
     assert session.agent == "assistant" and session.turns == 0 and 0 < session.expires_in <= 600
+
+
+async def test_a_run_starts_with_its_session_read_and_its_ttl_refreshed(store: RunStore) -> None:
+    sessions = SessionManager(store.redis, ttl=600, max_history=10)
+    await sessions.create("assistant", "key", session_id="s1")
+    await sessions.append_messages("s1", [msg("user", "earlier"), msg("assistant", "answer")])
+    await store.redis.expire("agent-api:session:s1", 5)  # about to expire
+    run = new_run("run_j")
+    await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
+    taken = await store.start(run.id, "worker-1", sessions.keys())
+    assert taken is not None
+    started, stored = taken
+    assert started.status is RunStatus.RUNNING and stored is not None
+    session = sessions.loaded("s1", "key", stored)
+    assert [m.content for m in session.messages] == ["earlier", "answer"] and session.expires_in > 5
+    assert await store.redis.ttl("agent-api:session:s1:messages") > 5
+    assert await store.start(run.id, "worker-2", sessions.keys()) is None  # taken once only
+
+    stateless = replace(new_run("run_k"), session_id="s9", history=[])
+    await store.create(stateless, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
+    taken = await store.start(stateless.id, "worker-1", sessions.keys())
+    assert taken is not None and taken[1] is None  # brings its own history: no session read
+
+    orphan = replace(new_run("run_l"), session_id="gone")
+    await store.create(orphan, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
+    taken = await store.start(orphan.id, "worker-1", sessions.keys())
+    assert taken is not None and taken[1] is not None
+    with pytest.raises(SessionNotFound):
+        sessions.loaded("gone", "key", taken[1])
