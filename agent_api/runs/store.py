@@ -11,8 +11,12 @@
     {prefix}runs:input             pub/sub channel: a waiting run (named in the message) was answered
 
 Every change of status is one Lua script, so that a run record, its log and the session's order
-never disagree: creating a run decides the busy-session policy atomically, and ending a run
-writes its last events, frees the session and names the run to start next in the same step.
+never disagree: creating a run decides the busy-session policy atomically (and writes the record
+of the session it starts, if new); starting it reads the session it continues; ending it saves
+its turn to the session, counts its usage, writes its last events, frees the session and names
+the run to start next in the same step. A turn is thus saved whole with its run's end, or not at
+all, and a conversation costs few round trips. The session's own layout and its Lua functions
+are SessionManager's (services/sessions.py).
 With the embedded store (fakeredis) there is no blocking read; followers wait on an in-process
 wake-up instead, set by every append (everything runs in one process then).
 """
