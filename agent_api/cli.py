@@ -13,7 +13,6 @@ from typing import NoReturn
 import uvicorn
 from pydantic import ValidationError
 
-from agent_api.agents.loader import TeamConfigError, load_teams
 from agent_api.config import Settings, get_settings
 from agent_api.observability import configure_logging
 from agent_api.security import hash_key, key_id_of
@@ -35,6 +34,10 @@ def _checked_settings(what: str) -> Settings:
         error = exc.errors()[0]
         name = str(error["loc"][0]).upper() if error.get("loc") else "settings"
         _refuse(what, f"{name}: {str(error['msg']).removeprefix('Value error, ')}")
+    # Imported once the settings are known good: the team loader imports AutoGen (about 2 s), and a
+    # wrong setting is reported at once.
+    from agent_api.agents.loader import TeamConfigError, load_teams
+
     try:
         load_teams(settings.teams_dir, settings.team_plugin_list)  # here, clearly, not in each worker
     except (TeamConfigError, ValueError) as exc:
