@@ -47,66 +47,92 @@ COALESCE_SECONDS = 0.02
 
 
 class EventWriter:
-    """Writes a run's events to its log in order, coalescing bursts of tokens."""
+    """Writes a run's events to its log in order, coalescing bursts of tokens.
+
+    When the run has ended well, :meth:`detach` hands over what is not written yet, for the run's
+    end to write in its own step (one round trip fewer per run).
+    """
 
     def __init__(self, store: RunStore, run: Run) -> None:
         self.store = store
         self.run = run
-        self._queue: asyncio.Queue[RunEvent | asyncio.Future[None] | None] = asyncio.Queue()
-        self._task = asyncio.get_running_loop().create_task(self._write())
+        self._pending: list[RunEvent] = []  # added, not yet taken for a write
+        self._flushes: list[asyncio.Future[None]] = []  # waiters for what was added before them
+        self._wake = asyncio.Event()
+        self._writing = False
+        self._closing = False  # write what is pending, then stop
+        self._detached = False  # stop after the write in progress, if any
         self._last_write = 0.0
+        self._task = asyncio.get_running_loop().create_task(self._write())
 
     def add(self, event: RunEvent) -> None:
-        self._queue.put_nowait(event)
+        self._pending.append(event)
+        self._wake.set()
 
     async def flush(self) -> None:
         """Wait until every event added so far is written."""
         written = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(written)
+        self._flushes.append(written)
+        self._wake.set()
         await written
 
     async def close(self) -> None:
         """Write what is pending and stop."""
-        self._queue.put_nowait(None)
+        self._closing = True
+        self._wake.set()
         await self._task
+
+    async def detach(self) -> list[frames.Frame]:
+        """Stop, and return the frames of the events not written yet (the write in progress, if
+        any, finishes first): the caller writes them, after everything written before."""
+        self._detached = True
+        if not self._writing:  # waiting for events, or within a token window: nothing taken
+            self._task.cancel()
+        await asyncio.wait([self._task])
+        if not self._task.cancelled() and (error := self._task.exception()) is not None:
+            raise error  # the write in progress failed
+        rest, self._pending = self._pending, []
+        self._release_flushes()
+        return self._frames(rest)
 
     def abandon(self) -> None:
         self._task.cancel()
 
+    def _frames(self, events: list[RunEvent]) -> list[frames.Frame]:
+        sid = self.run.session_id
+        return frames.merge_tokens([(e, frames.encode(sid, e)) for e in events], sid)
+
+    def _release_flushes(self) -> None:
+        flushed, self._flushes = self._flushes, []
+        for waiter in flushed:
+            if not waiter.done():
+                waiter.set_result(None)
+
     async def _write(self) -> None:
-        closing = False
-        while not closing:
-            first = await self._queue.get()
-            if first is None:
-                return
-            flushed: list[asyncio.Future[None]] = []
-            batch: list[RunEvent] = []
-            if isinstance(first, asyncio.Future):
-                flushed.append(first)
-            else:
-                batch.append(first)
-            if isinstance(first, TokenEvent):
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._pending and isinstance(self._pending[0], TokenEvent) and not self._flushes:
                 # Within the window after the last write, wait for the window's end to gather more.
                 wait = self._last_write + COALESCE_SECONDS - time.monotonic()
-                if wait > 0:
+                if wait > 0 and not self._closing:
                     await asyncio.sleep(wait)
-            while not self._queue.empty() and not flushed:
-                item = self._queue.get_nowait()
-                if item is None:
-                    closing = True
-                    break
-                if isinstance(item, asyncio.Future):
-                    flushed.append(item)
-                else:
-                    batch.append(item)
+            batch, self._pending = self._pending, []
+            flushed, self._flushes = self._flushes, []
             if batch:
-                sid = self.run.session_id
-                encoded = [(e, frames.encode(sid, e)) for e in batch]
-                await self.store.append(self.run.id, frames.merge_tokens(encoded, sid))
+                self._writing = True
+                try:
+                    await self.store.append(self.run.id, self._frames(batch))
+                finally:
+                    self._writing = False
                 self._last_write = time.monotonic()
             for waiter in flushed:
                 if not waiter.done():
                     waiter.set_result(None)
+            if self._detached or (self._closing and not self._pending):
+                return
+            if self._pending or self._flushes or self._closing:
+                self._wake.set()
 
 
 class RunExecutor:
@@ -174,7 +200,7 @@ class RunExecutor:
             # The deadline cancels the team like a caller leaving would: no further model call starts.
             async with deadline:
                 outcome = await self._run_team(run, session, writer, deadline)
-            await writer.close()
+            unwritten = await writer.detach()  # written by the run's end, in its step
         except asyncio.CancelledError:
             writer.abandon()
             await asyncio.shield(self._stopped(run))
@@ -194,7 +220,7 @@ class RunExecutor:
             await asyncio.shield(self.lifecycle.fail(run, error))
             return error.error_type
         # The turn is saved whole or not at all: a cancel from here on waits for the save.
-        save = asyncio.ensure_future(self._succeed(run, outcome))
+        save = asyncio.ensure_future(self._succeed(run, outcome, unwritten))
         try:
             return await asyncio.shield(save)
         except asyncio.CancelledError:
@@ -257,7 +283,7 @@ class RunExecutor:
             if resume_by is not None:
                 deadline.reschedule(resume_by + (loop.time() - paused_at))
 
-    async def _succeed(self, run: Run, outcome: RunOutcome) -> str:
+    async def _succeed(self, run: Run, outcome: RunOutcome, unwritten: list[frames.Frame]) -> str:
         result: dict[str, Any] = {
             "response": outcome.response,
             "messages": [m.model_dump(mode="json", exclude_none=True) for m in outcome.messages],
@@ -266,7 +292,7 @@ class RunExecutor:
             "finished": outcome.finished,
             "cached": outcome.cached,
         }
-        events = frames.success_frames(run.session_id, outcome, RunStatus.SUCCEEDED.value)
+        events = [*unwritten, *frames.success_frames(run.session_id, outcome, RunStatus.SUCCEEDED.value)]
         # The turn is saved by the step that ends the run: never for a run ended elsewhere meanwhile.
         turn = None if run.stateless else self.sessions.turn(run.session_id, outcome.messages)
         try:
@@ -274,6 +300,9 @@ class RunExecutor:
                 run, RunStatus.SUCCEEDED, events, result=result, usage=outcome.usage, turn=turn
             )
         except AgentAPIError as exc:  # the session expired meanwhile, or the store is gone
+            with contextlib.suppress(AgentAPIError):
+                if unwritten:  # what the team did stays in the log, ahead of the error frame
+                    await self.store.append(run.id, unwritten)
             await self.lifecycle.fail(run, exc)
             return exc.error_type
         if finished is None:
