@@ -12,12 +12,13 @@ import redis
 import redis.asyncio as aioredis
 
 from agent_api.errors import RateLimited, SessionNotFound
-from agent_api.runs.model import IfBusy, Run, RunStatus, utcnow
+from agent_api.runs.model import IfBusy, RunStatus
 from agent_api.runs.store import RunStore
 from agent_api.services.sessions import SessionManager
 from agent_api.services.usage import Counters
 from tests.services.test_sessions import msg
 from tests.utils.redis_server import RedisServer
+from tests.utils.runs import queued_run
 
 
 @pytest.fixture(params=["redis-server", "embedded"])
@@ -36,21 +37,8 @@ async def store(
     await client.aclose()
 
 
-def new_run(run_id: str) -> Run:
-    return Run(
-        id=run_id,
-        owner="key",
-        session_id="s1",
-        team="assistant",
-        status=RunStatus.QUEUED,
-        created_at=utcnow(),
-        message="hi",
-        max_turns=2,
-    )
-
-
 async def test_wait_end_answers_only_the_end(store: RunStore) -> None:
-    run = new_run("run_a")
+    run = queued_run("run_a")
     await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
     assert await store.wait_end(run.id, block=0.05) is False  # not ended: the block runs out
     waiting = asyncio.create_task(store.wait_end(run.id, block=10))
@@ -65,7 +53,7 @@ async def test_wait_end_answers_only_the_end(store: RunStore) -> None:
 
 
 async def test_a_deleted_run_has_no_end_left(store: RunStore) -> None:
-    run = new_run("run_b")
+    run = queued_run("run_b")
     await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
     await store.finish(run, RunStatus.CANCELLED, [("done", "{}")])
     await store.delete(run)
@@ -74,7 +62,7 @@ async def test_a_deleted_run_has_no_end_left(store: RunStore) -> None:
 
 
 async def test_counters_are_added_by_the_one_end_of_a_run(store: RunStore) -> None:
-    run = new_run("run_c")
+    run = queued_run("run_c")
     await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
     counters = Counters("usage:key:today", 600, [("runs|assistant", 1), ("tokens", 42)])
     assert await store.finish(run, RunStatus.FAILED, [("done", "{}")], counters=counters) is not None
@@ -90,14 +78,14 @@ async def test_a_turn_is_saved_by_the_run_s_end_and_only_by_it(store: RunStore) 
     await sessions.create("assistant", "key", session_id="s1")
     turn = sessions.turn("s1", [msg("user", "hi"), msg("assistant", "hello")])
 
-    ended_elsewhere = new_run("run_d")
+    ended_elsewhere = queued_run("run_d")
     await store.create(ended_elsewhere, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
     assert await store.start(ended_elsewhere.id, "worker-1") is not None
     await store.finish(ended_elsewhere, RunStatus.CANCELLED, [("done", "{}")])  # a cancel won the race
     assert await store.finish(ended_elsewhere, RunStatus.SUCCEEDED, [("done", "{}")], turn=turn) is None
     assert (await sessions.load("s1", "key")).turns == 0  # the cancelled run's turn is not saved
 
-    run = new_run("run_e")
+    run = queued_run("run_e")
     await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
     assert await store.start(run.id, "worker-1") is not None
     finished = await store.finish(run, RunStatus.SUCCEEDED, [("done", "{}")], turn=turn)
@@ -108,7 +96,7 @@ async def test_a_turn_is_saved_by_the_run_s_end_and_only_by_it(store: RunStore) 
 
 async def test_a_run_whose_session_expired_saves_nothing_and_stays_to_be_ended(store: RunStore) -> None:
     sessions = SessionManager(store.redis, ttl=600, max_history=10)
-    run = new_run("run_f")
+    run = queued_run("run_f")
     await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
     turn = sessions.turn("s1", [msg("user", "hi")])  # s1 was never created: expired
     with pytest.raises(SessionNotFound):
@@ -121,9 +109,9 @@ async def test_a_run_whose_session_expired_saves_nothing_and_stays_to_be_ended(s
 
 async def test_a_new_session_is_written_with_its_run_and_only_if_the_run_is_admitted(store: RunStore) -> None:
     sessions = SessionManager(store.redis, ttl=600, max_history=10)
-    first = new_run("run_g")
+    first = queued_run("run_g")
     await store.create(first, if_busy=IfBusy.REJECT, max_runs=1, session_frame="{}")
-    refused = replace(new_run("run_h"), session_id="s2")
+    refused = replace(queued_run("run_h"), session_id="s2")
     with pytest.raises(RateLimited):  # the key's one run is in progress
         await store.create(
             refused,
@@ -134,7 +122,7 @@ async def test_a_new_session_is_written_with_its_run_and_only_if_the_run_is_admi
         )
     assert not await store.redis.exists("agent-api:session:s2")  # no empty session left behind
 
-    admitted = replace(new_run("run_i"), session_id="s3")
+    admitted = replace(queued_run("run_i"), session_id="s3")
     record = sessions.new_record("assistant", "key", "s3")
     await store.create(admitted, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}", new_session=record)
     session = await sessions.load("s3", "key")
@@ -146,7 +134,7 @@ async def test_a_run_starts_with_its_session_read_and_its_ttl_refreshed(store: R
     await sessions.create("assistant", "key", session_id="s1")
     await sessions.append_messages("s1", [msg("user", "earlier"), msg("assistant", "answer")])
     await store.redis.expire("agent-api:session:s1", 5)  # about to expire
-    run = new_run("run_j")
+    run = queued_run("run_j")
     await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
     taken = await store.start(run.id, "worker-1", sessions.keys())
     assert taken is not None
@@ -157,12 +145,12 @@ async def test_a_run_starts_with_its_session_read_and_its_ttl_refreshed(store: R
     assert await store.redis.ttl("agent-api:session:s1:messages") > 5
     assert await store.start(run.id, "worker-2", sessions.keys()) is None  # taken once only
 
-    stateless = replace(new_run("run_k"), session_id="s9", history=[])
+    stateless = replace(queued_run("run_k"), session_id="s9", history=[])
     await store.create(stateless, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
     taken = await store.start(stateless.id, "worker-1", sessions.keys())
     assert taken is not None and taken[1] is None  # brings its own history: no session read
 
-    orphan = replace(new_run("run_l"), session_id="gone")
+    orphan = replace(queued_run("run_l"), session_id="gone")
     await store.create(orphan, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
     taken = await store.start(orphan.id, "worker-1", sessions.keys())
     assert taken is not None and taken[1] is not None

@@ -12,8 +12,9 @@ import pytest
 
 from agent_api.agents.events import TokenEvent
 from agent_api.runs.executor import EventWriter
-from agent_api.runs.model import IfBusy, Run, RunStatus, utcnow
+from agent_api.runs.model import IfBusy, Run
 from agent_api.runs.store import RunStore
+from tests.utils.runs import queued_run
 
 
 @pytest.fixture
@@ -25,16 +26,7 @@ async def store() -> AsyncIterator[RunStore]:
 
 
 async def new_run(store: RunStore) -> Run:
-    run = Run(
-        id="run_w",
-        owner="key",
-        session_id="s1",
-        team="assistant",
-        status=RunStatus.QUEUED,
-        created_at=utcnow(),
-        message="hi",
-        max_turns=2,
-    )
+    run = queued_run("run_w")
     await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
     return run
 

@@ -1,4 +1,5 @@
-"""Helpers for the run routes: start a run, follow its events, wait for its end."""
+"""Helpers for runs: a run record to store, and for the run routes: start a run, follow its events,
+wait for its end."""
 
 from __future__ import annotations
 
@@ -9,7 +10,22 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource
 
+from agent_api.runs.model import Run, RunStatus, utcnow
 from tests.utils.sse import Frame
+
+
+def queued_run(run_id: str) -> Run:
+    """A new one-turn run of key ``key`` on session ``s1``, to store."""
+    return Run(
+        id=run_id,
+        owner="key",
+        session_id="s1",
+        team="assistant",
+        status=RunStatus.QUEUED,
+        created_at=utcnow(),
+        message="hi",
+        max_turns=2,
+    )
 
 
 def start_run(client: httpx.Client, body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
