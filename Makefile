@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-suite install system-deps lint bench clean
+.PHONY: run test install system-deps lint bench clean
 
 run: install ## start the API on its embedded defaults (or whatever .env / the environment says)
 	$(BIN)/agent-api serve
@@ -16,10 +16,8 @@ COVERAGE_FLOOR ?= 88
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
 
 test: install system-deps $(NODE_MODULES) ## install everything, lint, and run the test suite with coverage
-	@# Lint beside the tests: mypy takes the CPU the tests leave while they wait on processes.
-	$(MAKE) --no-print-directory -j2 lint test-suite
-
-test-suite:
+	$(BIN)/ruff check agent_api tests bench
+	$(BIN)/mypy
 	$(BIN)/pytest -n $(TEST_WORKERS) --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
 
 install: $(STAMP)
