@@ -92,7 +92,8 @@ class EventWriter:
         if not self._task.cancelled() and (error := self._task.exception()) is not None:
             raise error  # the write in progress failed
         rest, self._pending = self._pending, []
-        self._release_flushes()
+        flushed, self._flushes = self._flushes, []
+        _release(flushed)
         return self._frames(rest)
 
     def abandon(self) -> None:
@@ -101,12 +102,6 @@ class EventWriter:
     def _frames(self, events: list[RunEvent]) -> list[frames.Frame]:
         sid = self.run.session_id
         return frames.merge_tokens([(e, frames.encode(sid, e)) for e in events], sid)
-
-    def _release_flushes(self) -> None:
-        flushed, self._flushes = self._flushes, []
-        for waiter in flushed:
-            if not waiter.done():
-                waiter.set_result(None)
 
     async def _write(self) -> None:
         while True:
@@ -126,13 +121,17 @@ class EventWriter:
                 finally:
                     self._writing = False
                 self._last_write = time.monotonic()
-            for waiter in flushed:
-                if not waiter.done():
-                    waiter.set_result(None)
+            _release(flushed)
             if self._detached or (self._closing and not self._pending):
                 return
-            if self._pending or self._flushes or self._closing:
+            if self._pending or self._flushes:
                 self._wake.set()
+
+
+def _release(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 class RunExecutor:

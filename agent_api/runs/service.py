@@ -268,18 +268,23 @@ class RunService:
     async def wait(self, run_id: str, *, cancel_if_abandoned: bool = False) -> Run:
         """The run once it has ended; with ``cancel_if_abandoned``, a caller that goes away first cancels it."""
         try:
-            while not await self.store.wait_end(run_id, block=self.follow_block):
-                current = await self.store.get(run_id)
-                if current is None or current.status.final:  # expired or rolled back; ended unmarked
-                    break
+            run = await self._ended(run_id)
         except asyncio.CancelledError:
             if cancel_if_abandoned:
                 await self.abandon(run_id)
             raise
-        run = await self.store.get(run_id)
         if run is None:  # gone before its time: only a rollback deletes a run
             raise RunStopped(RunStatus.INTERRUPTED.value)
         return run
+
+    async def _ended(self, run_id: str) -> Run | None:
+        """The run once it has ended (None if it is gone): one blocking read of its end marker,
+        and after each block without it a look at the record (a run that ended unmarked)."""
+        while not await self.store.wait_end(run_id, block=self.follow_block):
+            current = await self.store.get(run_id)
+            if current is None or current.status.final:
+                return current
+        return await self.store.get(run_id)
 
 
 def check_cursor(after: str, loc: list[str | int]) -> str:

@@ -162,10 +162,10 @@ class SessionManager:
     def keys(self) -> SessionKeys:
         return SessionKeys(f"{self.prefix}session:", ":messages", self.ttl)
 
-    def new_record(self, agent: str, owner: str, session_id: str) -> NewSession:
+    def new_record(self, agent: str, owner: str, session_id: str, now: datetime | None = None) -> NewSession:
         """The record of an empty session of ``owner`` with ``agent``, to write (see :meth:`create`)."""
-        now = datetime.now(UTC).isoformat()
-        fields = {"agent": agent, "owner": owner, "created_at": now, "updated_at": now, "turns": "0"}
+        created = (now or datetime.now(UTC)).isoformat()
+        fields = {"agent": agent, "owner": owner, "created_at": created, "updated_at": created, "turns": "0"}
         return NewSession(self._keys(session_id)[0], fields, self.ttl)
 
     async def create(self, agent: str, owner: str, *, session_id: str | None = None) -> Session:
@@ -174,13 +174,13 @@ class SessionManager:
         (A run that starts a new session writes the record in the step that creates the run.)
         """
         session_id = session_id or new_session_id()
-        record = self.new_record(agent, owner, session_id)
+        now = datetime.now(UTC)
+        record = self.new_record(agent, owner, session_id, now)
         async with _store_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(record.key, mapping=record.fields)
                 pipe.expire(record.key, record.ttl)
                 await pipe.execute()
-        now = datetime.fromisoformat(record.fields["created_at"])
         return Session(session_id, agent, owner, now, now, 0, self.ttl, [])
 
     async def claim(self, session_id: str, agent: str, owner: str) -> str:
