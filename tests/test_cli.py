@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.utils.process import serve_process, serve_refusing_to_start
 
 
+@pytest.mark.slow(seconds=10)
 def test_serve_runs_on_embedded_defaults(tmp_path: Path) -> None:
     with serve_process(tmp_path, {"LOG_FORMAT": "text"}) as server:
         base = server.url
@@ -35,6 +37,7 @@ def test_serve_runs_on_embedded_defaults(tmp_path: Path) -> None:
         assert autogen_output not in printed, printed
 
 
+@pytest.mark.slow(seconds=7)
 def test_embedded_runs_can_be_followed_and_cancelled(tmp_path: Path) -> None:
     """The embedded default runs runs in-process: the same routes, with no Redis at all."""
     with serve_process(tmp_path, {"LOG_FORMAT": "text"}) as server, httpx.Client(base_url=server.url, timeout=30) as c:
@@ -48,6 +51,7 @@ def test_embedded_runs_can_be_followed_and_cancelled(tmp_path: Path) -> None:
         assert c.post(f"/runs/{slow['run_id']}/cancel").json()["status"] == "cancelled"
 
 
+@pytest.mark.slow(seconds=4)
 def test_worker_needs_redis(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "agent_api.cli", "worker"],
@@ -65,6 +69,7 @@ def test_workers_in_process_zero_needs_redis(tmp_path: Path) -> None:
     assert "WORKERS_IN_PROCESS=0 needs REDIS_URL" in done.stderr
 
 
+@pytest.mark.slow(seconds=7)
 def test_a_wrong_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
     for env, named in (
         ({"OAI_CONFIG_LIST": str(tmp_path / "missing.json")}, "OAI_CONFIG_LIST: cannot read"),
@@ -79,6 +84,7 @@ def test_a_wrong_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
         assert lines[0].startswith("agent-api: cannot start: ") and named in lines[0], lines[0]
 
 
+@pytest.mark.slow(seconds=5)
 def test_a_busy_port_fails_first_and_clearly(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

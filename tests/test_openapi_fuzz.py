@@ -14,7 +14,7 @@ from agent_api.config import Settings
 from agent_api.main import create_app
 from agent_api.offline_llm import ThreadedServer
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=60)
 
 KEY = "fuzz-key-0123456789"
 

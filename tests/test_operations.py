@@ -132,6 +132,7 @@ def test_a_cache_value_is_data_never_code(serve: Serve, offline: OfflineServer, 
         assert json.loads(str(redis_client.get(key)))["object"] == "chat.completion"  # replaced by the real answer
 
 
+@pytest.mark.slow(seconds=10)
 def test_json_logs_carry_the_request_id(tmp_path: Path, offline: OfflineServer, redis_server: RedisServer) -> None:
     env = {"OPENAI_BASE_URL": offline.base_url, "OPENAI_API_KEY": "k", "REDIS_URL": redis_server.url}
     with serve_process(tmp_path, env) as server:
@@ -154,6 +155,7 @@ def test_json_logs_carry_the_request_id(tmp_path: Path, offline: OfflineServer, 
     assert server.stdout.read_text().strip() == ""
 
 
+@pytest.mark.slow(seconds=11)
 def test_two_workers_share_sessions_and_metrics(
     tmp_path: Path, offline: OfflineServer, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
@@ -185,6 +187,7 @@ def test_two_workers_share_sessions_and_metrics(
         server.terminate()
 
 
+@pytest.mark.slow(seconds=5)
 def test_sigterm_lets_short_runs_finish_and_ends_long_streams(
     tmp_path: Path, offline: OfflineServer, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:

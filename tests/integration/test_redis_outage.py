@@ -17,7 +17,7 @@ from tests.utils.process import serve_process
 from tests.utils.redis_server import RedisServer
 from tests.utils.runs import start_run
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=8)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from agent_api.offline_llm import OfflineServer
 from tests.utils.process import serve_process
 from tests.utils.redis_server import RedisServer
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=12)
 
 
 def _children(pid: int) -> dict[int, str]:

@@ -18,7 +18,7 @@ from tests.utils.process import serve_process, worker_process
 from tests.utils.redis_server import RedisServer
 from tests.utils.runs import start_run, wait_for_end
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=8)
 
 QUESTION = 'What is 17*3? [[tool:calculator {"expression": "17*3"}]]'
 

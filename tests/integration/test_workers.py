@@ -26,7 +26,7 @@ from tests.utils.process import ServeProcess, serve_process, worker_process
 from tests.utils.redis_server import RedisServer
 from tests.utils.runs import follow, start_run, wait_for_end
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=15)
 
 
 @pytest.fixture

@@ -185,6 +185,7 @@ def test_malformed_team_file_stops_start_up(settings_factory: Callable[..., Sett
     assert "broken.yaml" in message and "pattern" in message and "agents" in message
 
 
+@pytest.mark.slow(seconds=5)
 def test_serve_refuses_to_start_with_a_malformed_team_file(tmp_path: Path) -> None:
     (tmp_path / "teams").mkdir()
     (tmp_path / "teams" / "bad.yaml").write_text("name: bad\ndescription: x\npattern: pair\nagents:\n  - name: a\n")

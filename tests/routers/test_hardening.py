@@ -111,6 +111,7 @@ def test_only_the_answering_agent_ends_a_group_chat(client: httpx.Client) -> Non
     assert body["response"] == "done" and body["finished"] is True
 
 
+@pytest.mark.slow(seconds=12)
 def test_idle_connections_outlive_common_client_pools(tmp_path: Path) -> None:
     # uvicorn's default keeps an idle connection 5 s, the pool time of many clients: a request sent
     # as the server closes the connection fails. KEEP_ALIVE_TIMEOUT (75 s) keeps it open.

@@ -111,7 +111,7 @@ def test_a_key_over_its_budget_is_refused_before_any_model_call(serve: Serve, of
         assert client.get("/usage", headers=BOB).json()["budget"]["daily_tokens"] == 10**6
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=15)
 def test_a_budget_holds_across_api_processes(
     tmp_path: Path, offline: OfflineServer, redis_server: RedisServer, redis_client: Any
 ) -> None:
