@@ -19,15 +19,20 @@ TEST_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
 test: install system-deps $(NODE_MODULES) ## install everything, lint, and run the test suite with coverage
 	$(BIN)/ruff check agent_api tests bench
 	$(BIN)/mypy
+	@# The tests start dozens of Python processes: each reads the package compiled once here
+	@# (instead of compiling it again, which it does when PYTHONDONTWRITEBYTECODE is set).
+	$(BIN)/python -m compileall -q -j 0 agent_api tests
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
 
 install: $(STAMP)
 
-# uv installs the packages (the same resolution as pip, in a third of the time); pip only installs uv.
+# uv installs the packages (the same resolution as pip, in half the time); pip only installs uv.
+# Compiled to bytecode at install, as pip does: with PYTHONDONTWRITEBYTECODE set, every process
+# would compile its imports from source again.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "uv>=0.13,<0.14"
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[test]"
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e ".[test]"
 	touch $(STAMP)
 
 # The protocols' own JavaScript clients (the official openai SDK, ...), from the committed lockfile.
@@ -58,7 +63,7 @@ lint: install
 	$(BIN)/mypy
 
 bench: install system-deps ## every benchmark and fault scenario, about 40 minutes (see docs/benchmarks.md); BENCH_FLAGS=--quick: a smoke run of each, nothing published
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[test,bench]"
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e ".[test,bench]"
 	$(BIN)/python bench/concurrency.py $(BENCH_FLAGS)
 	$(BIN)/python bench/first_token.py $(BENCH_FLAGS)
 	$(BIN)/python bench/engines.py $(BENCH_FLAGS)
