@@ -13,6 +13,7 @@ import redis
 
 from agent_api.config import Settings
 from agent_api.offline_llm import OfflineModelConfig, OfflineServer, ThreadedServer
+from agent_api.tls import client_tls_context
 from tests.utils.redis_server import RedisServer
 
 
@@ -77,7 +78,10 @@ def serve(settings_factory: Callable[..., Settings]) -> Iterator[Callable[..., A
     @contextmanager
     def start(**overrides: Any) -> Iterator[httpx.Client]:
         app = create_app(settings_factory(**overrides))
-        with ThreadedServer(app, lifespan="on") as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        with (
+            ThreadedServer(app, lifespan="on") as server,
+            httpx.Client(base_url=server.url, timeout=30, verify=client_tls_context()) as client,
+        ):
             yield client
 
     yield start

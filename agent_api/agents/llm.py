@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import copy
 import logging
-import ssl
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-import certifi
 import httpx
 
 from agent_api.agents.autogen_compat import SharedAcrossAgents
@@ -23,6 +21,7 @@ from agent_api.agents.autogen_compat import quiet_autogen_logging as quiet_autog
 from agent_api.agents.openai_compat import skip_chat_request_transforms as skip_chat_request_transforms
 from agent_api.agents.openai_compat import validate_chat_responses as validate_chat_responses
 from agent_api.config import Settings
+from agent_api.tls import client_tls_context
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +43,8 @@ class SharedHTTPClient(SharedAcrossAgents, httpx.Client):
     """
 
     def __init__(self, *, timeout: float, connections_per_thread: int = 2) -> None:
-        # One TLS context for all the pools: httpx builds a new one per client otherwise, loading
-        # the CA bundle each time (tens of ms of CPU and about a MiB per run thread).
-        self._ssl_context = ssl.create_default_context(cafile=certifi.where())
-        super().__init__(timeout=timeout, verify=self._ssl_context)
+        # One TLS context for all the pools: httpx builds a new one per client otherwise.
+        super().__init__(timeout=timeout, verify=client_tls_context())
         self._thread_timeout = timeout
         self._limits = httpx.Limits(
             max_connections=connections_per_thread, max_keepalive_connections=connections_per_thread
@@ -59,7 +56,7 @@ class SharedHTTPClient(SharedAcrossAgents, httpx.Client):
     def _thread_client(self) -> httpx.Client:
         client: httpx.Client | None = getattr(self._local, "client", None)
         if client is None:
-            client = httpx.Client(timeout=self._thread_timeout, limits=self._limits, verify=self._ssl_context)
+            client = httpx.Client(timeout=self._thread_timeout, limits=self._limits, verify=client_tls_context())
             self._local.client = client
             with self._pools_lock:
                 self._pools.append(client)
@@ -135,7 +132,7 @@ class LLMProvider:
             self._async_client = httpx.AsyncClient(
                 timeout=timeout,
                 limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
-                verify=self.http_client._ssl_context,
+                verify=client_tls_context(),
             )
         return self._async_client
 

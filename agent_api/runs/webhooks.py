@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 import httpx
 from standardwebhooks import Webhook
 
+from agent_api.tls import client_tls_context
+
 log = logging.getLogger(__name__)
 
 MAX_URL_LENGTH = 2048
@@ -102,7 +104,7 @@ class WebhookSender:
         self.max_backoff = max_backoff
         self.allow_private = allow_private
         self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self._client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=False, verify=client_tls_context())
         self._tasks: set[asyncio.Task[bool]] = set()
 
     def schedule(self, url: str, payload: dict[str, Any], *, event_type: str, message_id: str) -> None:

@@ -9,6 +9,7 @@ import time
 import httpx
 
 from agent_api.config import Settings
+from agent_api.tls import client_tls_context
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class ModelProbe:
     async def _probe(self) -> str | None:
         assert self.base_url is not None
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout)
+            self._client = httpx.AsyncClient(timeout=self.timeout, verify=client_tls_context())
         try:
             await self._client.get(f"{self.base_url}/models")
         except httpx.HTTPError as exc:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from agent_api.tls import client_tls_context
 from tests.utils.redis_server import free_port
 
 # Settings a developer may have in their shell; tests state the ones they want.
@@ -82,15 +83,16 @@ def serve_process(tmp_path: Path, env: Mapping[str, str | None], *args: str) -> 
     served = ServeProcess(process, f"http://127.0.0.1:{port}", out, err)
     try:
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{served.url}/health", timeout=2).status_code in (200, 503):
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, err.read_text()
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+        with httpx.Client(timeout=2, verify=client_tls_context()) as poll:
+            while True:
+                try:
+                    if poll.get(f"{served.url}/health").status_code in (200, 503):
+                        break
+                except httpx.TransportError:
+                    pass
+                assert process.poll() is None, err.read_text()
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
         yield served
     finally:
         if process.poll() is None:
