@@ -26,14 +26,19 @@ def _refuse(what: str, problem: str) -> NoReturn:
     sys.exit(EXIT_CONFIG)
 
 
-def _checked_settings(what: str) -> Settings:
-    """The settings, with everything start-up reads checked now: one line and exit 2 if one is wrong."""
+def _checked_settings(what: str, *, needs_redis: str | None = None) -> Settings:
+    """The settings, with everything start-up reads checked now: one line and exit 2 if one is wrong.
+
+    ``needs_redis``: why REDIS_URL must be set, if it must.
+    """
     try:
         settings = get_settings()
     except ValidationError as exc:
         error = exc.errors()[0]
         name = str(error["loc"][0]).upper() if error.get("loc") else "settings"
         _refuse(what, f"{name}: {str(error['msg']).removeprefix('Value error, ')}")
+    if needs_redis is not None and settings.redis_url is None:
+        _refuse(what, f"REDIS_URL: not set; {needs_redis}")
     # Imported once the settings are known good: the team loader imports AutoGen (about 2 s), and a
     # wrong setting is reported at once.
     from agent_api.agents.loader import TeamConfigError, load_teams
@@ -109,11 +114,11 @@ def _serve(args: argparse.Namespace) -> None:
 def _worker(args: argparse.Namespace) -> None:
     import asyncio
 
+    settings = _checked_settings(
+        "cannot start the worker", needs_redis="a worker needs REDIS_URL: it takes runs from Redis"
+    )
     from agent_api.worker import run_worker
 
-    settings = _checked_settings("cannot start the worker")
-    if settings.redis_url is None:
-        _refuse("cannot start the worker", "REDIS_URL: not set; a worker needs REDIS_URL: it takes runs from Redis")
     configure_logging(settings.log_level, settings.log_format)
     worker = run_worker(settings, metrics_port=args.metrics_port, parent_pid=args.parent_pid)
     try:
