@@ -51,7 +51,7 @@ def test_embedded_runs_can_be_followed_and_cancelled(tmp_path: Path) -> None:
         assert c.post(f"/runs/{slow['run_id']}/cancel").json()["status"] == "cancelled"
 
 
-@pytest.mark.slow(seconds=4)
+@pytest.mark.slow(seconds=1)
 def test_worker_needs_redis(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "agent_api.cli", "worker"],
@@ -69,7 +69,7 @@ def test_workers_in_process_zero_needs_redis(tmp_path: Path) -> None:
     assert "WORKERS_IN_PROCESS=0 needs REDIS_URL" in done.stderr
 
 
-@pytest.mark.slow(seconds=7)
+@pytest.mark.slow(seconds=3)
 def test_a_wrong_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
     for env, named in (
         ({"OAI_CONFIG_LIST": str(tmp_path / "missing.json")}, "OAI_CONFIG_LIST: cannot read"),
