@@ -16,9 +16,10 @@ COVERAGE_FLOOR ?= 88
 # Idle ones take work from the busiest (worksteal); tests/conftest.py orders the tests for it.
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
 
-test: install system-deps $(NODE_MODULES) ## install everything, lint, and run the test suite with coverage
-	$(BIN)/ruff check agent_api tests bench
-	$(BIN)/mypy
+test: ## install everything, lint, and run the test suite with coverage
+	@# Two lines at once: the Python packages then the lint, beside the system packages then the
+	@# JavaScript clients (mypy uses one core; the rest waits on the network and the disk).
+	@$(MAKE) --no-print-directory --jobs=2 --output-sync=target lint $(NODE_MODULES)
 	@# The tests start dozens of Python processes: each reads the package compiled once here
 	@# (instead of compiling it again, which it does when PYTHONDONTWRITEBYTECODE is set).
 	$(BIN)/python -m compileall -q -j 0 agent_api tests
@@ -39,7 +40,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # The protocols' own JavaScript clients (the official openai SDK, ...), from the committed lockfile.
-$(NODE_MODULES): tests/node/package.json tests/node/package-lock.json
+$(NODE_MODULES): tests/node/package.json tests/node/package-lock.json | system-deps
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
 
 # The tests need real programs: redis-server (sessions), docker-compose (it validates the compose
