@@ -32,11 +32,12 @@ install: $(STAMP)
 # to bytecode at install, as pip does: with PYTHONDONTWRITEBYTECODE set, every process would
 # compile its imports again.
 UV := "uv>=0.13,<0.14"
+UV_INSTALL := $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv --without-pip $(VENV)
 	$(PYTHON) -m pip --python $(BIN)/python install --quiet $(UV) 2>/dev/null \
 	  || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet $(UV); }
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python pip -e ".[test]"
+	$(UV_INSTALL) pip -e ".[test]"
 	touch $(STAMP)
 
 # The protocols' own JavaScript clients (the official openai SDK, ...), from the committed lockfile.
@@ -67,7 +68,7 @@ lint: install
 	$(BIN)/mypy
 
 bench: install system-deps ## every benchmark and fault scenario, about 40 minutes (see docs/benchmarks.md); BENCH_FLAGS=--quick: a smoke run of each, nothing published
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e ".[test,bench]"
+	$(UV_INSTALL) -e ".[test,bench]"
 	$(BIN)/python bench/concurrency.py $(BENCH_FLAGS)
 	$(BIN)/python bench/first_token.py $(BENCH_FLAGS)
 	$(BIN)/python bench/engines.py $(BENCH_FLAGS)

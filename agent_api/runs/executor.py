@@ -232,10 +232,11 @@ class RunExecutor:
     ) -> RunOutcome:
         if run.history is not None:
             history = [ChatMessage.model_validate(m) for m in run.history]
-        elif session is not None:  # read as the run started (its TTL refreshed)
-            history = self.sessions.loaded(run.session_id, run.owner, session).messages
         else:
-            history = (await self.sessions.load(run.session_id, run.owner, touch=True)).messages
+            # The step that started the run read its session (TTL refreshed): every run but a
+            # stateless one has it (RunStore.start with the sessions' keys, in execute).
+            assert session is not None
+            history = self.sessions.loaded(run.session_id, run.owner, session).messages
         team = self.teams.get(run.team)
         outcome: RunOutcome | None = None
         events = self.runner.events(

@@ -204,21 +204,18 @@ class SessionManager:
             raise SessionNotFound()
         return str(agent)
 
-    async def load(self, session_id: str, owner: str, *, touch: bool = False) -> Session:
+    async def load(self, session_id: str, owner: str) -> Session:
         """The session with its history; :class:`SessionNotFound` if unknown, expired or not ``owner``'s.
 
-        ``touch`` also refreshes the TTL (a run is starting), in the same round trip.
+        (A run that starts reads its session in the step that starts it: ``LOAD_FOR_RUN_LUA``.)
         """
         meta_key, messages_key = self._keys(session_id)
         async with _store_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hgetall(meta_key)
                 pipe.lrange(messages_key, 0, -1)
-                if touch:
-                    pipe.expire(meta_key, self.ttl)
-                    pipe.expire(messages_key, self.ttl)
                 pipe.ttl(meta_key)
-                meta, raw_messages, *_, ttl = await pipe.execute()
+                meta, raw_messages, ttl = await pipe.execute()
         return self.loaded(session_id, owner, StoredSession(meta, raw_messages, int(ttl)))
 
     def loaded(self, session_id: str, owner: str, stored: StoredSession) -> Session:
