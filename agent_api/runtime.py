@@ -23,6 +23,7 @@ from agent_api.agents.llm import (
     cache_import_checks,
     cache_openai_kwargs,
     create_llm_provider,
+    fast_protocol_checks,
     fast_trigger_matching,
     light_stream_events,
     quiet_autogen_logging,
@@ -113,6 +114,7 @@ async def open_engine(runtime: Runtime, stack: AsyncExitStack) -> tuple[LLMProvi
     cache_openai_kwargs()
     cache_import_checks()
     fast_trigger_matching()
+    fast_protocol_checks()
     light_stream_events()
     validate_chat_responses()
     skip_chat_request_transforms()

@@ -15,6 +15,7 @@ from agent_api.agents.autogen_compat import SharedAcrossAgents
 # Re-exported: the engine's startup (runtime.open_engine) calls them from here.
 from agent_api.agents.autogen_compat import cache_import_checks as cache_import_checks
 from agent_api.agents.autogen_compat import cache_openai_kwargs as cache_openai_kwargs
+from agent_api.agents.autogen_compat import fast_protocol_checks as fast_protocol_checks
 from agent_api.agents.autogen_compat import fast_trigger_matching as fast_trigger_matching
 from agent_api.agents.autogen_compat import light_stream_events as light_stream_events
 from agent_api.agents.autogen_compat import quiet_autogen_logging as quiet_autogen_logging

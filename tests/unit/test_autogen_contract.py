@@ -228,6 +228,65 @@ def test_reply_triggers_match_autogens_agents_as_autogen_matches_them() -> None:
     assert autogen.ConversableAgent._match_trigger is patched
 
 
+def test_protocol_checks_give_the_answers_typing_gives() -> None:
+    """fast_protocol_checks (startup, runtime.open_engine) remembers, on Python 3.11, the members
+    typing collects for a runtime-checkable protocol on every isinstance (AutoGen's Agent in
+    register_reply and reply matching): every answer is the one typing gives, and a protocol
+    class that is gone is not kept alive. On 3.12 and later nothing is patched."""
+    import gc
+    import sys
+    import typing
+    import weakref
+
+    from autogen.agentchat.agent import Agent
+
+    original = getattr(typing, "_get_protocol_attrs", None)
+    compat.fast_protocol_checks()
+    if sys.version_info >= (3, 12):
+        assert getattr(typing, "_get_protocol_attrs", None) is original
+        return
+    patched = typing._get_protocol_attrs  # type: ignore[attr-defined]
+    collect = patched.__wrapped__
+    assert "_get_protocol_attrs" in type(Agent).__instancecheck__.__code__.co_names  # what is patched is used
+
+    @typing.runtime_checkable
+    class Named(typing.Protocol):
+        name: str
+
+        def describe(self) -> str: ...
+
+    class Described:
+        name = "x"
+
+        def describe(self) -> str:
+            return self.name
+
+    for protocol in (Agent, Named, typing.SupportsInt):
+        assert patched(protocol) == collect(protocol)
+        assert patched(protocol) is patched(protocol)  # remembered
+    samples: list[Any] = [proxy(), Described(), [Agent, None], "user", 3, None, autogen.AssistantAgent]
+
+    protocols = (Agent, Named, typing.SupportsInt)
+
+    def answers(protocols: tuple[type, ...]) -> list[list[bool]]:
+        return [[isinstance(x, protocol) for x in samples] for protocol in protocols]
+
+    typing._get_protocol_attrs = collect  # type: ignore[attr-defined]
+    try:
+        expected = answers(protocols)
+    finally:
+        typing._get_protocol_attrs = patched  # type: ignore[attr-defined]
+    assert answers(protocols) == expected
+    assert expected[0][:3] == [True, False, False] and expected[1][:3] == [False, True, False]
+
+    gone = weakref.ref(Named)
+    del Named, protocols
+    gc.collect()
+    assert gone() is None
+    compat.fast_protocol_checks()
+    assert typing._get_protocol_attrs is patched  # type: ignore[attr-defined]
+
+
 def test_autogens_console_loggers_and_its_cost_warning(io: ScriptedIO) -> None:
     """quiet_autogen_logging (llm.py, at startup) takes the console handlers off the loggers of
     the modules AUTOGEN_STDOUT_LOGGERS names, and drops the "The cost will be 0" warning the
