@@ -17,7 +17,7 @@ from agent_api.metrics import RUNS_FINISHED
 from agent_api.models.chat import Usage
 from agent_api.runs import frames
 from agent_api.runs.model import Run, RunStatus
-from agent_api.runs.store import Finished, RunStore
+from agent_api.runs.store import Finished, QueueStep, RunStore
 from agent_api.runs.views import run_json
 from agent_api.runs.webhooks import WebhookSender
 from agent_api.services.sessions import Turn
@@ -30,6 +30,10 @@ class Dispatcher(Protocol):
     """The job queue as runs see it."""
 
     async def enqueue(self, run_id: str) -> None: ...
+
+    def enqueue_step(self, run_id: str) -> QueueStep | None:
+        """The run's enqueue as a step the run's creation also takes (None: :meth:`enqueue` after it)."""
+        ...
 
     async def abort(self, run_id: str) -> None: ...
 

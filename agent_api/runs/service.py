@@ -143,12 +143,13 @@ class RunService:
                 max_runs=self.max_runs_per_key,
                 session_frame=frames.session_frame(session_id, team, run.id),
                 new_session=new_session,
+                enqueue=self.lifecycle.dispatcher.enqueue_step(run.id),
             )
         except RunExists as exc:
             raise RunIdTaken() from exc
         if admission.interrupted is not None:
             await self.stop(admission.interrupted, RunStatus.INTERRUPTED)
-        if admission.dispatch:
+        if admission.dispatch and not admission.enqueued:
             try:
                 await self.lifecycle.dispatcher.enqueue(run.id)
             except Exception:
@@ -278,13 +279,13 @@ class RunService:
         return run
 
     async def _ended(self, run_id: str) -> Run | None:
-        """The run once it has ended (None if it is gone): one blocking read of its end marker,
-        and after each block without it a look at the record (a run that ended unmarked)."""
-        while not await self.store.wait_end(run_id, block=self.follow_block):
-            current = await self.store.get(run_id)
-            if current is None or current.status.final:
-                return current
-        return await self.store.get(run_id)
+        """The run once it has ended (None if it is gone): a blocking read of its end marker and
+        of its record in one round trip, again after each block (a run that ended unmarked ends
+        the wait by its record)."""
+        while True:
+            ended, run = await self.store.wait_end(run_id, block=self.follow_block)
+            if ended or run is None or run.status.final:
+                return run
 
 
 def check_cursor(after: str, loc: list[str | int]) -> str:

@@ -48,6 +48,13 @@ from agent_api.services.usage import Counters
 
 log = logging.getLogger(__name__)
 
+# KEYS: 1 run, 2 events, 3 session's active run, 4 its pending runs, 5 its runs, 6 the key's active
+# runs, 7 its run index, 8 the new session's record, 9-12 the job's (QueueStep). ARGV: 1 run id,
+# 2 if_busy, 3 max runs, 4 created (ms), 5 run TTL, 6 session frame, 7 run key prefix, 8 index
+# size, 9-10 the new session's field count and TTL, 11-12 the job's (QueueStep; '' for none),
+# then the new session's fields, then the run's. Returns {code, current}: 1 started now (4: its
+# job not written, its key taken), 2 queued behind ``current``, 3 interrupting it; -1 busy, -2
+# the key's limit, -3 the run exists.
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {-3, ''} end
 local max = tonumber(ARGV[3])
@@ -71,9 +78,20 @@ else
   current = ''
 end
 local session_fields = tonumber(ARGV[9])
-for i = 11, 10 + 2 * session_fields, 2 do redis.call('HSET', KEYS[8], ARGV[i], ARGV[i + 1]) end
+for i = 13, 12 + 2 * session_fields, 2 do redis.call('HSET', KEYS[8], ARGV[i], ARGV[i + 1]) end
 if session_fields > 0 then redis.call('EXPIRE', KEYS[8], ARGV[10]) end
-for i = 11 + 2 * session_fields, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 13 + 2 * session_fields, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if code == 1 and ARGV[11] ~= '' then
+  -- The run's job, as saq's enqueue script writes it (QueueStep): KEYS 9-12 incomplete, job,
+  -- queued, abort; ARGV 11-12 the job's record and its scheduled time.
+  if not redis.call('ZSCORE', KEYS[9], KEYS[10]) and redis.call('EXISTS', KEYS[12]) == 0 then
+    redis.call('SET', KEYS[10], ARGV[11])
+    redis.call('ZADD', KEYS[9], ARGV[12], KEYS[10])
+    if ARGV[12] == '0' then redis.call('RPUSH', KEYS[11], KEYS[10]) end
+  else
+    code = 4
+  end
+end
 redis.call('XADD', KEYS[2], '*', 'e', 'session', 'd', ARGV[6])
 redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
 redis.call('EXPIRE', KEYS[5], ARGV[5])
@@ -189,6 +207,20 @@ class Admission:
 
     dispatch: bool
     interrupted: str | None = None
+    enqueued: bool = False  # dispatched by the step that created it (its QueueStep)
+
+
+@dataclass(frozen=True)
+class QueueStep:
+    """A job queue's enqueue of a run, for the step that creates the run to do it too.
+
+    Keys and arguments of saq's enqueue script (``SaqDispatcher.enqueue_step``): the queue's
+    incomplete set, the job's record, the queued list and the job's abort key; the record and the
+    time it is scheduled for.
+    """
+
+    keys: tuple[str, str, str, str]
+    args: tuple[str | bytes, int]
 
 
 @dataclass(frozen=True)
@@ -312,11 +344,12 @@ class RunStore:
         max_runs: int | None,
         session_frame: str,
         new_session: NewSession | None = None,
+        enqueue: QueueStep | None = None,
     ) -> Admission:
         """Store a new run and its first event, applying the busy-session policy and the key's limit.
 
         ``new_session``, the record of the session the run starts, is written in the same step,
-        only if the run is admitted.
+        only if the run is admitted; so is the run's job (``enqueue``), if the run starts now.
         """
         active, pending, index = self._session_keys(run.session_id)
         keys = [
@@ -328,8 +361,9 @@ class RunStore:
             self._owner_key(run.owner),
             self._owner_index(run.owner),
             new_session.key if new_session is not None else self.run_key(run.id),  # (unused without one)
+            *(enqueue.keys if enqueue is not None else [self.run_key(run.id)] * 4),  # (unused without one)
         ]
-        args: list[str | int] = [
+        args: list[str | bytes | int] = [
             run.id,
             if_busy.value,
             max_runs or 0,
@@ -340,6 +374,7 @@ class RunStore:
             OWNER_INDEX_SIZE,
             len(new_session.fields) if new_session is not None else 0,
             new_session.ttl if new_session is not None else 0,
+            *(enqueue.args if enqueue is not None else ("", 0)),
         ]
         for name, value in new_session.fields.items() if new_session is not None else []:
             args += [name, value]
@@ -359,7 +394,12 @@ class RunStore:
         if code == -1:
             raise SessionBusy()
         self._wake(run.id)
-        return Admission(dispatch=code == 1, interrupted=(str(current) or None) if code == 3 else None)
+        # 4: started now, but the job's key was taken (as saq's own enqueue would refuse it)
+        return Admission(
+            dispatch=code in (1, 4),
+            interrupted=(str(current) or None) if code == 3 else None,
+            enqueued=code == 1 and enqueue is not None,
+        )
 
     async def get(self, run_id: str) -> Run | None:
         async with _store_errors():
@@ -513,26 +553,32 @@ class RunStore:
             return []
         return [LogEntry(str(entry_id), fields["e"], fields["d"]) for entry_id, fields in reply[0][1]]
 
-    async def wait_end(self, run_id: str, *, block: float) -> bool:
-        """Wait up to ``block`` seconds for the run to end; True once it has.
+    async def wait_end(self, run_id: str, *, block: float) -> tuple[bool, Run | None]:
+        """Wait up to ``block`` seconds for the run to end: whether it has, and its record then.
 
-        One blocking read that only the run's end answers: a waiter that needs the result, not
-        the events, takes one round trip however many events the run writes meanwhile.
+        One round trip: a blocking read that only the run's end answers, pipelined with a read of
+        the record (Redis runs a connection's commands in order, so the record is read once the
+        end has come or the block has run out). A waiter that needs the result, not the events,
+        takes one round trip however many events the run writes meanwhile.
         """
         key = self.end_key(run_id)
         async with _store_errors():
             if self.follow_client is not None:
-                return bool(await self.follow_client.xread({key: "0"}, count=1, block=int(block * 1000)))
+                async with self.follow_client.pipeline(transaction=False) as pipe:
+                    pipe.xread({key: "0"}, count=1, block=int(block * 1000))
+                    pipe.hgetall(self.run_key(run_id))
+                    ended, raw = await pipe.execute()
+                return bool(ended), Run.from_fields(raw) if raw else None
             assert self._wakeups is not None
             loop = asyncio.get_running_loop()
             give_up = loop.time() + block
             while True:
                 woken = self._wakeups.arm(run_id)
                 if await self.redis.exists(key):
-                    return True
+                    return True, await self.get(run_id)
                 left = give_up - loop.time()
                 if left <= 0:
-                    return False
+                    return False, await self.get(run_id)
                 await self._wakeups.wait(run_id, left, woken)
 
     async def request_input(self, run_id: str, request: dict[str, Any], frame_data: str) -> bool:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import redis.asyncio as aioredis
 from saq import Status
 from saq.utils import now as saq_now
 
+from agent_api.runs.model import IfBusy
 from agent_api.runs.queue import SaqDispatcher
+from agent_api.runs.store import RunStore
 from tests.utils.redis_server import RedisServer
+from tests.utils.runs import queued_run
 
 
 async def test_a_just_dequeued_job_is_kept_and_an_orphan_given_up(
@@ -107,3 +112,44 @@ async def test_a_job_s_start_and_success_are_not_published_but_its_abort_is(
     finally:
         await dispatcher.close()
         await client.aclose()
+
+
+async def test_a_run_s_creation_writes_its_job_as_saq_s_enqueue_would(
+    redis_server: RedisServer, redis_client: object
+) -> None:
+    """The step that creates a run also enqueues its job (SaqDispatcher.enqueue_step): the same
+    record, queued list and incomplete set as saq's own enqueue, and saq's dequeue takes it."""
+    client = aioredis.Redis(port=redis_server.port, decode_responses=True)
+    raw = aioredis.Redis(port=redis_server.port)
+    dispatcher = SaqDispatcher(raw, heartbeat=2)
+    queue = dispatcher.queue
+    store = RunStore(client, follow_client=None, run_ttl=60)
+    try:
+        await dispatcher.enqueue("run_saq")  # saq's own enqueue, to compare with
+        run = queued_run("run_ours")
+        admission = await store.create(
+            run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}", enqueue=dispatcher.enqueue_step(run.id)
+        )
+        assert admission.dispatch and admission.enqueued
+        job_ids = [queue.job_id(run_id).encode() for run_id in ("run_saq", "run_ours")]
+        assert await raw.lrange(queue._queued, 0, -1) == job_ids  # type: ignore[misc]
+        assert sorted(await raw.zrange(queue._incomplete, 0, -1)) == sorted(job_ids)
+        theirs, ours = await queue.job("run_saq"), await queue.job("run_ours")
+        assert theirs is not None and ours is not None
+        differ = {"key", "kwargs", "queued"}
+        assert {k: v for k, v in ours.to_dict().items() if k not in differ} == {
+            k: v for k, v in theirs.to_dict().items() if k not in differ
+        }
+        assert ours.kwargs == {"run_id": "run_ours"} and ours.status == Status.QUEUED and ours.queued > 0
+        first, second = await queue.dequeue(timeout=1), await queue.dequeue(timeout=1)
+        assert first is not None and second is not None and second.key == "run_ours"
+
+        behind = replace(queued_run("run_behind"), session_id=run.session_id)  # the session is busy
+        step = dispatcher.enqueue_step(behind.id)
+        admission = await store.create(behind, if_busy=IfBusy.ENQUEUE, max_runs=None, session_frame="{}", enqueue=step)
+        assert not admission.dispatch and not admission.enqueued
+        assert await queue.job("run_behind") is None  # its job is written when its turn comes
+    finally:
+        await dispatcher.close()
+        await client.aclose()
+        await raw.aclose()

@@ -37,19 +37,21 @@ async def store(
     await client.aclose()
 
 
-async def test_wait_end_answers_only_the_end(store: RunStore) -> None:
+async def test_wait_end_answers_only_the_end_and_gives_the_record(store: RunStore) -> None:
     run = queued_run("run_a")
     await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
-    assert await store.wait_end(run.id, block=0.05) is False  # not ended: the block runs out
+    ended, current = await store.wait_end(run.id, block=0.05)  # not ended: the block runs out
+    assert not ended and current is not None and current.status is RunStatus.QUEUED
     waiting = asyncio.create_task(store.wait_end(run.id, block=10))
     await store.append(run.id, [("message", "{}"), ("token", "{}")])
     started = await store.start(run.id, "worker-1")
     assert started is not None
     await store.finish(started[0], RunStatus.SUCCEEDED, [("done", "{}")], result={"response": "ok"})
-    assert await asyncio.wait_for(waiting, 10) is True
-    assert await store.wait_end(run.id, block=0.05) is True  # ended: at once, however late
-    ended = await store.get(run.id)
-    assert ended is not None and ended.status is RunStatus.SUCCEEDED
+    ended, current = await asyncio.wait_for(waiting, 10)
+    assert ended and current is not None  # the record as the end left it, read after the end came
+    assert current.status is RunStatus.SUCCEEDED and current.result == {"response": "ok"}
+    ended, current = await store.wait_end(run.id, block=0.05)  # ended: at once, however late
+    assert ended and current == await store.get(run.id)
 
 
 async def test_a_deleted_run_has_no_end_left(store: RunStore) -> None:
@@ -57,7 +59,7 @@ async def test_a_deleted_run_has_no_end_left(store: RunStore) -> None:
     await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
     await store.finish(run, RunStatus.CANCELLED, [("done", "{}")])
     await store.delete(run)
-    assert await store.wait_end(run.id, block=0.05) is False
+    assert await store.wait_end(run.id, block=0.05) == (False, None)
     assert await store.get(run.id) is None
 
 
