@@ -161,7 +161,8 @@ class RunExecutor:
         self.input_timeout = input_timeout
 
     async def execute(self, run_id: str) -> None:
-        taken = await self.store.start(run_id, self.worker_id, self.sessions.keys())
+        job = self.lifecycle.dispatcher.job_write(run_id, ending=False)
+        taken = await self.store.start(run_id, self.worker_id, self.sessions.keys(), job=job)
         if taken is None:  # ended before it started, or delivered twice: never run a run twice
             log.info("run %s is not queued any more; skipped", run_id)
             return

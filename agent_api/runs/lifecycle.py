@@ -17,7 +17,7 @@ from agent_api.metrics import RUNS_FINISHED
 from agent_api.models.chat import Usage
 from agent_api.runs import frames
 from agent_api.runs.model import Run, RunStatus
-from agent_api.runs.store import Finished, QueueStep, RunStore
+from agent_api.runs.store import Finished, JobWrite, QueueStep, RunStore
 from agent_api.runs.views import run_json
 from agent_api.runs.webhooks import WebhookSender
 from agent_api.services.sessions import Turn
@@ -33,6 +33,11 @@ class Dispatcher(Protocol):
 
     def enqueue_step(self, run_id: str) -> QueueStep | None:
         """The run's enqueue as a step the run's creation also takes (None: :meth:`enqueue` after it)."""
+        ...
+
+    def job_write(self, run_id: str, *, ending: bool) -> JobWrite | None:
+        """The record of the job executing ``run_id`` in this process, started or (``ending``)
+        completed, for the run's own step to write; None where no such job runs."""
         ...
 
     async def abort(self, run_id: str) -> None: ...
@@ -71,8 +76,9 @@ class RunLifecycle:
         then nothing is written).
         """
         counters = self.usage.counters(run.owner, run.team, usage) if self.usage is not None else None
+        job = self.dispatcher.job_write(run.id, ending=True)
         finished = await self.store.finish(
-            run, status, events, result=result, error=error, counters=counters, turn=turn
+            run, status, events, result=result, error=error, counters=counters, turn=turn, job=job
         )
         if finished is None:
             return None

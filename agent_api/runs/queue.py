@@ -24,7 +24,7 @@ from saq.queue.redis import RedisQueue
 from saq.utils import now as saq_now
 
 from agent_api.metrics import LIVE_WORKERS, QUEUE_DEPTH
-from agent_api.runs.store import QueueStep
+from agent_api.runs.store import JobWrite, QueueStep
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,36 @@ class RunJobQueue(RedisQueue):
 
     on_lost: LostHandler | None = None
     _suspects: frozenset[bytes] = frozenset()
+    # The run's start step writes a job's record when the job starts (SaqDispatcher.job_write).
+    starts_written_by_runs = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._dequeuing = asyncio.Lock()
+        self._ended_by_runs: set[str] = set()  # jobs whose completion the run's end step wrote
+
+    async def _update(self, job: Job, status: Status | None = None, **kwargs: Any) -> None:
+        """saq's write of a job's change, except its start where the run's start step writes it.
+
+        saq's worker marks a job active (a write and a publish nobody hears) just before it calls
+        the job's function, whose first step is the run's start, which writes the same record
+        (``SaqDispatcher.job_write``): one round trip per run fewer.
+        """
+        if status == Status.ACTIVE and self.starts_written_by_runs:
+            job.status = status
+            return
+        await super()._update(job, status, **kwargs)
+
+    async def _finish(self, job: Job, status: Status, *, result: Any = None, error: str | None = None) -> None:
+        """saq's end of a job, unless the run's end step wrote it completed (one round trip fewer)."""
+        if status == Status.COMPLETE and job.key in self._ended_by_runs:
+            self._ended_by_runs.discard(job.key)
+            return
+        self._ended_by_runs.discard(job.key)
+        await super()._finish(job, status, result=result, error=error)
+
+    def ended_by_run(self, job_key: str) -> None:
+        self._ended_by_runs.add(job_key)
 
     async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:
         """saq's dequeue, one at a time in this process: worker processes take jobs in turn.
@@ -136,6 +162,7 @@ class SaqDispatcher:
         self.heartbeat = heartbeat
         self.cancel_channel = f"{name}:cancel"
         self._running: dict[str, asyncio.Task[None]] = {}  # this process's runs, by id
+        self._jobs: dict[str, Job] = {}  # ... and their jobs
         self._touch = client.register_script(_TOUCH)
 
     def _job(self, run_id: str) -> Job:
@@ -191,6 +218,7 @@ class SaqDispatcher:
         """A saq worker that runs ``execute(run_id)`` per job; :meth:`beat_forever` keeps the jobs alive."""
 
         async def execute_run(ctx: dict[str, Any], *, run_id: str) -> None:
+            self._jobs[run_id] = ctx["job"]
             work = asyncio.get_running_loop().create_task(execute(run_id))
             self._running[run_id] = work
             try:
@@ -202,6 +230,7 @@ class SaqDispatcher:
                 raise
             finally:
                 self._running.pop(run_id, None)
+                self._jobs.pop(run_id, None)
 
         worker: Worker[Any] = Worker(
             self.queue,
@@ -218,7 +247,35 @@ class SaqDispatcher:
             dequeue_timeout=60,
         )
         worker.SIGNALS = []  # the process's owner handles signals and calls stop_gracefully
+        self.queue.starts_written_by_runs = True  # execute() starts with the run's start step
         return worker
+
+    def job_write(self, run_id: str, *, ending: bool) -> JobWrite | None:
+        """The record of the job executing ``run_id`` here, for the run's start or end step to write.
+
+        Started: the job as saq's worker has just marked it active (RunJobQueue._update leaves the
+        write to this step). Ending: the job as saq's ``finish`` completes it (status, completion
+        time, progress; no result), leaving the queue's active list and incomplete set, kept for
+        its TTL (saq's ``_finish``); once written, saq's own completion is skipped. A job that
+        ends otherwise (aborted, failed, retried) is still written by saq, after this.
+        tests/integration/test_queue.py checks both against saq's own writes.
+        """
+        job = self._jobs.get(run_id)
+        if job is None:
+            return None
+        queue = self.queue
+        if not ending:
+            return JobWrite(key=job.id, record=queue.serialize(job))
+        done = queue.copy(job)
+        done.status, done.result, done.error = Status.COMPLETE, None, None
+        done.completed, done.progress = saq_now(), 1.0
+        return JobWrite(
+            key=job.id,
+            record=queue.serialize(done),
+            done_lists=(queue._active, queue._incomplete),
+            ttl=job.ttl,
+            written=lambda: queue.ended_by_run(job.key),
+        )
 
     @staticmethod
     async def stop_gracefully(worker: Worker[Any], grace: float) -> None:
@@ -283,6 +340,10 @@ class MemoryDispatcher:
 
     def enqueue_step(self, run_id: str) -> None:
         """None: a run's task is started by :meth:`enqueue`, after the step that creates the run."""
+        return None
+
+    def job_write(self, run_id: str, *, ending: bool) -> None:
+        """None: a run's task has no record of its own."""
         return None
 
     async def enqueue(self, run_id: str) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -102,16 +102,18 @@ redis.call('EXPIRE', KEYS[7], tonumber(ARGV[5]) + 86400)
 return {code, current}
 """
 
-# ARGV: 1 started_at, 2 worker, and optionally 3-5 where sessions are (SessionKeys: head, messages
-# suffix, TTL): the run, and then the session it continues (not for a stateless run), TTL refreshed.
+# KEYS: 1 run, 2 its job's record (JobWrite). ARGV: 1 started_at, 2 worker, 3-5 where sessions are
+# (SessionKeys: head, messages suffix, TTL; '' for none), 6 the job's record ('' for none): the
+# run, and then the session it continues (not for a stateless run), TTL refreshed.
 _START = (
     LOAD_FOR_RUN_LUA
     + """
+if ARGV[6] ~= '' then redis.call('SET', KEYS[2], ARGV[6]) end
 if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return false end
 if redis.call('HEXISTS', KEYS[1], 'cancel_to') == 1 then return false end
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker', ARGV[2])
 local run = redis.call('HGETALL', KEYS[1])
-if #ARGV < 5 or redis.call('HEXISTS', KEYS[1], 'history') == 1 then return {run} end
+if ARGV[3] == '' or redis.call('HEXISTS', KEYS[1], 'history') == 1 then return {run} end
 local session = ARGV[3] .. redis.call('HGET', KEYS[1], 'session_id')
 return {run, load_session(session, session .. ARGV[4], tonumber(ARGV[5]))}
 """
@@ -126,19 +128,30 @@ end
 return status
 """
 
-# ARGV: 1 run id, 2 status, 3 the statuses it may end from, 4 ended_at, 5 run TTL, 6 result,
-# 7 error, 8 counters n, 9 their TTL, 10 turn messages m (-1: no turn), 11 max history, 12 session
-# TTL, 13 updated_at; then n counter field/amount pairs, m messages, and event/data pairs.
+# KEYS: 1 run, 2 events, 3 session's active run, 4 its pending runs, 5 the key's active runs, 6 end,
+# 7 counters, 8-9 the session's turn keys, 10-12 the job's record, active list and incomplete set
+# (JobWrite). ARGV: 1 run id, 2 status, 3 the statuses it may end from, 4 ended_at, 5 run TTL,
+# 6 result, 7 error, 8 counters n, 9 their TTL, 10 turn messages m (-1: no turn), 11 max history,
+# 12 session TTL, 13 updated_at, 14 the job's record ('' for none), 15 its TTL; then n counter
+# field/amount pairs, m messages, and event/data pairs.
 _FINISH = (
     APPEND_TURN_LUA
     + """
+if ARGV[14] ~= '' then
+  redis.call('LREM', KEYS[11], 1, KEYS[10])
+  redis.call('ZREM', KEYS[12], KEYS[10])
+  local ttl = tonumber(ARGV[15])
+  if ttl > 0 then redis.call('SETEX', KEYS[10], ttl, ARGV[14])
+  elseif ttl == 0 then redis.call('SET', KEYS[10], ARGV[14])
+  else redis.call('DEL', KEYS[10]) end
+end
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {0, '', '0', 0} end
 local allowed = false
 for s in string.gmatch(ARGV[3], '[^,]+') do if s == status then allowed = true end end
 if not allowed then return {0, '', '0', 0} end
 local counted, saved = tonumber(ARGV[8]), tonumber(ARGV[10])
-local first_message = 14 + 2 * counted
+local first_message = 16 + 2 * counted
 local first_event = first_message + math.max(saved, 0)
 local turns = 0
 if saved >= 0 then
@@ -149,7 +162,7 @@ end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'ended_at', ARGV[4])
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[6]) end
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[7]) end
-for i = 14, first_message - 1, 2 do redis.call('HINCRBY', KEYS[7], ARGV[i], ARGV[i + 1]) end
+for i = 16, first_message - 1, 2 do redis.call('HINCRBY', KEYS[7], ARGV[i], ARGV[i + 1]) end
 if counted > 0 then redis.call('EXPIRE', KEYS[7], ARGV[9]) end
 for i = first_event, #ARGV, 2 do redis.call('XADD', KEYS[2], '*', 'e', ARGV[i], 'd', ARGV[i + 1]) end
 redis.call('XADD', KEYS[6], '*', 's', ARGV[2])
@@ -224,6 +237,23 @@ class QueueStep:
 
 
 @dataclass(frozen=True)
+class JobWrite:
+    """A job queue's record of the job that executes a run, for the run's start or end to write.
+
+    The record (``key``, ``record``) as saq writes it when the job starts (``SET``) or completes
+    (``SaqDispatcher.job_write``). When it completes, the job also leaves the queue's active list
+    and incomplete set (``done_lists``), and its record is kept for ``ttl`` seconds (0: kept, <0:
+    deleted), as in saq's ``_finish``; ``written`` is called once the step has run.
+    """
+
+    key: str
+    record: str | bytes
+    done_lists: tuple[str, str] | None = None  # (active list, incomplete set)
+    ttl: int = 0
+    written: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True)
 class Finished:
     """A run that ended: the run to start next on its session, whether to delete it (rollback)."""
 
@@ -283,6 +313,11 @@ class _Wakeups:
         event = self._events.pop(run_id, None)
         if event is not None:
             event.set()
+
+
+def _written(job: JobWrite | None) -> None:
+    if job is not None and job.written is not None:
+        job.written()
 
 
 def _pairs(flat: Sequence[str]) -> dict[str, str]:
@@ -433,18 +468,21 @@ class RunStore:
         return [str(i) for i in ids]
 
     async def start(
-        self, run_id: str, worker: str, sessions: SessionKeys | None = None
+        self, run_id: str, worker: str, sessions: SessionKeys | None = None, *, job: JobWrite | None = None
     ) -> tuple[Run, StoredSession | None] | None:
         """Move a queued run to running; None when it is not queued (ended, or taken already).
 
         With ``sessions``, the same step reads the session the run continues (its TTL refreshed),
-        unless the run is stateless.
+        unless the run is stateless; with ``job``, it writes the record of the run's job (started)
+        whatever the run's status.
         """
-        args: list[str | int] = [utcnow().isoformat(), worker]
-        if sessions is not None:
-            args += [sessions.head, sessions.messages_suffix, sessions.ttl]
+        args: list[str | bytes | int] = [utcnow().isoformat(), worker]
+        args += [sessions.head, sessions.messages_suffix, sessions.ttl] if sessions is not None else ["", "", 0]
+        args.append(job.record if job is not None else "")
+        keys = [self.run_key(run_id), job.key if job is not None else self.run_key(run_id)]
         async with _store_errors():
-            reply = await self._start(keys=[self.run_key(run_id)], args=args)
+            reply = await self._start(keys=keys, args=args)
+        _written(job)
         if not reply:
             return None
         raw_run, *rest = reply
@@ -470,12 +508,15 @@ class RunStore:
         error: dict[str, Any] | None = None,
         counters: Counters | None = None,
         turn: Turn | None = None,
+        job: JobWrite | None = None,
     ) -> Finished | None:
         """End a run as ``status`` with its last events; None when it had ended already.
 
         In the same step, so only by the one that ends it: ``counters`` (the run's usage) are
         added, and ``turn`` is appended to the session. A turn is saved whole with the run's end or
-        not at all: :class:`SessionNotFound` (and nothing written) if the session has expired.
+        not at all: :class:`SessionNotFound` (and nothing of the run written) if the session has
+        expired. ``job``, the record of the job that executed the run (completed), is written
+        whatever the outcome.
         """
         active, pending, _ = self._session_keys(run.session_id)
         keys = [
@@ -489,8 +530,10 @@ class RunStore:
             counters.key if counters is not None else self.run_key(run.id),
             turn.meta_key if turn is not None else self.run_key(run.id),
             turn.messages_key if turn is not None else self.run_key(run.id),
+            job.key if job is not None else self.run_key(run.id),
+            *(job.done_lists if job is not None and job.done_lists is not None else [self.run_key(run.id)] * 2),
         ]
-        args: list[str | int] = [
+        args: list[str | bytes | int] = [
             run.id,
             status.value,
             ",".join(sources_of(status)),
@@ -504,6 +547,8 @@ class RunStore:
             turn.max_history if turn is not None else 0,
             turn.ttl if turn is not None else 0,
             turn.updated_at if turn is not None else "",
+            job.record if job is not None else "",
+            job.ttl if job is not None else 0,
         ]
         for name, amount in counters.increments if counters is not None else []:
             args += [name, amount]
@@ -512,6 +557,7 @@ class RunStore:
             args += [event, data]
         async with _store_errors():
             done, next_run, rollback, turns = await self._finish(keys=keys, args=args)
+        _written(job)
         done = int(done)
         if done == -1:
             raise SessionNotFound()

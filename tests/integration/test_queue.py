@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
+from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
-from saq import Status
+from saq import Job, Status
+from saq.queue.redis import RedisQueue
 from saq.utils import now as saq_now
 
-from agent_api.runs.model import IfBusy
+from agent_api.runs.model import IfBusy, RunStatus
 from agent_api.runs.queue import SaqDispatcher
 from agent_api.runs.store import RunStore
 from tests.utils.redis_server import RedisServer
@@ -150,6 +154,71 @@ async def test_a_run_s_creation_writes_its_job_as_saq_s_enqueue_would(
         assert not admission.dispatch and not admission.enqueued
         assert await queue.job("run_behind") is None  # its job is written when its turn comes
     finally:
+        await dispatcher.close()
+        await client.aclose()
+        await raw.aclose()
+
+
+async def test_a_run_s_start_and_end_write_its_job_as_saq_s_worker_would(
+    redis_server: RedisServer, redis_client: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's job is marked active by the run's start step and completed by the run's end
+    step (SaqDispatcher.job_write), each in the step's round trip: saq's own two writes are
+    skipped, and the records are what saq would have written."""
+    client = aioredis.Redis(port=redis_server.port, decode_responses=True)
+    raw = aioredis.Redis(port=redis_server.port)
+    dispatcher = SaqDispatcher(raw, heartbeat=2)
+    queue = dispatcher.queue
+    store = RunStore(client, follow_client=None, run_ttl=60)
+    seen: dict[str, Job | None] = {}
+    saq_writes: list[str] = []
+    for name in ("_update", "_finish"):  # saq's writes, under RunJobQueue's
+        original = getattr(RedisQueue, name)
+
+        async def spy(
+            self: RedisQueue, job: Job, *args: Any, _name: str = name, _call: Any = original, **kw: Any
+        ) -> Any:
+            saq_writes.append(_name)
+            return await _call(self, job, *args, **kw)
+
+        monkeypatch.setattr(RedisQueue, name, spy)
+
+    async def execute(run_id: str) -> None:  # what RunExecutor.execute does around the team
+        taken = await store.start(run_id, "worker-1", job=dispatcher.job_write(run_id, ending=False))
+        assert taken is not None
+        seen["started"] = await queue.job(run_id)
+        ending = dispatcher.job_write(run_id, ending=True)
+        await store.finish(taken[0], RunStatus.SUCCEEDED, [("done", "{}")], job=ending)
+        seen["ended"] = await queue.job(run_id)
+
+    run = queued_run("run_job")
+    step = dispatcher.enqueue_step(run.id)
+    await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}", enqueue=step)
+    worker = dispatcher.worker(execute, concurrency=2, grace=1, in_process=False)
+    assert queue.starts_written_by_runs
+    started = asyncio.get_running_loop().create_task(worker.start())
+    try:
+        for _ in range(100):
+            if "ended" in seen and not queue._ended_by_runs:
+                break
+            await asyncio.sleep(0.05)
+        active, ended = seen["started"], seen["ended"]
+        assert active is not None and active.status == Status.ACTIVE
+        assert active.attempts == 1 and active.started > 0 and active.worker_id == worker.id
+        assert ended is not None and ended.status == Status.COMPLETE and ended.completed >= active.started
+        assert ended.progress == 1.0 and ended.result is None and ended.error is None
+        assert not queue._ended_by_runs  # saq's completion came, and was skipped
+        final = await queue.job(run.id)
+        assert final is not None and final.to_dict() == ended.to_dict()
+        assert await raw.lrange(queue._active, 0, -1) == []  # type: ignore[misc]
+        assert await raw.zscore(queue._incomplete, queue.job_id(run.id)) is None
+        assert 0 < await raw.ttl(queue.job_id(run.id)) <= ended.ttl
+        assert saq_writes == []  # saq's own writes of the job's start and end did not run
+        await queue.update(final, progress=0.5)
+        assert saq_writes == ["_update"]  # (any other change of the job is saq's to write)
+    finally:
+        await worker.stop()
+        started.cancel()
         await dispatcher.close()
         await client.aclose()
         await raw.aclose()
