@@ -22,7 +22,11 @@ def add_output_flags(parser: argparse.ArgumentParser, *, doc: bool = True) -> No
         f"go to {QUICK_DIR}, never to bench/results or docs/",
     )
     if doc:
-        parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+        parser.add_argument(
+            "--no-doc",
+            action="store_true",
+            help=f"publish nothing: docs/benchmarks.md is not rewritten and the raw results go to {QUICK_DIR}",
+        )
 
 
 def parse_args(
