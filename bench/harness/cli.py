@@ -43,7 +43,9 @@ def parse_args(
 def output(args: argparse.Namespace) -> Output:
     """Where this run writes, from ``--quick`` and ``--no-doc``."""
     doc = not getattr(args, "no_doc", False)
-    return Output.quick(doc) if args.quick else Output.published(doc)
+    # Only a full run with its document publishes: a run without one writes where a quick run does,
+    # so that the next published run's *previous* figures are the last published ones.
+    return Output.published() if doc and not args.quick else Output.quick(doc)
 
 
 @dataclass(frozen=True)

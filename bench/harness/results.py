@@ -65,14 +65,8 @@ class Output:
     images_dir: Path
 
     @classmethod
-    def published(cls, doc: bool = True) -> Output:
-        """``bench/results/`` and ``docs/benchmarks.md`` (its images in ``docs/``).
-
-        Without ``doc`` nothing is published: the raw results go to the scratch directory, as a
-        quick run's do, so that the next published run's *previous* figures are the last published.
-        """
-        if not doc:
-            return cls(QUICK_DIR, None, QUICK_DIR)
+    def published(cls) -> Output:
+        """``bench/results/`` and ``docs/benchmarks.md`` (its images in ``docs/``)."""
         return cls(RESULTS_DIR, DOC_PATH, DOC_PATH.parent)
 
     @classmethod
