@@ -25,6 +25,7 @@ from saq.utils import now as saq_now
 
 from agent_api.metrics import LIVE_WORKERS, QUEUE_DEPTH
 from agent_api.runs.store import JobWrite, QueueStep
+from agent_api.services import pubsub
 
 log = logging.getLogger(__name__)
 
@@ -198,21 +199,18 @@ class SaqDispatcher:
             await self.queue.redis.publish(self.cancel_channel, run_id)
 
     async def listen_for_cancels(self) -> None:
-        """Cancel this process's runs named on ``cancel_channel`` (runs until cancelled)."""
-        while True:
-            try:
-                async with self.queue.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self.cancel_channel)
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            task = self._running.get(message["data"].decode())
-                            if task is not None:
-                                task.cancel()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # Redis went away: subscribe again once it is back
-                log.warning("cancel listener lost its connection; retrying")
-                await asyncio.sleep(1)
+        """Cancel this process's runs named on ``cancel_channel`` (runs until cancelled).
+
+        A cancel published while the listener was not subscribed (Redis restarting) is not heard
+        here: saq's abort, polled by the worker, stops the run then.
+        """
+
+        def cancel(run_id: str) -> None:
+            task = self._running.get(run_id)
+            if task is not None:
+                task.cancel()
+
+        await pubsub.listen(self.queue.redis, self.cancel_channel, cancel, name="cancel listener")
 
     def worker(self, execute: Execute, *, concurrency: int, grace: float, in_process: bool) -> Worker[Any]:
         """A saq worker that runs ``execute(run_id)`` per job; :meth:`beat_forever` keeps the jobs alive."""

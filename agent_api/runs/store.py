@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 
 from agent_api.errors import RateLimited, SessionBusy, SessionNotFound, StoreUnavailable
 from agent_api.runs.model import IfBusy, Run, RunStatus, sources_of, utcnow
+from agent_api.services import pubsub
 from agent_api.services.sessions import (
     APPEND_TURN_LUA,
     LOAD_FOR_RUN_LUA,
@@ -312,6 +313,12 @@ class _Wakeups:
     def wake(self, run_id: str) -> None:
         event = self._events.pop(run_id, None)
         if event is not None:
+            event.set()
+
+    def wake_all(self) -> None:
+        """Wake every waiter (to look again: a wake-up may have been missed)."""
+        events, self._events = self._events, {}
+        for event in events.values():
             event.set()
 
 
@@ -679,19 +686,18 @@ class RunStore:
             self._answers.forget(run_id)
 
     async def listen_for_answers(self) -> None:
-        """Wake this process's waiting runs when another process answers them (runs until cancelled)."""
-        while True:
-            try:
-                async with self.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self.input_channel)
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self._answers.wake(str(message["data"]))
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # Redis went away: waiting runs poll meanwhile; subscribe again
-                log.warning("input listener lost its connection; retrying")
-                await asyncio.sleep(1)
+        """Wake this process's waiting runs when another process answers them (runs until cancelled).
+
+        Each (re)subscription wakes them all: an answer published while the listener was not
+        subscribed is found when they read their record again.
+        """
+        await pubsub.listen(
+            self.redis,
+            self.input_channel,
+            self._answers.wake,
+            on_subscribed=self._answers.wake_all,
+            name="input listener",
+        )
 
     async def exists(self, run_id: str) -> bool:
         async with _store_errors():
