@@ -71,6 +71,9 @@ def test_chat_answers_with_its_run(client: httpx.Client) -> None:
     body = client.post("/chat", json={"message": "hi"}).json()
     run = client.get(f"/runs/{body['run_id']}").json()
     assert run["status"] == "succeeded" and run["result"]["response"] == body["response"]
+    # cancelling a run that has ended changes nothing: the answer is the run as it ended
+    cancelled = client.post(f"/runs/{body['run_id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json() == run
 
 
 def test_cancel_stops_the_run_and_saves_nothing(client: httpx.Client, offline: OfflineServer) -> None:
