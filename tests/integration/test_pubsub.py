@@ -38,9 +38,7 @@ async def listening(redis_server: RedisServer, redis_client: redis.Redis) -> Asy
 
         tasks.append(
             asyncio.get_running_loop().create_task(
-                pubsub.listen(
-                    client, "chan", listener.messages.append, on_subscribed=subscribed, idle=idle, retry=0.05
-                )
+                pubsub.listen(client, "chan", listener.messages.append, on_subscribed=subscribed, idle=idle, retry=0.05)
             )
         )
         return listener

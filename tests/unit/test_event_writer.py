@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 import fakeredis
 import pytest
 
-from agent_api.agents.events import TokenEvent
-from agent_api.runs.executor import EventWriter
-from agent_api.runs.model import IfBusy, Run
+from agent_api.agents.events import MessageEvent, TokenEvent
+from agent_api.models.chat import ChatMessage
+from agent_api.runs.executor import SETTLE_SECONDS, EventWriter
+from agent_api.runs.model import IfBusy, Run, utcnow
 from agent_api.runs.store import RunStore
 from tests.utils.runs import queued_run
 
@@ -80,3 +81,42 @@ async def test_detach_lets_the_write_in_progress_finish(store: RunStore) -> None
     rest = await writer.detach()
     assert await logged(store, run) == ["first"]
     assert [json.loads(data)["text"] for _, data in rest] == ["second"]
+
+
+def message(text: str) -> MessageEvent:
+    return MessageEvent(message=ChatMessage(role="assistant", content=text, name="assistant", timestamp=utcnow()))
+
+
+async def test_a_message_waits_a_moment_for_the_run_s_end_to_write_it(store: RunStore) -> None:
+    run = await new_run(store)
+    writer = EventWriter(store, run)
+    writer.add(message("the answer"))
+    await asyncio.sleep(0)  # the writer has seen it, and waits
+    rest = await writer.detach()  # the run ends within the moment: its end writes the message
+    assert [json.loads(data)["message"]["content"] for _, data in rest] == ["the answer"]
+    assert [e.event for e in await store.read(run.id, "0", block=0)] == ["session"]
+
+
+async def test_a_run_that_does_not_stream_hands_its_whole_reply_to_its_end(store: RunStore) -> None:
+    run = await new_run(store)
+    run.stream = False
+    writer = EventWriter(store, run)
+    writer.add(token("the answer"))  # a reply that was not streamed comes as one token event
+    writer.add(message("the answer"))
+    await asyncio.sleep(0)
+    rest = await writer.detach()
+    assert [event for event, _ in rest] == ["token", "message"]
+    assert [e.event for e in await store.read(run.id, "0", block=0)] == ["session"]
+
+
+async def test_a_message_not_followed_by_the_end_is_written_after_the_moment(store: RunStore) -> None:
+    run = await new_run(store)
+    writer = EventWriter(store, run)
+    writer.add(message("first"))
+    writer.add(token("next agent"))  # what comes meanwhile joins the same write
+    for _ in range(200):
+        if len(await store.read(run.id, "0", block=0)) == 3:
+            break
+        await asyncio.sleep(SETTLE_SECONDS / 5)
+    assert [e.event for e in await store.read(run.id, "0", block=0)] == ["session", "message", "token"]
+    assert await writer.detach() == []
