@@ -64,18 +64,23 @@ def _announce_auth(keys: KeyRing) -> None:
         )
 
 
-def _server_is_exiting() -> bool:
-    if AppStatus.should_exit:
-        return True
-    # uvicorn's SIGTERM handler is a bound method of its Server, whose should_exit flips first.
-    handler = signal.getsignal(signal.SIGTERM)
-    server = getattr(handler, "__self__", None)
-    return bool(getattr(server, "should_exit", False))
+def _uvicorn_server() -> object | None:
+    """The uvicorn Server running this app: its SIGTERM handler is a bound method of it."""
+    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    return server if hasattr(server, "should_exit") else None
 
 
 async def _watch_server_exit(shutdown: Shutdown, poll: float = 0.2) -> None:
-    """uvicorn has no shutdown hook that runs before it waits for open connections: watch its flag."""
-    while not _server_is_exiting():
+    """uvicorn has no shutdown hook that runs before it waits for open connections: watch its flag.
+
+    The server is looked up once found (reading the signal handler costs more than the rest of
+    the check, five times a second for the life of the process).
+    """
+    server = None
+    while not AppStatus.should_exit:
+        server = server or _uvicorn_server()
+        if getattr(server, "should_exit", False):
+            break
         await asyncio.sleep(poll)
     await shutdown.begin()
 
