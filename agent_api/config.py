@@ -43,7 +43,10 @@ class Settings(BaseSettings):
     redis_max_connections: int = Field(default=200, ge=1)
     redis_timeout: float = Field(default=5.0, gt=0, description="Seconds to connect to Redis or wait for a reply.")
     redis_max_followers: int = Field(
-        default=1000, ge=1, description="Connections for followers' blocking reads of run events (one per open stream)."
+        default=1000,
+        ge=1,
+        description="Connections for blocking reads: one per /chat waiting for its run's end, and one per "
+        "open stream while the pub/sub connection that carries streams' events is down.",
     )
     redis_pool_timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for a free pooled connection.")
     session_ttl: int = Field(default=3600, ge=1, description="Seconds a session lives after its last turn.")

@@ -117,6 +117,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if isinstance(runtime.dispatcher, SaqDispatcher):
             upkeep = asyncio.get_running_loop().create_task(runtime.dispatcher.sweep_forever())
             stack.callback(upkeep.cancel)
+        if runtime.store.fanout is not None:  # followers' events over one pub/sub connection
+            fanout = asyncio.get_running_loop().create_task(runtime.store.follow_events_forever())
+            stack.callback(fanout.cancel)
 
         keys = KeyRing(settings.api_key_list, settings.admin_key_list)
         _announce_auth(keys)

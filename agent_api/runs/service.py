@@ -33,8 +33,9 @@ from agent_api.models.runs import EVENT_ID_PATTERN, InputAnswer
 from agent_api.runs import frames
 from agent_api.runs.lifecycle import RunLifecycle
 from agent_api.runs.model import IfBusy, Run, RunStatus, utcnow
-from agent_api.runs.store import InputRefused, LogEntry, RunExists, RunStore
+from agent_api.runs.store import READ_PAGE, InputRefused, LogEntry, RunExists, RunStore, entry_order
 from agent_api.runs.webhooks import WebhookRefused, validate_webhook_url
+from agent_api.services import pubsub
 from agent_api.services.sessions import NewSession, SessionManager, new_session_id
 from agent_api.services.usage import UsageStore
 from agent_api.shutdown import Shutdown
@@ -246,8 +247,43 @@ class RunService:
         await self.lifecycle.dispatcher.abort(run_id)
 
     async def follow(self, run_id: str, after: str = "0") -> AsyncIterator[LogEntry]:
-        """The run's events after ``after`` (see :func:`check_cursor`), as they are written, until ``done``."""
+        """The run's events after ``after`` (see :func:`check_cursor`), as they are written, until ``done``.
+
+        With Redis, the events come from the messages the run's writes publish, through this
+        process's one pub/sub connection (``RunStore.fanout``): what was written before the
+        subscription, or while it was lost, is read from the log. Without that connection (the
+        embedded store, or Redis's pub/sub unreachable), each follower blocks on the log itself.
+        """
         cursor = after
+        fanout = self.store.fanout
+        if fanout is not None and fanout.up:
+            async with fanout.watching(self.store.events_key(run_id), timeout=self.follow_block) as watch:
+                if watch is not None:
+                    last = entry_order(cursor)
+                    batch = await self._read_to_end(run_id, cursor)  # written before the subscription
+                    while True:
+                        for entry in batch:
+                            order = entry_order(entry.id)
+                            if order <= last:  # both read and published
+                                continue
+                            last = order
+                            yield entry
+                            if entry.event == "done":
+                                return
+                            cursor = entry.id
+                        item: object = None
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(self.follow_block):
+                                item = await watch.messages.get()
+                        if item is pubsub.LOST:
+                            break  # read the log itself from here
+                        if isinstance(item, list):
+                            batch = item
+                            continue
+                        # Subscribed again after a lost connection, or quiet for a while: read the log.
+                        batch = await self._read_to_end(run_id, cursor)
+                        if item is None and not batch and not await self.store.exists(run_id):
+                            return  # expired, or rolled back
         while True:
             entries = await self.store.read(run_id, cursor, block=self.follow_block)
             if not entries:
@@ -259,6 +295,14 @@ class RunService:
                 if entry.event == "done":
                     return
             cursor = entries[-1].id
+
+    async def _read_to_end(self, run_id: str, after: str) -> list[LogEntry]:
+        """Every event of the run's log after ``after``, as it is now."""
+        entries: list[LogEntry] = []
+        while len(page := await self.store.read(run_id, after, block=0)) == READ_PAGE:
+            entries += page
+            after = page[-1].id
+        return entries + page
 
     async def abandon(self, run_id: str) -> None:
         """The caller waiting on or following the run went away: cancel the run. Not while the

@@ -9,6 +9,10 @@
     {prefix}runs:active:{owner}    sorted set: the key's runs that have not ended (the per-key limit)
     {prefix}runs:owner:{owner}     sorted set: the key's newest runs by creation time (GET /runs)
     {prefix}runs:input             pub/sub channel: a waiting run (named in the message) was answered
+    {prefix}run:{id}:events        pub/sub channel too: each script that adds to the log publishes
+                                   the entries it added, with their ids (followers take them there)
+    {prefix}runs:followers         pub/sub channel: nothing is published; a follower process listens
+                                   to it to know its pub/sub connection is up
 
 Every change of status is one Lua script, so that a run record, its log and the session's order
 never disagree: creating a run decides the busy-session policy atomically (and writes the record
@@ -48,6 +52,36 @@ from agent_api.services.sessions import (
 from agent_api.services.usage import Counters
 
 log = logging.getLogger(__name__)
+
+# Every script that adds to a run's log publishes what it added, with the entries' ids, on the
+# channel named like the log's key (Fanout: followers take events from the message, not from a
+# read). ``add_events`` adds ARGV[from..to] (event/data pairs) to ``stream``; ``publish_events``
+# publishes the entries added, as JSON: [[id, event, data], ...].
+ADD_EVENTS_LUA = """
+local function add_events(added, stream, from, to)
+  for i = from, to, 2 do
+    local id = redis.call('XADD', stream, '*', 'e', ARGV[i], 'd', ARGV[i + 1])
+    added[#added + 1] = {id, ARGV[i], ARGV[i + 1]}
+  end
+  return added
+end
+local function add_event(added, stream, event, data)
+  local id = redis.call('XADD', stream, '*', 'e', event, 'd', data)
+  added[#added + 1] = {id, event, data}
+  return id
+end
+local function publish_events(stream, added)
+  if #added > 0 then redis.call('PUBLISH', stream, cjson.encode(added)) end
+end
+"""
+
+# KEYS: 1 events. ARGV: event/data pairs.
+APPEND_LUA = (
+    ADD_EVENTS_LUA
+    + """
+publish_events(KEYS[1], add_events({}, KEYS[1], 1, #ARGV))
+"""
+)
 
 # KEYS: 1 run, 2 events, 3 session's active run, 4 its pending runs, 5 its runs, 6 the key's active
 # runs, 7 its run index, 8 the new session's record, 9-12 the job's (QueueStep). ARGV: 1 run id,
@@ -137,6 +171,7 @@ return status
 # field/amount pairs, m messages, and event/data pairs.
 _FINISH = (
     APPEND_TURN_LUA
+    + ADD_EVENTS_LUA
     + """
 if ARGV[14] ~= '' then
   redis.call('LREM', KEYS[11], 1, KEYS[10])
@@ -165,7 +200,7 @@ if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[6]) end
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[7]) end
 for i = 16, first_message - 1, 2 do redis.call('HINCRBY', KEYS[7], ARGV[i], ARGV[i + 1]) end
 if counted > 0 then redis.call('EXPIRE', KEYS[7], ARGV[9]) end
-for i = first_event, #ARGV, 2 do redis.call('XADD', KEYS[2], '*', 'e', ARGV[i], 'd', ARGV[i + 1]) end
+local added = add_events({}, KEYS[2], first_event, #ARGV)
 redis.call('XADD', KEYS[6], '*', 's', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
@@ -177,22 +212,30 @@ if redis.call('GET', KEYS[3]) == ARGV[1] then
   next = redis.call('LPOP', KEYS[4])
   if next then redis.call('SET', KEYS[3], next) else redis.call('DEL', KEYS[3]); next = '' end
 end
+publish_events(KEYS[2], added)
 return {1, next, redis.call('HGET', KEYS[1], 'rollback') or '0', turns}
 """
 )
 
 
-_REQUEST_INPUT = """
+_REQUEST_INPUT = (
+    ADD_EVENTS_LUA
+    + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
 if redis.call('HEXISTS', KEYS[1], 'cancel_to') == 1 then return 0 end
-local event = redis.call('XADD', KEYS[2], '*', 'e', 'input_request', 'd', ARGV[3])
+local added = {}
+local event = add_event(added, KEYS[2], 'input_request', ARGV[3])
 redis.call('HSET', KEYS[1], 'status', 'requires_input', 'input_request', ARGV[1], 'input_request_id', ARGV[2],
   'input_event', event)
 redis.call('HDEL', KEYS[1], 'input_reply')
+publish_events(KEYS[2], added)
 return 1
 """
+)
 
-_ANSWER_INPUT = """
+_ANSWER_INPUT = (
+    ADD_EVENTS_LUA
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {-3, ''} end
 if status ~= 'requires_input' or redis.call('HEXISTS', KEYS[1], 'cancel_to') == 1 then return {-1, status} end
@@ -200,12 +243,18 @@ local pending = redis.call('HGET', KEYS[1], 'input_request_id')
 if pending ~= ARGV[1] then return {-2, pending or ''} end
 redis.call('HSET', KEYS[1], 'status', 'running', 'input_reply', ARGV[2])
 redis.call('HDEL', KEYS[1], 'input_request', 'input_request_id', 'input_event')
-redis.call('XADD', KEYS[2], '*', 'e', 'input_response', 'd', ARGV[3])
+local added = {}
+add_event(added, KEYS[2], 'input_response', ARGV[3])
+publish_events(KEYS[2], added)
 return {1, ''}
 """
+)
 
 # A waiting run re-reads its record this often, should the message that wakes it be missed.
 INPUT_POLL_SECONDS = 5.0
+
+# A read of a run's log returns at most this many events.
+READ_PAGE = 500
 
 # GET /runs lists at most this many of a key's newest runs.
 OWNER_INDEX_SIZE = 1000
@@ -270,6 +319,17 @@ class LogEntry:
     id: str
     event: str
     data: str
+
+
+def _published_entries(data: str) -> list[LogEntry]:
+    """The entries a script added to a run's log, from the message it published (ADD_EVENTS_LUA)."""
+    return [LogEntry(str(entry_id), str(event), str(payload)) for entry_id, event, payload in json.loads(data)]
+
+
+def entry_order(entry_id: str) -> tuple[int, int]:
+    """An event id ("1732000000000-0"; "0" for the start) as something that sorts as the log does."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 class InputRefused(Exception):
@@ -357,6 +417,14 @@ class RunStore:
         self._start = client.register_script(_START)
         self._request_stop = client.register_script(_REQUEST_STOP)
         self._finish = client.register_script(_FINISH)
+        self._append = client.register_script(APPEND_LUA)
+        # Followers' events, from the messages the scripts publish (one connection for all of
+        # them); started by follow_events_forever. None when embedded.
+        self.fanout = (
+            pubsub.Fanout(follow_client, f"{prefix}runs:followers", _published_entries)
+            if follow_client is not None
+            else None
+        )
 
     # keys
     def run_key(self, run_id: str) -> str:
@@ -583,25 +651,34 @@ class RunStore:
         self._wake(run.id)
 
     async def append(self, run_id: str, events: Sequence[tuple[str, str]]) -> None:
-        """Add events to a run's log, in one round trip."""
+        """Add events to a run's log (and publish them for its followers), in one round trip."""
         async with _store_errors():
-            async with self.redis.pipeline(transaction=False) as pipe:
+            if self.fanout is None:  # embedded: nobody listens to the channel
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for event, data in events:
+                        pipe.xadd(self.events_key(run_id), {"e": event, "d": data})
+                    await pipe.execute()
+            else:
+                args: list[str] = []
                 for event, data in events:
-                    pipe.xadd(self.events_key(run_id), {"e": event, "d": data})
-                await pipe.execute()
+                    args += [event, data]
+                await self._append(keys=[self.events_key(run_id)], args=args)
         self._wake(run_id)
 
     async def read(self, run_id: str, after: str, *, block: float) -> list[LogEntry]:
-        """The events after ``after`` ("0": from the start), waiting up to ``block`` seconds for one."""
+        """The events after ``after`` ("0": from the start), waiting up to ``block`` seconds for one
+        (0: not at all)."""
         key = self.events_key(run_id)
         async with _store_errors():
-            if self.follow_client is not None:
-                reply = await self.follow_client.xread({key: after}, count=500, block=int(block * 1000))
+            if block <= 0:
+                reply = await self.redis.xread({key: after}, count=READ_PAGE)
+            elif self.follow_client is not None:
+                reply = await self.follow_client.xread({key: after}, count=READ_PAGE, block=int(block * 1000))
             else:
-                reply = await self.redis.xread({key: after}, count=500)
+                reply = await self.redis.xread({key: after}, count=READ_PAGE)
                 if not reply and self._wakeups is not None:
                     await self._wakeups.wait(run_id, block)
-                    reply = await self.redis.xread({key: after}, count=500)
+                    reply = await self.redis.xread({key: after}, count=READ_PAGE)
         if not reply:
             return []
         return [LogEntry(str(entry_id), fields["e"], fields["d"]) for entry_id, fields in reply[0][1]]
@@ -684,6 +761,11 @@ class RunStore:
                 await self._answers.wait(run_id, min(left, INPUT_POLL_SECONDS), woken)
         finally:
             self._answers.forget(run_id)
+
+    async def follow_events_forever(self) -> None:
+        """Take the events the scripts publish, for this process's followers (runs until cancelled)."""
+        if self.fanout is not None:
+            await self.fanout.run()
 
     async def listen_for_answers(self) -> None:
         """Wake this process's waiting runs when another process answers them (runs until cancelled).

@@ -62,9 +62,10 @@ def create_sync_redis(settings: Settings) -> sync_redis.Redis:
 
 
 def create_follow_redis(settings: Settings) -> redis.Redis:
-    """The client of followers' blocking reads (XREAD BLOCK): one connection per open stream.
+    """The client of blocking reads (XREAD BLOCK: a /chat waiting for its run's end; a stream's
+    follower while pub/sub is down) and of the pub/sub connection that carries streams' events.
 
-    Its own pool, so that streams held open by clients never take the connections that turns
+    Its own pool, so that requests held open by clients never take the connections that turns
     and sessions need. Its read timeout outlasts the longest block.
     """
     assert settings.redis_url is not None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import cast
 
 import pytest
 import redis
@@ -60,7 +61,7 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 def subscribers(client: redis.Redis) -> list[str]:
-    return [entry["id"] for entry in client.client_list(_type="pubsub")]
+    return [entry["id"] for entry in cast(list[dict[str, str]], client.client_list(_type="pubsub"))]
 
 
 async def test_a_quiet_channel_keeps_its_connection_past_the_read_timeout(

@@ -1,0 +1,167 @@
+"""Following runs over one pub/sub connection (RunStore.fanout), on a real redis-server: every
+follower gets every event once, in order, whatever it missed while subscribing or while the
+connection was lost; no follower holds a Redis connection of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from agent_api.runs.model import IfBusy, RunStatus
+from agent_api.runs.service import RunService
+from agent_api.runs.store import APPEND_LUA, RunStore
+from agent_api.services import pubsub
+from tests.utils.redis_server import RedisServer
+from tests.utils.runs import queued_run
+
+
+@pytest.fixture
+async def store(redis_server: RedisServer, redis_client: redis.Redis) -> AsyncIterator[RunStore]:
+    client = aioredis.Redis(port=redis_server.port, decode_responses=True)
+    follow = aioredis.Redis(port=redis_server.port, decode_responses=True)
+    yield RunStore(client, follow_client=follow, run_ttl=60)
+    await follow.aclose()
+    await client.aclose()
+
+
+@pytest.fixture
+async def fanout(store: RunStore) -> AsyncIterator[pubsub.Fanout]:
+    assert store.fanout is not None
+    task = asyncio.get_running_loop().create_task(store.follow_events_forever())
+    await until(lambda: store.fanout is not None and store.fanout.up)
+    yield store.fanout
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def service(store: RunStore, follow_block: float = 5.0) -> RunService:
+    # follow() needs only the store; the rest of the service is not used here.
+    none = cast(Any, None)
+    return RunService(
+        store, none, none, none, none, max_runs_per_key=None, allow_private_webhooks=False, follow_block=follow_block
+    )
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached in 5 s")
+
+
+async def collect(runs: RunService, run_id: str, after: str = "0") -> list[str]:
+    return [f"{entry.id} {entry.event} {entry.data}" async for entry in runs.follow(run_id, after)]
+
+
+async def logged(store: RunStore, run_id: str) -> list[str]:
+    return [f"{e.id} {e.event} {e.data}" for e in await store.read(run_id, "0", block=0)]
+
+
+async def finish(store: RunStore, run_id: str) -> None:
+    started = await store.start(run_id, "worker-1")
+    assert started is not None
+    assert await store.finish(started[0], RunStatus.SUCCEEDED, [("usage", "{}"), ("done", "{}")]) is not None
+
+
+def blocked_readers(client: redis.Redis) -> int:
+    connections = cast(list[dict[str, str]], client.client_list())
+    return sum(1 for c in connections if c["cmd"] in ("xread", "xreadgroup") and "b" in c["flags"])
+
+
+def channels(client: redis.Redis) -> list[str]:
+    return cast(list[str], client.pubsub_channels())
+
+
+def kill_subscribers(client: redis.Redis) -> int:
+    return cast(int, client.client_kill_filter(_type="pubsub"))
+
+
+async def test_followers_share_one_connection_and_get_every_event_once(
+    store: RunStore, fanout: pubsub.Fanout, redis_client: redis.Redis
+) -> None:
+    runs = service(store)
+    run = queued_run("run_f")
+    await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
+    early = [asyncio.create_task(collect(runs, run.id)) for _ in range(10)]
+    for i in range(100):
+        await store.append(run.id, [("token", json.dumps({"i": i}))] * (1 + i % 3))
+        if i == 50:  # followers that come in the middle: what came before is read, the rest published
+            late = [asyncio.create_task(collect(runs, run.id)) for _ in range(10)]
+            resumed = asyncio.create_task(collect(runs, run.id, after=(await logged(store, run.id))[40].split()[0]))
+        if i == 60:
+            await until(lambda: len(channels(redis_client)) == 2)  # the run's and the fanout's own
+            assert blocked_readers(redis_client) == 0
+    await finish(store, run.id)
+
+    log = await logged(store, run.id)
+    assert len(log) == 1 + 199 + 2 and log[-1].split()[1] == "done"
+    for followed in await asyncio.wait_for(asyncio.gather(*early, *late), 10):
+        assert followed == log
+    assert await asyncio.wait_for(resumed, 10) == log[41:]
+    await until(lambda: channels(redis_client) == [fanout_home(store)])  # the last follower unsubscribed
+
+
+def fanout_home(store: RunStore) -> str:
+    return f"{store.prefix}runs:followers"
+
+
+async def test_a_lost_connection_loses_no_event(
+    store: RunStore, fanout: pubsub.Fanout, redis_client: redis.Redis
+) -> None:
+    runs = service(store, follow_block=60)  # what was missed is read at once, not after a quiet while
+    append_now = redis_client.register_script(APPEND_LUA)
+    run = queued_run("run_k")
+    await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
+    followers = [asyncio.create_task(collect(runs, run.id)) for _ in range(5)]
+    for i in range(60):
+        await store.append(run.id, [("token", json.dumps({"i": i}))])
+        if i == 20:
+            await until(lambda: run.id in " ".join(channels(redis_client)))
+            assert kill_subscribers(redis_client) >= 1
+            # Written before the fanout can subscribe again (the event loop does not run meanwhile):
+            # published to nobody, found in the log.
+            for j in range(5):
+                append_now(keys=[store.events_key(run.id)], args=["token", json.dumps({"gap": j})])
+        await asyncio.sleep(0.005)
+    await finish(store, run.id)
+    log = await logged(store, run.id)
+    for followed in await asyncio.wait_for(asyncio.gather(*followers), 15):
+        assert followed == log
+
+
+async def test_without_the_fanout_followers_read_the_log_themselves(store: RunStore) -> None:
+    runs = service(store)  # the fanout is not running: not up
+    run = queued_run("run_n")
+    await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
+    follower = asyncio.create_task(collect(runs, run.id))
+    for i in range(20):
+        await store.append(run.id, [("token", json.dumps({"i": i}))])
+    await finish(store, run.id)
+    assert await asyncio.wait_for(follower, 10) == await logged(store, run.id)
+
+
+async def test_a_follower_of_a_long_log_reads_all_of_it_before_the_messages(
+    store: RunStore, fanout: pubsub.Fanout, redis_client: redis.Redis
+) -> None:
+    runs = service(store)
+    run = queued_run("run_l")
+    await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
+    for i in range(12):  # more than one read's worth (READ_PAGE) before anybody follows
+        await store.append(run.id, [("token", json.dumps({"i": i, "j": j})) for j in range(100)])
+    follower = asyncio.create_task(collect(runs, run.id))
+    await until(lambda: store.events_key(run.id) in channels(redis_client))
+    await store.append(run.id, [("token", json.dumps({"after": True}))])
+    await finish(store, run.id)
+    log = [
+        f"{i} {f['e']} {f['d']}"
+        for i, f in cast(list[tuple[str, dict[str, str]]], redis_client.xrange(store.events_key(run.id)))
+    ]
+    assert len(log) == 1 + 1200 + 1 + 2
+    assert await asyncio.wait_for(follower, 10) == log
