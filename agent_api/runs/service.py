@@ -280,7 +280,7 @@ class RunService:
                         if isinstance(item, list):
                             batch = item
                             continue
-                        # Subscribed again after a lost connection, or quiet for a while: read the log.
+                        # Messages may have been missed (a lost connection), or it was quiet for a while: read the log.
                         batch = await self._read_to_end(run_id, cursor)
                         if item is None and not batch and not await self.store.exists(run_id):
                             return  # expired, or rolled back

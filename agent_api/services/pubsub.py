@@ -80,7 +80,7 @@ async def listen(
 
 
 # What a watcher's queue can hold besides a published message (parsed by the fanout's ``parse``).
-RESUBSCRIBED = "resubscribed"  # subscribed again after a lost connection: messages may have been missed
+MISSED = "missed"  # messages may have been missed (subscribed again after a lost connection): look again
 LOST = "lost"  # the fanout lost its connection: no more messages come to this watcher
 
 
@@ -100,7 +100,7 @@ class Fanout:
     channel. Besides, the fanout always listens on ``home``, so that it knows its connection is up
     before anybody watches. A watcher that needs everything (a log it follows) reads what came
     before its subscription was confirmed, then takes the messages; it reads again on
-    :data:`RESUBSCRIBED`, and gives up the fanout on :data:`LOST`.
+    :data:`MISSED`, and gives up the fanout on :data:`LOST`.
     """
 
     def __init__(
@@ -168,7 +168,11 @@ class Fanout:
             if kind == "message":
                 watchers = self._watchers.get(channel)
                 if watchers:
-                    parsed = self._parse(_text(message["data"]))
+                    try:
+                        parsed = self._parse(_text(message["data"]))
+                    except Exception:  # not what the publishers send: the watchers look for themselves
+                        log.warning("fanout: a message on %s could not be read", channel)
+                        parsed = MISSED
                     for watch in watchers:
                         watch.messages.put_nowait(parsed)
             elif kind == "subscribe":
@@ -194,7 +198,7 @@ class Fanout:
                 for each in self._watchers.values():
                     for watch in each:
                         if watch.ready.is_set():
-                            watch.messages.put_nowait(RESUBSCRIBED)
+                            watch.messages.put_nowait(MISSED)
             self._up = True
             return
         watchers = self._watchers.get(channel)

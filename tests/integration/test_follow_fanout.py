@@ -165,3 +165,24 @@ async def test_a_follower_of_a_long_log_reads_all_of_it_before_the_messages(
     ]
     assert len(log) == 1 + 1200 + 1 + 2
     assert await asyncio.wait_for(follower, 10) == log
+
+
+async def test_a_message_that_is_not_events_makes_followers_read_the_log(
+    store: RunStore, fanout: pubsub.Fanout, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    runs = service(store, follow_block=60)
+    run = queued_run("run_g")
+    await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
+    follower = asyncio.create_task(collect(runs, run.id))
+    await until(lambda: store.events_key(run.id) in channels(redis_client))
+    subscriber = subscribers(redis_client)
+    redis_client.xadd(store.events_key(run.id), {"e": "token", "d": "{}"})  # written without its message...
+    redis_client.publish(store.events_key(run.id), "not a list of events")  # ...and a message nobody sends
+    await finish(store, run.id)
+    assert await asyncio.wait_for(follower, 10) == await logged(store, run.id)
+    assert subscribers(redis_client) == subscriber  # the fanout kept its connection
+    assert "could not be read" in caplog.text
+
+
+def subscribers(client: redis.Redis) -> list[str]:
+    return [c["id"] for c in cast(list[dict[str, str]], client.client_list(_type="pubsub"))]
