@@ -63,7 +63,10 @@ def test_chat_with_stream_true_answers_the_same_stream(client: httpx.Client) -> 
 def test_first_token_arrives_long_before_the_last(client: httpx.Client) -> None:
     _, frames = read_frames(client, {"message": "slow [[latency:0:0.3]] [[tokens:8]]"})
     token_frames = tokens(frames)
-    assert len(token_frames) == 8
+    # One frame per token, but for tokens that reached the run's writer together (a worker
+    # stalled for 0.3 s on a loaded machine): they are joined into one frame.
+    assert 5 <= len(token_frames) <= 8
+    assert "".join(f.data["text"] for f in token_frames) == 'Offline answer: you asked "slow". I can see'
     times = [f.at for f in token_frames]
     assert times == sorted(times)
     spread = times[-1] - times[0]  # the model spends 7 x 0.3 s between its first and last token
