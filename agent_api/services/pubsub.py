@@ -16,7 +16,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import redis.asyncio as redis
 from redis.asyncio.client import PubSub
@@ -35,6 +35,22 @@ class Unanswered(Exception):
 
 def _text(data: str | bytes) -> str:
     return data.decode() if isinstance(data, bytes) else data
+
+
+async def _messages(pubsub: PubSub, idle: float) -> AsyncIterator[dict[str, Any]]:
+    """What a subscribed connection receives, for as long as it lives. Reads wait at most ``idle``
+    seconds: then a PING, and :class:`Unanswered` if nothing comes for as long again."""
+    pinged = False
+    while True:
+        message = await pubsub.get_message(timeout=idle)
+        if message is None:
+            if pinged:
+                raise Unanswered()
+            await pubsub.ping()
+            pinged = True
+            continue
+        pinged = False
+        yield message
 
 
 async def listen(
@@ -57,16 +73,7 @@ async def listen(
         try:
             async with client.pubsub() as pubsub:
                 await pubsub.subscribe(channel)
-                pinged = False
-                while True:
-                    message = await pubsub.get_message(timeout=idle)
-                    if message is None:
-                        if pinged:
-                            raise Unanswered()
-                        await pubsub.ping()
-                        pinged = True
-                        continue
-                    pinged = False
+                async for message in _messages(pubsub, idle):
                     kind = _text(message["type"])
                     if kind == "message":
                         on_message(_text(message["data"]))
@@ -152,17 +159,8 @@ class Fanout:
                 self._lose_all()
             await asyncio.sleep(self._retry)
 
-    async def _listen(self, pubsub: PubSub) -> NoReturn:
-        pinged = False
-        while True:
-            message = await pubsub.get_message(timeout=self._idle)
-            if message is None:
-                if pinged:
-                    raise Unanswered()
-                await pubsub.ping()
-                pinged = True
-                continue
-            pinged = False
+    async def _listen(self, pubsub: PubSub) -> None:
+        async for message in _messages(pubsub, self._idle):
             kind = _text(message["type"])
             channel = _text(message["channel"]) if message.get("channel") is not None else ""
             if kind == "message":

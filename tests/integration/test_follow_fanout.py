@@ -6,19 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 
-from agent_api.runs.model import IfBusy, RunStatus
+from agent_api.runs.model import IfBusy, Run, RunStatus
 from agent_api.runs.service import RunService
 from agent_api.runs.store import APPEND_LUA, RunStore
 from agent_api.services import pubsub
 from tests.utils.redis_server import RedisServer
 from tests.utils.runs import queued_run
+from tests.utils.waiting import until
 
 
 @pytest.fixture
@@ -48,12 +49,10 @@ def service(store: RunStore, follow_block: float = 5.0) -> RunService:
     )
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached in 5 s")
+async def new_run(store: RunStore, run_id: str) -> Run:
+    run = queued_run(run_id)
+    await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
+    return run
 
 
 async def collect(runs: RunService, run_id: str, after: str = "0") -> list[str]:
@@ -87,8 +86,7 @@ async def test_followers_share_one_connection_and_get_every_event_once(
     store: RunStore, fanout: pubsub.Fanout, redis_client: redis.Redis
 ) -> None:
     runs = service(store)
-    run = queued_run("run_f")
-    await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
+    run = await new_run(store, "run_f")
     early = [asyncio.create_task(collect(runs, run.id)) for _ in range(10)]
     for i in range(100):
         await store.append(run.id, [("token", json.dumps({"i": i}))] * (1 + i % 3))
@@ -117,8 +115,7 @@ async def test_a_lost_connection_loses_no_event(
 ) -> None:
     runs = service(store, follow_block=60)  # what was missed is read at once, not after a quiet while
     append_now = redis_client.register_script(APPEND_LUA)
-    run = queued_run("run_k")
-    await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
+    run = await new_run(store, "run_k")
     followers = [asyncio.create_task(collect(runs, run.id)) for _ in range(5)]
     for i in range(60):
         await store.append(run.id, [("token", json.dumps({"i": i}))])
@@ -138,8 +135,7 @@ async def test_a_lost_connection_loses_no_event(
 
 async def test_without_the_fanout_followers_read_the_log_themselves(store: RunStore) -> None:
     runs = service(store)  # the fanout is not running: not up
-    run = queued_run("run_n")
-    await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
+    run = await new_run(store, "run_n")
     follower = asyncio.create_task(collect(runs, run.id))
     for i in range(20):
         await store.append(run.id, [("token", json.dumps({"i": i}))])
@@ -151,8 +147,7 @@ async def test_a_follower_of_a_long_log_reads_all_of_it_before_the_messages(
     store: RunStore, fanout: pubsub.Fanout, redis_client: redis.Redis
 ) -> None:
     runs = service(store)
-    run = queued_run("run_l")
-    await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
+    run = await new_run(store, "run_l")
     for i in range(12):  # more than one read's worth (READ_PAGE) before anybody follows
         await store.append(run.id, [("token", json.dumps({"i": i, "j": j})) for j in range(100)])
     follower = asyncio.create_task(collect(runs, run.id))
@@ -171,8 +166,7 @@ async def test_a_message_that_is_not_events_makes_followers_read_the_log(
     store: RunStore, fanout: pubsub.Fanout, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     runs = service(store, follow_block=60)
-    run = queued_run("run_g")
-    await store.create(run, if_busy=IfBusy.REJECT, max_runs=None, session_frame="{}")
+    run = await new_run(store, "run_g")
     follower = asyncio.create_task(collect(runs, run.id))
     await until(lambda: store.events_key(run.id) in channels(redis_client))
     subscriber = subscribers(redis_client)

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from agent_api.services import pubsub
 from tests.utils.redis_server import RedisServer
+from tests.utils.waiting import until
 
 
 class Listener:
@@ -50,14 +51,6 @@ async def listening(redis_server: RedisServer, redis_client: redis.Redis) -> Asy
     await asyncio.gather(*tasks, return_exceptions=True)
     for client in clients:
         await client.aclose()
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached in 5 s")
 
 
 def subscribers(client: redis.Redis) -> list[str]:

@@ -16,6 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from agent_api.services.redis_pool import LeanBlockingPool
 from tests.utils.redis_server import RedisServer
+from tests.utils.waiting import until
 
 Client = Callable[..., aioredis.Redis]
 
@@ -39,14 +40,6 @@ async def lean_client(redis_server: RedisServer, redis_client: redis.Redis) -> A
     yield make
     for client in clients:
         await client.aclose()
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached in 5 s")
 
 
 async def test_many_commands_share_few_connections_first_come_first_served(lean_client: Client) -> None:
