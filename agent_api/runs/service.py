@@ -252,7 +252,9 @@ class RunService:
         With Redis, the events come from the messages the run's writes publish, through this
         process's one pub/sub connection (``RunStore.fanout``): what was written before the
         subscription, or while it was lost, is read from the log. Without that connection (the
-        embedded store, or Redis's pub/sub unreachable), each follower blocks on the log itself.
+        embedded store, or Redis's pub/sub unreachable), each follower blocks on the log itself; so
+        does a follower that finds events in the log that were not published (a worker of an older
+        version, during an upgrade), after ``follow_block`` seconds without a message.
         """
         cursor = after
         fanout = self.store.fanout
@@ -261,6 +263,7 @@ class RunService:
                 if watch is not None:
                     last = entry_order(cursor)
                     batch = await self._read_to_end(run_id, cursor)  # written before the subscription
+                    unpublished = False
                     while True:
                         for entry in batch:
                             order = entry_order(entry.id)
@@ -271,6 +274,8 @@ class RunService:
                             if entry.event == "done":
                                 return
                             cursor = entry.id
+                        if unpublished:
+                            break  # its writer does not publish (an older version): read the log itself
                         item: object = None
                         with contextlib.suppress(TimeoutError):
                             async with asyncio.timeout(self.follow_block):
@@ -282,8 +287,10 @@ class RunService:
                             continue
                         # Messages may have been missed (a lost connection), or it was quiet for a while: read the log.
                         batch = await self._read_to_end(run_id, cursor)
-                        if item is None and not batch and not await self.store.exists(run_id):
-                            return  # expired, or rolled back
+                        if item is None:  # quiet: events in the log now came without their message
+                            unpublished = bool(batch)
+                            if not batch and not await self.store.exists(run_id):
+                                return  # expired, or rolled back
         while True:
             entries = await self.store.read(run_id, cursor, block=self.follow_block)
             if not entries:

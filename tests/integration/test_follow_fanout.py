@@ -180,3 +180,18 @@ async def test_a_message_that_is_not_events_makes_followers_read_the_log(
 
 def subscribers(client: redis.Redis) -> list[str]:
     return [c["id"] for c in cast(list[dict[str, str]], client.client_list(_type="pubsub"))]
+
+
+async def test_a_follower_of_a_run_whose_writer_does_not_publish_reads_the_log_itself(
+    store: RunStore, fanout: pubsub.Fanout, redis_client: redis.Redis
+) -> None:
+    # A worker of a version before the fanout (during an upgrade) writes its events unpublished.
+    runs = service(store, follow_block=0.5)
+    run = await new_run(store, "run_u")
+    follower = asyncio.create_task(collect(runs, run.id))
+    await until(lambda: store.events_key(run.id) in channels(redis_client))
+    redis_client.xadd(store.events_key(run.id), {"e": "token", "d": "{}"})
+    # Found when the run's channel stays quiet: the follower then blocks on the log itself.
+    await until(lambda: blocked_readers(redis_client) == 1)
+    redis_client.xadd(store.events_key(run.id), {"e": "done", "d": "{}"})
+    assert await asyncio.wait_for(follower, 10) == await logged(store, run.id)
