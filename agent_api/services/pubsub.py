@@ -6,7 +6,8 @@ times out and redis-py silently reconnects and subscribes again, and whatever wa
 in between is lost. :func:`listen` waits for messages without that timeout instead, checks an
 idle connection with a PING (a connection whose peer vanished would otherwise wait forever), and
 tells its caller each time it is subscribed (again), so that the caller can look up what it may
-have missed while it was not.
+have missed while it was not. :class:`Fanout` does the same for many channels over one
+connection, subscribed while somebody watches them (the followers of runs' event streams).
 """
 
 from __future__ import annotations
