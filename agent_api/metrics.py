@@ -78,6 +78,14 @@ INPUT_WAIT = Histogram(
     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
 )
 CACHE = Counter("agent_api_llm_cache_requests_total", "Model requests looked up in the response cache.", ["result"])
+STREAM_FOLLOWERS = Gauge(
+    "agent_api_stream_followers",
+    "Open followers of runs' event streams, by how their events come: pubsub (the API process's one pub/sub "
+    "connection) or log (reading the log itself: embedded, or with Redis a blocking read each, while pub/sub is "
+    "down or for a writer that does not publish).",
+    ["via"],
+    multiprocess_mode="livesum",
+)
 
 
 def record_usage(team: str, model: str, usage: Usage) -> None:

@@ -84,6 +84,31 @@ def test_metrics_count_live_workers_and_cancelled_runs(serve: Serve) -> None:
         assert value(samples(client), "agent_api_run_workers") >= 1
 
 
+def test_metrics_count_stream_followers_by_how_their_events_come(serve: Serve) -> None:
+    with serve() as client:
+        run = client.post("/runs", json={"message": "long [[latency:0:0.2]] [[tokens:40]]"}).json()
+        frames: list[str] = []
+
+        def follow() -> None:
+            with client.stream("GET", f"/runs/{run['run_id']}/events") as response:
+                for line in response.iter_lines():
+                    frames.append(line)
+
+        follower = threading.Thread(target=follow)
+        follower.start()
+        deadline = time.monotonic() + 15
+        while not any(line.startswith("event: token") for line in frames) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # With Redis, through the API process's pub/sub connection. (The gauge is the test process's:
+        # followers of earlier tests that are still closing may be counted too.)
+        during = value(samples(client), "agent_api_stream_followers", via="pubsub")
+        assert during >= 1
+        client.post(f"/runs/{run['run_id']}/cancel")
+        follower.join(15)
+        assert not follower.is_alive() and "event: done" in frames
+        assert value(samples(client), "agent_api_stream_followers", via="pubsub") <= during - 1
+
+
 def test_response_cache(serve: Serve, offline: OfflineServer, redis_client: redis.Redis) -> None:
     with serve(llm_cache="redis") as client:
         first = client.post("/chat", json={"message": "What is the boiling point of water?"}).json()

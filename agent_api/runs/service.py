@@ -28,6 +28,7 @@ from agent_api.errors import (
     WorkerLost,
     WrongInputRequest,
 )
+from agent_api.metrics import STREAM_FOLLOWERS
 from agent_api.models.chat import AgentRequest, ChatMessage
 from agent_api.models.runs import EVENT_ID_PATTERN, InputAnswer
 from agent_api.runs import frames
@@ -261,47 +262,58 @@ class RunService:
         if fanout is not None and fanout.up:
             async with fanout.watching(self.store.events_key(run_id), timeout=self.follow_block) as watch:
                 if watch is not None:
-                    last = entry_order(cursor)
-                    batch = await self._read_to_end(run_id, cursor)  # written before the subscription
-                    unpublished = False
-                    while True:
-                        for entry in batch:
-                            order = entry_order(entry.id)
-                            if order <= last:  # both read and published
+                    following = STREAM_FOLLOWERS.labels("pubsub")
+                    following.inc()
+                    try:
+                        last = entry_order(cursor)
+                        batch = await self._read_to_end(run_id, cursor)  # written before the subscription
+                        unpublished = False
+                        while True:
+                            for entry in batch:
+                                order = entry_order(entry.id)
+                                if order <= last:  # both read and published
+                                    continue
+                                last = order
+                                yield entry
+                                if entry.event == "done":
+                                    return
+                                cursor = entry.id
+                            if unpublished:
+                                break  # its writer does not publish (an older version): read the log itself
+                            item: object = None
+                            with contextlib.suppress(TimeoutError):
+                                async with asyncio.timeout(self.follow_block):
+                                    item = await watch.messages.get()
+                            if item is pubsub.LOST:
+                                break  # read the log itself from here
+                            if isinstance(item, list):
+                                batch = item
                                 continue
-                            last = order
-                            yield entry
-                            if entry.event == "done":
-                                return
-                            cursor = entry.id
-                        if unpublished:
-                            break  # its writer does not publish (an older version): read the log itself
-                        item: object = None
-                        with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(self.follow_block):
-                                item = await watch.messages.get()
-                        if item is pubsub.LOST:
-                            break  # read the log itself from here
-                        if isinstance(item, list):
-                            batch = item
-                            continue
-                        # Messages may have been missed (a lost connection), or it was quiet for a while: read the log.
-                        batch = await self._read_to_end(run_id, cursor)
-                        if item is None:  # quiet: events in the log now came without their message
-                            unpublished = bool(batch)
-                            if not batch and not await self.store.exists(run_id):
-                                return  # expired, or rolled back
-        while True:
-            entries = await self.store.read(run_id, cursor, block=self.follow_block)
-            if not entries:
-                if not await self.store.exists(run_id):  # expired, or rolled back
-                    return
-                continue
-            for entry in entries:
-                yield entry
-                if entry.event == "done":
-                    return
-            cursor = entries[-1].id
+                            # Messages may have been missed (a lost connection), or it was quiet for a while:
+                            # read the log.
+                            batch = await self._read_to_end(run_id, cursor)
+                            if item is None:  # quiet: events in the log now came without their message
+                                unpublished = bool(batch)
+                                if not batch and not await self.store.exists(run_id):
+                                    return  # expired, or rolled back
+                    finally:
+                        following.dec()
+        following = STREAM_FOLLOWERS.labels("log")
+        following.inc()
+        try:
+            while True:
+                entries = await self.store.read(run_id, cursor, block=self.follow_block)
+                if not entries:
+                    if not await self.store.exists(run_id):  # expired, or rolled back
+                        return
+                    continue
+                for entry in entries:
+                    yield entry
+                    if entry.event == "done":
+                        return
+                cursor = entries[-1].id
+        finally:
+            following.dec()
 
     async def _read_to_end(self, run_id: str, after: str) -> list[LogEntry]:
         """Every event of the run's log after ``after``, as it is now."""

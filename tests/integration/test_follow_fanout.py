@@ -12,6 +12,7 @@ from typing import Any, cast
 import pytest
 import redis
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from agent_api.runs.model import IfBusy, Run, RunStatus
 from agent_api.runs.service import RunService
@@ -72,6 +73,10 @@ async def finish(store: RunStore, run_id: str) -> None:
 def blocked_readers(client: redis.Redis) -> int:
     connections = cast(list[dict[str, str]], client.client_list())
     return sum(1 for c in connections if c["cmd"] in ("xread", "xreadgroup") and "b" in c["flags"])
+
+
+def followers_reading_the_log() -> float:
+    return REGISTRY.get_sample_value("agent_api_stream_followers", {"via": "log"}) or 0.0
 
 
 def channels(client: redis.Redis) -> list[str]:
@@ -136,7 +141,9 @@ async def test_a_lost_connection_loses_no_event(
 async def test_without_the_fanout_followers_read_the_log_themselves(store: RunStore) -> None:
     runs = service(store)  # the fanout is not running: not up
     run = await new_run(store, "run_n")
+    reading = followers_reading_the_log()
     follower = asyncio.create_task(collect(runs, run.id))
+    await until(lambda: followers_reading_the_log() == reading + 1)  # agent_api_stream_followers{via="log"}
     for i in range(20):
         await store.append(run.id, [("token", json.dumps({"i": i}))])
     await finish(store, run.id)
