@@ -262,42 +262,13 @@ class RunService:
         if fanout is not None and fanout.up:
             async with fanout.watching(self.store.events_key(run_id), timeout=self.follow_block) as watch:
                 if watch is not None:
-                    following = STREAM_FOLLOWERS.labels("pubsub")
-                    following.inc()
                     try:
-                        last = entry_order(cursor)
-                        batch = await self._read_to_end(run_id, cursor)  # written before the subscription
-                        unpublished = False
-                        while True:
-                            for entry in batch:
-                                order = entry_order(entry.id)
-                                if order <= last:  # both read and published
-                                    continue
-                                last = order
-                                yield entry
-                                if entry.event == "done":
-                                    return
-                                cursor = entry.id
-                            if unpublished:
-                                break  # its writer does not publish (an older version): read the log itself
-                            item: object = None
-                            with contextlib.suppress(TimeoutError):
-                                async with asyncio.timeout(self.follow_block):
-                                    item = await watch.messages.get()
-                            if item is pubsub.LOST:
-                                break  # read the log itself from here
-                            if isinstance(item, list):
-                                batch = item
-                                continue
-                            # Messages may have been missed (a lost connection), or it was quiet for a while:
-                            # read the log.
-                            batch = await self._read_to_end(run_id, cursor)
-                            if item is None:  # quiet: events in the log now came without their message
-                                unpublished = bool(batch)
-                                if not batch and not await self.store.exists(run_id):
-                                    return  # expired, or rolled back
-                    finally:
-                        following.dec()
+                        async for entry in self._published(run_id, cursor, watch):
+                            yield entry
+                            cursor = entry.id
+                        return  # done, or the run is gone
+                    except _ReadTheLog:
+                        pass
         following = STREAM_FOLLOWERS.labels("log")
         following.inc()
         try:
@@ -312,6 +283,44 @@ class RunService:
                     if entry.event == "done":
                         return
                 cursor = entries[-1].id
+        finally:
+            following.dec()
+
+    async def _published(self, run_id: str, after: str, watch: pubsub.Watch) -> AsyncIterator[LogEntry]:
+        """The run's events after ``after`` from its published messages (``watch``), until ``done``
+        or the run is gone; :class:`_ReadTheLog` when they stop coming that way."""
+        following = STREAM_FOLLOWERS.labels("pubsub")
+        following.inc()
+        try:
+            last = entry_order(after)
+            batch = await self._read_to_end(run_id, after)  # written before the subscription
+            unpublished = False
+            while True:
+                for entry in batch:
+                    order = entry_order(entry.id)
+                    if order <= last:  # both read and published
+                        continue
+                    last, after = order, entry.id
+                    yield entry
+                    if entry.event == "done":
+                        return
+                if unpublished:
+                    raise _ReadTheLog()  # its writer does not publish (an older version)
+                item: object = None
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.follow_block):
+                        item = await watch.messages.get()
+                if item is pubsub.LOST:
+                    raise _ReadTheLog()
+                if isinstance(item, list):
+                    batch = item
+                    continue
+                # Messages may have been missed (a lost connection), or it was quiet for a while: read the log.
+                batch = await self._read_to_end(run_id, after)
+                if item is None:  # quiet: events in the log now came without their message
+                    unpublished = bool(batch)
+                    if not batch and not await self.store.exists(run_id):
+                        return  # expired, or rolled back
         finally:
             following.dec()
 
@@ -349,6 +358,10 @@ class RunService:
             ended, run = await self.store.wait_end(run_id, block=self.follow_block)
             if ended or run is None or run.status.final:
                 return run
+
+
+class _ReadTheLog(Exception):
+    """A follower's events stopped coming from published messages: it reads the log itself."""
 
 
 def check_cursor(after: str, loc: list[str | int]) -> str:
