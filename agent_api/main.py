@@ -118,7 +118,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             upkeep = asyncio.get_running_loop().create_task(runtime.dispatcher.sweep_forever())
             stack.callback(upkeep.cancel)
         if runtime.store.fanout is not None:  # followers' events over one pub/sub connection
-            fanout = asyncio.get_running_loop().create_task(runtime.store.follow_events_forever())
+            fanout = asyncio.get_running_loop().create_task(runtime.store.fanout.run())
             stack.callback(fanout.cancel)
 
         keys = KeyRing(settings.api_key_list, settings.admin_key_list)

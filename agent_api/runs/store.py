@@ -419,7 +419,7 @@ class RunStore:
         self._finish = client.register_script(_FINISH)
         self._append = client.register_script(APPEND_LUA)
         # Followers' events, from the messages the scripts publish (one connection for all of
-        # them); started by follow_events_forever. None when embedded.
+        # them); run by the API processes (fanout.run()). None when embedded.
         self.fanout = (
             pubsub.Fanout(follow_client, f"{prefix}runs:followers", _published_entries)
             if follow_client is not None
@@ -653,7 +653,7 @@ class RunStore:
     async def append(self, run_id: str, events: Sequence[tuple[str, str]]) -> None:
         """Add events to a run's log (and publish them for its followers), in one round trip."""
         async with _store_errors():
-            if self.fanout is None:  # embedded: nobody listens to the channel
+            if self.follow_client is None:  # embedded: nobody listens to the channel
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for event, data in events:
                         pipe.xadd(self.events_key(run_id), {"e": event, "d": data})
@@ -761,11 +761,6 @@ class RunStore:
                 await self._answers.wait(run_id, min(left, INPUT_POLL_SECONDS), woken)
         finally:
             self._answers.forget(run_id)
-
-    async def follow_events_forever(self) -> None:
-        """Take the events the scripts publish, for this process's followers (runs until cancelled)."""
-        if self.fanout is not None:
-            await self.fanout.run()
 
     async def listen_for_answers(self) -> None:
         """Wake this process's waiting runs when another process answers them (runs until cancelled).

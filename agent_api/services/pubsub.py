@@ -70,21 +70,10 @@ async def listen(
     and each after a lost connection (redis-py's own reconnection included). Messages published
     before that confirmation were not received; messages published after it will be.
     """
-    while True:
-        try:
-            async with client.pubsub() as pubsub:
-                await pubsub.subscribe(channel)
-                async for message in _messages(pubsub, idle):
-                    kind = _text(message["type"])
-                    if kind == "message":
-                        on_message(_text(message["data"]))
-                    elif kind == "subscribe" and on_subscribed is not None:
-                        on_subscribed()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # Redis went away or stopped answering: subscribe again once it is back
-            log.warning("%s lost its connection to Redis (%s); subscribing again", name, type(exc).__name__)
-            await asyncio.sleep(retry)
+    fanout = Fanout(
+        client, channel, on_message=on_message, on_subscribed=on_subscribed, name=name, idle=idle, retry=retry
+    )
+    await fanout.run()
 
 
 # What a watcher's queue can hold besides a published message (parsed by the fanout's ``parse``).
@@ -106,23 +95,31 @@ class Fanout:
     A channel is subscribed while somebody watches it (the first watcher subscribes, the last
     unsubscribes); each message is parsed once (``parse``) and queued for every watcher of its
     channel. Besides, the fanout always listens on ``home``, so that it knows its connection is up
-    before anybody watches. A watcher that needs everything (a log it follows) reads what came
-    before its subscription was confirmed, then takes the messages; it reads again on
-    :data:`MISSED`, and gives up the fanout on :data:`LOST`.
+    before anybody watches: ``on_message`` gets what is published there, and ``on_subscribed`` is
+    called each time that subscription is confirmed (:func:`listen` is a fanout with no
+    watchers). A watcher that needs everything (a log it follows) reads what came before its
+    subscription was confirmed, then takes the messages; it reads again on :data:`MISSED`, and
+    gives up the fanout on :data:`LOST`.
     """
 
     def __init__(
         self,
         client: redis.Redis,
         home: str,
-        parse: Callable[[str], object],
+        parse: Callable[[str], object] = str,
         *,
+        on_message: Callable[[str], None] | None = None,
+        on_subscribed: Callable[[], None] | None = None,
+        name: str = "fanout",
         idle: float = IDLE_SECONDS,
         retry: float = RETRY_SECONDS,
     ) -> None:
         self._client = client
         self._home = home
         self._parse = parse
+        self._on_message = on_message
+        self._on_subscribed = on_subscribed
+        self._name = name
         self._idle = idle
         self._retry = retry
         self._pubsub: PubSub | None = None
@@ -150,10 +147,8 @@ class Fanout:
                     await self._listen(pubsub)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                log.warning(
-                    "fanout of %s lost its connection to Redis (%s); subscribing again", self._home, type(exc).__name__
-                )
+            except Exception as exc:  # Redis went away or stopped answering: subscribe again once it is back
+                log.warning("%s lost its connection to Redis (%s); subscribing again", self._name, type(exc).__name__)
             finally:
                 self._pubsub = None
                 self._up = False
@@ -164,7 +159,10 @@ class Fanout:
         async for message in _messages(pubsub, self._idle):
             kind = _text(message["type"])
             channel = _text(message["channel"]) if message.get("channel") is not None else ""
-            if kind == "message":
+            if kind == "message" and channel == self._home:
+                if self._on_message is not None:
+                    self._on_message(_text(message["data"]))
+            elif kind == "message":
                 watchers = self._watchers.get(channel)
                 if watchers:
                     try:
@@ -199,6 +197,8 @@ class Fanout:
                         if watch.ready.is_set():
                             watch.messages.put_nowait(MISSED)
             self._up = True
+            if self._on_subscribed is not None:
+                self._on_subscribed()
             return
         watchers = self._watchers.get(channel)
         if not watchers or channel in self._outstanding:

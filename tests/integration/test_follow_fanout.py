@@ -35,7 +35,7 @@ async def store(redis_server: RedisServer, redis_client: redis.Redis) -> AsyncIt
 @pytest.fixture
 async def fanout(store: RunStore) -> AsyncIterator[pubsub.Fanout]:
     assert store.fanout is not None
-    task = asyncio.get_running_loop().create_task(store.follow_events_forever())
+    task = asyncio.get_running_loop().create_task(store.fanout.run())
     await until(lambda: store.fanout is not None and store.fanout.up)
     yield store.fanout
     task.cancel()
