@@ -14,7 +14,6 @@ import uvicorn
 from pydantic import ValidationError
 
 from agent_api.config import Settings, get_settings
-from agent_api.observability import configure_logging
 from agent_api.security import hash_key, key_id_of
 from agent_api.supervisor import worker_processes
 
@@ -31,6 +30,13 @@ def _checked_settings(what: str, *, needs_redis: str | None = None) -> Settings:
 
     ``needs_redis``: why REDIS_URL must be set, if it must.
     """
+    settings = _valid_settings(what, needs_redis=needs_redis)
+    _check_what_start_up_reads(what, settings)
+    return settings
+
+
+def _valid_settings(what: str, *, needs_redis: str | None = None) -> Settings:
+    """The settings, valid (one line and exit 2 if not); nothing they name is read yet."""
     try:
         settings = get_settings()
     except ValidationError as exc:
@@ -39,6 +45,11 @@ def _checked_settings(what: str, *, needs_redis: str | None = None) -> Settings:
         _refuse(what, f"{name}: {str(error['msg']).removeprefix('Value error, ')}")
     if needs_redis is not None and settings.redis_url is None:
         _refuse(what, f"REDIS_URL: not set; {needs_redis}")
+    return settings
+
+
+def _check_what_start_up_reads(what: str, settings: Settings) -> None:
+    """The teams and the model config list the settings name: one line and exit 2 if one is wrong."""
     # Imported once the settings are known good: the team loader imports AutoGen (about 2 s), and a
     # wrong setting is reported at once.
     from agent_api.agents.loader import TeamConfigError, load_teams
@@ -53,7 +64,6 @@ def _checked_settings(what: str, *, needs_redis: str | None = None) -> Settings:
         _refuse(what, f"OAI_CONFIG_LIST: cannot read {settings.oai_config_list!r}: {exc.strerror or exc}")
     except ValueError as exc:  # json.JSONDecodeError included
         _refuse(what, f"OAI_CONFIG_LIST: not a valid config list: {exc}")
-    return settings
 
 
 def _check_port(host: str, port: int) -> None:
@@ -73,10 +83,7 @@ def _serve(args: argparse.Namespace) -> None:
     if args.workers_in_process is not None:
         # The settings are read again in each API process: pass the flag on the way they read it.
         os.environ["WORKERS_IN_PROCESS"] = str(args.workers_in_process)
-    settings = _checked_settings("cannot start")
-    host = args.host or settings.host
-    port = args.port if args.port is not None else settings.port
-    _check_port(host, port)
+    settings = _valid_settings("cannot start")
     api_processes = args.workers or settings.api_processes
     run_workers = settings.run_worker_processes
     if run_workers and "workers_in_process" not in settings.model_fields_set:
@@ -85,7 +92,15 @@ def _serve(args: argparse.Namespace) -> None:
         get_settings.cache_clear()
     if (api_processes > 1 or run_workers) and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Every process writes its metrics here and /metrics on any API process sums them all.
+        # prometheus_client reads it when it is imported, so before the teams are loaded (the
+        # loader's imports bring it in): this process serves the API itself when there is one.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="agent-api-metrics-")
+    _check_what_start_up_reads("cannot start", settings)
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    _check_port(host, port)
+    from agent_api.observability import configure_logging
+
     configure_logging(settings.log_level, settings.log_format)
     # uvicorn's hard deadline comes after the app's own grace period for running turns.
     grace = int(settings.shutdown_grace_seconds) + 10
@@ -117,6 +132,7 @@ def _worker(args: argparse.Namespace) -> None:
     settings = _checked_settings(
         "cannot start the worker", needs_redis="a worker needs REDIS_URL: it takes runs from Redis"
     )
+    from agent_api.observability import configure_logging
     from agent_api.worker import run_worker
 
     configure_logging(settings.log_level, settings.log_format)

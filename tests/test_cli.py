@@ -109,3 +109,12 @@ def test_key_id_names_a_key_as_usage_and_budgets_do() -> None:
     hashed = subprocess.run([*cli, "hash-key", "alice-key"], capture_output=True, text=True, check=True).stdout.strip()
     from_hash = subprocess.run([*cli, "key-id", hashed], capture_output=True, text=True, check=True).stdout.strip()
     assert plain == from_hash and len(plain) == 32 and hashed.startswith("sha256:" + plain)
+
+
+def test_the_cli_does_not_import_the_metrics_library_before_it_sets_their_directory() -> None:
+    # prometheus_client chooses where metrics live (memory, or the multiprocess directory that
+    # `serve` sets for its processes) when it is imported: importing it first would keep the API
+    # process's own metrics out of /metrics (tests/integration/test_serve_workers.py).
+    probe = "import sys, agent_api.cli; print('prometheus_client' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "False"

@@ -88,6 +88,12 @@ def test_serve_runs_its_turns_on_worker_processes_it_keeps_alive_and_stops(
                 ran_on_each.add(int(str(worker).rsplit(":", 1)[1]))
             assert ran_on_each == workers
 
+            # /metrics sums every process: the API process's own metrics (its requests) and the
+            # workers' (their runs).
+            metrics = client.get("/metrics").text
+            assert 'agent_api_http_requests_total{method="POST",route="/chat",status="200"}' in metrics
+            assert "agent_api_runs_total{" in metrics
+
             # A worker that dies is replaced, and turns go on.
             killed = min(workers)
             os.kill(killed, signal.SIGKILL)
