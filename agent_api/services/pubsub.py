@@ -86,7 +86,8 @@ class Watch:
 
     def __init__(self) -> None:
         self.messages: asyncio.Queue[object] = asyncio.Queue()
-        self.ready = asyncio.Event()  # the subscription is confirmed: every later message arrives
+        self.ready = asyncio.Event()  # the subscription is confirmed (or lost): every later message arrives
+        self.lost = False  # the fanout lost its connection: no more messages come to this watcher
 
 
 class Fanout:
@@ -211,12 +212,15 @@ class Fanout:
         self._confirmed.clear()
         for watchers in self._watchers.values():
             for watch in watchers:
+                watch.lost = True
+                watch.ready.set()  # a watcher still waiting for its confirmation stops waiting
                 watch.messages.put_nowait(LOST)
 
     @asynccontextmanager
     async def watching(self, channel: str, timeout: float) -> AsyncIterator[Watch | None]:
         """Watch ``channel`` for the block: the watch once its subscription is confirmed, or None
-        if the fanout is down or the confirmation does not come within ``timeout`` seconds."""
+        if the fanout is down, loses its connection first, or the confirmation does not come within
+        ``timeout`` seconds."""
         watch = Watch()
         watchers = self._watchers.setdefault(channel, set())
         first = not watchers
@@ -242,7 +246,7 @@ class Fanout:
             await asyncio.wait_for(watch.ready.wait(), timeout)
         except TimeoutError:
             return False
-        return True
+        return not watch.lost
 
     async def _unwatch(self, channel: str, watch: Watch) -> None:
         """The last watcher of a channel unsubscribes it."""

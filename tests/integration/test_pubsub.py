@@ -104,3 +104,28 @@ async def test_a_connection_that_stops_answering_is_given_up(
     assert subscribers(redis_client) != first
     redis_client.publish("chan", "after")
     await until(lambda: listener.messages == ["after"])
+
+
+async def test_a_watcher_waiting_for_its_subscription_is_let_go_when_the_connection_is_lost(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    fanout = pubsub.Fanout(client, "home")
+    task = asyncio.get_running_loop().create_task(fanout.run())
+    await until(lambda: fanout.up)
+
+    async def watch() -> pubsub.Watch | None:
+        async with fanout.watching("chan", timeout=30) as watching:
+            return watching
+
+    try:
+        redis_client.client_pause(3000, all=True)  # the subscription stays unconfirmed
+        watcher = asyncio.get_running_loop().create_task(watch())
+        await asyncio.sleep(0.1)
+        task.cancel()  # the fanout's connection goes before the confirmation comes
+        await asyncio.gather(task, return_exceptions=True)
+        assert await asyncio.wait_for(watcher, 2) is None  # at once, not after its 30 s
+    finally:
+        redis_client.client_unpause()
+        task.cancel()
+        await client.aclose()
