@@ -670,13 +670,11 @@ class RunStore:
         (0: not at all)."""
         key = self.events_key(run_id)
         async with _store_errors():
-            if block <= 0:
-                reply = await self.redis.xread({key: after}, count=READ_PAGE)
-            elif self.follow_client is not None:
+            if block > 0 and self.follow_client is not None:
                 reply = await self.follow_client.xread({key: after}, count=READ_PAGE, block=int(block * 1000))
             else:
                 reply = await self.redis.xread({key: after}, count=READ_PAGE)
-                if not reply and self._wakeups is not None:
+                if not reply and block > 0 and self._wakeups is not None:  # embedded: woken by a write
                     await self._wakeups.wait(run_id, block)
                     reply = await self.redis.xread({key: after}, count=READ_PAGE)
         if not reply:
