@@ -113,10 +113,11 @@ class OfflineModel:
         self._counter = 0
 
     # -- bookkeeping -------------------------------------------------------------------------
-    def record(self, body: dict[str, Any]) -> int:
+    def record(self, body: dict[str, Any], peer: str = "") -> int:
+        """Log a request: its body, its number, when it came and from which connection (``peer``)."""
         with self._lock:
             self._counter += 1
-            self._requests.append({"n": self._counter, "time": time.time(), **body})
+            self._requests.append({"n": self._counter, "time": time.time(), "peer": peer, **body})
             return self._counter
 
     @property
@@ -265,7 +266,7 @@ def create_offline_app(model: OfflineModel | None = None) -> Starlette:
             body = await request.json()
         except ValueError:
             return JSONResponse({"error": {"message": "body is not JSON", "type": "invalid_request_error"}}, 400)
-        n = model.record(body)
+        n = model.record(body, f"{request.client.host}:{request.client.port}" if request.client else "")
         reply = model.reply(body, n)
         if reply.sleep:
             await asyncio.sleep(reply.sleep)
@@ -433,6 +434,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fail-rate", type=float, default=0.0, help="fraction of requests answered with --fail-status")
     parser.add_argument("--fail-status", type=int, default=500)
     parser.add_argument("--timeout-rate", type=float, default=0.0, help="fraction of requests that hang")
+    parser.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--ssl-keyfile", default=None, help="... and this private key (PEM; default: in the certfile)")
     args = parser.parse_args(argv)
     model = OfflineModel(
         OfflineModelConfig(
@@ -452,6 +455,8 @@ def main(argv: list[str] | None = None) -> None:
         access_log=False,
         backlog=4096,
         timeout_keep_alive=60,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile or args.ssl_certfile,
     )
 
 

@@ -19,6 +19,7 @@ from agent_api.agents.autogen_compat import fast_protocol_checks as fast_protoco
 from agent_api.agents.autogen_compat import fast_trigger_matching as fast_trigger_matching
 from agent_api.agents.autogen_compat import light_stream_events as light_stream_events
 from agent_api.agents.autogen_compat import quiet_autogen_logging as quiet_autogen_logging
+from agent_api.agents.model_streams import ModelAsyncClient, reusable
 from agent_api.agents.openai_compat import skip_chat_request_transforms as skip_chat_request_transforms
 from agent_api.agents.openai_compat import validate_chat_responses as validate_chat_responses
 from agent_api.config import Settings
@@ -81,7 +82,9 @@ class SharedHTTPClient(SharedAcrossAgents, httpx.Client):
         client.close()
 
     def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
-        return self._thread_client().send(request, **kwargs)
+        response = self._thread_client().send(request, **kwargs)
+        # A streamed answer finishes its HTTP message after [DONE], so its connection is reused.
+        return reusable(response) if kwargs.get("stream") else response
 
     def close(self) -> None:
         with self._pools_lock:
@@ -130,7 +133,7 @@ class LLMProvider:
         """
         if self._async_client is None:
             timeout = self.entries[0].get("timeout") if self.entries else None
-            self._async_client = httpx.AsyncClient(
+            self._async_client = ModelAsyncClient(
                 timeout=timeout,
                 limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
                 verify=client_tls_context(),
