@@ -8,7 +8,8 @@ the message after ``[DONE]`` so that the connection is reused.
 
 The offline model in its own process on a loopback port, over HTTP and over HTTPS (a certificate
 of a throw-away CA made with trustme, which the client trusts through SSL_CERT_FILE). In this
-process, the real OpenAI client on the service's model HTTP client (``SharedHTTPClient``), as
+process, the real OpenAI client (with the service's changes to it, as its processes run it) on
+the service's model HTTP client (``SharedHTTPClient``), as
 before (the response closed at ``[DONE]``) and as now: ``--calls`` (default 300) streamed chat
 completions one after another, this process's CPU (user + system) per call, the model's excluded,
 and the wall time per call. Each is measured ``--repeat`` times (default 5), alternating; medians
@@ -40,7 +41,7 @@ from harness.processes import LOOPBACK, free_port, spawn, wait_until
 from harness.results import run_metadata
 from harness.tables import fmt, markdown_table, text_table
 
-from agent_api.agents.llm import SharedHTTPClient
+from agent_api.agents.llm import SharedHTTPClient, skip_chat_request_transforms, validate_chat_responses
 
 QUICK = {"calls": 30, "repeat": 1}
 SCHEMES = ("http", "https")
@@ -106,6 +107,9 @@ def per_call(client_class: type[SharedHTTPClient], base_url: str, calls: int) ->
 
 
 def measure(calls: int, repeat: int) -> dict[str, dict[str, dict[str, list[float]]]]:
+    # The OpenAI client as the service's processes run it (runtime.open_engine).
+    validate_chat_responses()
+    skip_chat_request_transforms()
     samples: dict[str, dict[str, dict[str, list[float]]]] = {
         scheme: {name: {"cpu": [], "wall": []} for name in CLIENTS} for scheme in SCHEMES
     }
@@ -156,13 +160,14 @@ def report(data: dict[str, Any], previous: dict[str, Any]) -> str:
             "",
             "The OpenAI SDK closes a streamed answer at `data: [DONE]`, before its HTTP message has ended, and "
             "httpcore then closes the connection; the service's model client finishes the message so that the "
-            "connection is reused (`agent_api/agents/model_streams.py`). The real OpenAI client on the service's "
-            "model HTTP client, as before and as now, against the offline model in its own process on loopback, "
-            f"over HTTP and over HTTPS (a throw-away CA's certificate): {data['sizes']['calls']} streamed chat "
-            "completions one after another, this process's CPU (user + system) and the wall time per call, the "
-            f"model's CPU excluded; medians of {data['sizes']['repeat']} runs (range), alternating. On loopback a "
-            "round trip costs next to nothing; over a network each handshake avoided also saves its round trips "
-            f"before the request. Machine: {machine['cpus']} cores, Python {machine['python']}; {meta['date']}; "
+            "connection is reused (`agent_api/agents/model_streams.py`). The real OpenAI client (as the service "
+            "runs it) on the service's model HTTP client, as before and as now, against the offline model in its "
+            f"own process on loopback, over HTTP and over HTTPS (a throw-away CA's certificate): "
+            f"{data['sizes']['calls']} streamed chat completions one after another, this process's CPU (user + "
+            "system) and the wall time per call, the model's CPU excluded; medians of "
+            f"{data['sizes']['repeat']} runs (range), alternating. On loopback a round trip costs next to nothing; "
+            "over a network each handshake avoided also saves its round trips before the request. "
+            f"Machine: {machine['cpus']} cores, Python {machine['python']}; {meta['date']}; "
             f"1-minute load average at the start {fmt(machine['load_average_at_start'], 2)}. "
             "Reproduce: `.venv/bin/python bench/model_stream.py` (raw numbers: `bench/results/model_stream.json`).",
             "",
