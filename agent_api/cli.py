@@ -153,7 +153,9 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--host", help="address to bind (default: HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: PORT, 8000)")
     serve.add_argument(
-        "--workers", type=int, help="API processes (uvicorn workers; default: WORKERS, one per two cores with Redis)"
+        "--workers",
+        type=int,
+        help="API processes (uvicorn workers; default: WORKERS; with Redis one per two cores, at least 2 on 2 cores)",
     )
     serve.add_argument(
         "--workers-in-process",

@@ -129,7 +129,8 @@ class Settings(BaseSettings):
     workers: int | None = Field(
         default=None,
         ge=1,
-        description="API processes of `agent-api serve`. Default: one per two cores with REDIS_URL, 1 without.",
+        description="API processes of `agent-api serve`. Default with REDIS_URL: one per two cores, and two "
+        "on a machine of two or three cores; 1 without.",
     )
     keep_alive_timeout: int = Field(
         default=75,
@@ -211,10 +212,15 @@ class Settings(BaseSettings):
 
     @property
     def api_processes(self) -> int:
-        """API processes ``agent-api serve`` runs: ``WORKERS``, else one per two cores with Redis, else 1."""
+        """API processes ``agent-api serve`` runs: ``WORKERS``, else with Redis one per two cores and at
+        least two where there are two cores (one alone is the slowest step while a burst of streams
+        starts, and delays the tokens of those already going: docs/performance.md), else 1."""
         if self.workers is not None:
             return self.workers
-        return max(1, (os.cpu_count() or 1) // 2) if self.redis_url is not None else 1
+        if self.redis_url is None:
+            return 1
+        cores = os.cpu_count() or 1
+        return max(min(2, cores), cores // 2)
 
     @property
     def run_worker_processes(self) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agent_api.config import Settings
 from tests.utils.process import serve_process, serve_refusing_to_start
 
 
@@ -118,3 +119,19 @@ def test_the_cli_does_not_import_the_metrics_library_before_it_sets_their_direct
     probe = "import sys, agent_api.cli; print('prometheus_client' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(("cores", "api", "workers"), [(1, 1, 1), (2, 2, 2), (3, 2, 3), (4, 2, 4), (8, 4, 8)])
+def test_serve_sizes_itself_to_the_machine_with_redis(
+    monkeypatch: pytest.MonkeyPatch, cores: int, api: int, workers: int
+) -> None:
+    """One API process per two cores, two where there are two or three (docs/performance.md)."""
+    for name in ("WORKERS", "WORKER_PROCESSES", "REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert (settings.api_processes, settings.run_worker_processes) == (api, workers)
+    monkeypatch.delenv("REDIS_URL")
+    embedded = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert (embedded.api_processes, embedded.run_worker_processes) == (1, 0)
