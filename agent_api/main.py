@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -70,16 +72,33 @@ def _uvicorn_server() -> object | None:
     return server if hasattr(server, "should_exit") else None
 
 
+def _supervisor_pid() -> int | None:
+    """The pid of the process that started this one, when this is one of several API processes.
+
+    uvicorn's supervisor of several processes (``agent-api serve`` with ``WORKERS`` above 1)
+    starts them with multiprocessing; a single API process has no such parent.
+    """
+    parent = multiprocessing.parent_process()
+    return parent.pid if parent is not None else None
+
+
 async def _watch_server_exit(shutdown: Shutdown, poll: float = 0.2) -> None:
     """uvicorn has no shutdown hook that runs before it waits for open connections: watch its flag.
 
     The server is looked up once found (reading the signal handler costs more than the rest of
-    the check, five times a second for the life of the process).
+    the check, five times a second for the life of the process). One of several API processes
+    also stops, as on SIGTERM, once the process that started it is gone (a ``serve`` killed with
+    SIGKILL): uvicorn's processes would live on otherwise, holding the port.
     """
     server = None
+    supervisor = _supervisor_pid()
     while not AppStatus.should_exit:
         server = server or _uvicorn_server()
         if getattr(server, "should_exit", False):
+            break
+        if supervisor is not None and os.getppid() != supervisor and server is not None:
+            log.warning("the process that started this API process (%d) is gone: stopping", supervisor)
+            server.should_exit = True  # type: ignore[attr-defined]  # as its SIGTERM handler does
             break
         await asyncio.sleep(poll)
     await shutdown.begin()

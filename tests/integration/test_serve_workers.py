@@ -111,3 +111,33 @@ def test_serve_runs_its_turns_on_worker_processes_it_keeps_alive_and_stops(
         assert api.process.returncode == 0, api.stderr.read_text()[-2000:]
         for pid in workers:
             assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:3]
+
+
+def _gone(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_nothing_outlives_a_killed_serve(
+    tmp_path: Path, offline: OfflineServer, redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """SIGKILL leaves serve no time to stop its processes: its API processes and workers stop themselves."""
+    env: dict[str, str | None] = {
+        "OPENAI_BASE_URL": offline.base_url,
+        "OPENAI_API_KEY": "test-key",
+        "REDIS_URL": redis_server.url,
+        "WORKERS": "2",
+        "WORKER_PROCESSES": "1",
+        "SHUTDOWN_GRACE_SECONDS": "1",
+    }
+    with serve_process(tmp_path, env) as api, httpx.Client(base_url=api.url, timeout=30) as client:
+        _wait_for(lambda: len(_children(api.process.pid)) >= 3, "2 API processes and a worker")
+        _wait_for(lambda: client.get("/health/ready").status_code == 200, "readiness")
+        assert client.post("/chat", json={"message": "hello"}).status_code == 200
+        children = set(_children(api.process.pid))
+        api.process.kill()
+        api.process.wait(timeout=30)
+        _wait_for(lambda: all(_gone(pid) for pid in children), "the API processes and the worker to stop")
