@@ -64,7 +64,7 @@ def test_serve_runs_its_turns_on_worker_processes_it_keeps_alive_and_stops(
         "SHUTDOWN_GRACE_SECONDS": "5",
     }
     # No WORKERS, WORKERS_IN_PROCESS or WORKER_PROCESSES: the defaults, one worker per core.
-    with serve_process(tmp_path, {**env, "WORKER_PROCESSES": None}) as api:
+    with serve_process(tmp_path, {**env, "WORKERS": None, "WORKER_PROCESSES": None}) as api:
         cores = os.cpu_count() or 1
         _wait_for(lambda: len(_workers(api.process.pid)) == cores, f"{cores} worker processes")
         workers = _workers(api.process.pid)

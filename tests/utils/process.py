@@ -75,8 +75,9 @@ def serve_process(tmp_path: Path, env: Mapping[str, str | None], *args: str) -> 
         process = subprocess.Popen(
             [sys.executable, "-m", "agent_api.cli", "serve", "--port", str(port), *args],
             cwd=tmp_path,
-            # Tests start the worker processes they need themselves, unless they ask `serve` to.
-            env={k: v for k, v in {"WORKER_PROCESSES": "0", **clean, **env}.items() if v is not None},
+            # Tests start the worker processes they need themselves, and one API process unless they
+            # ask `serve` for more (or for its defaults, with None).
+            env={k: v for k, v in {"WORKER_PROCESSES": "0", "WORKERS": "1", **clean, **env}.items() if v is not None},
             stdout=stdout,
             stderr=stderr,
         )
