@@ -66,7 +66,8 @@ class _Budget:
         left = max(self.deadline - time.monotonic(), 0.001)
         return left if timeout is None else min(timeout, left)
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> bool:
+        """Shadow the stream's ``read``; False (nothing changed) if the stream does not allow it."""
         read = self.network.read
         if inspect.iscoroutinefunction(read):
 
@@ -74,17 +75,22 @@ class _Budget:
                 data: bytes = await read(max_bytes, self.left(timeout))
                 return data
 
-            self.network.read = bounded_async
+            bounded: Any = bounded_async
         else:
 
             def bounded(max_bytes: int, timeout: float | None = None) -> bytes:
                 data: bytes = read(max_bytes, self.left(timeout))
                 return data
 
+        try:
             self.network.read = bounded
+        except (AttributeError, TypeError):  # a network stream without an instance dict
+            return False
+        return True
 
     def __exit__(self, *exc: object) -> None:
-        vars(self.network).pop("read", None)
+        if hasattr(self.network, "__dict__"):
+            vars(self.network).pop("read", None)
 
 
 class ReusableEventStream(httpx.SyncByteStream):
@@ -113,7 +119,9 @@ class ReusableEventStream(httpx.SyncByteStream):
     def _finish(self) -> None:
         read = 0
         try:
-            with _Budget(self._network):
+            with _Budget(self._network) as bounded:
+                if not bounded:
+                    return
                 for chunk in self._chunks:
                     read += len(chunk)
                     if read > DRAIN_BYTES:
@@ -149,7 +157,9 @@ class AsyncReusableEventStream(httpx.AsyncByteStream):
     async def _finish(self) -> None:
         read = 0
         try:
-            with _Budget(self._network):
+            with _Budget(self._network) as bounded:
+                if not bounded:
+                    return
                 async for chunk in self._chunks:
                     read += len(chunk)
                     if read > DRAIN_BYTES:
