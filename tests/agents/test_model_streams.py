@@ -136,6 +136,16 @@ def raw_server(after_done: str) -> Iterator[RawServer]:
             thread.join(5)
 
 
+@contextmanager
+def model_client(server: RawServer) -> Iterator[openai.OpenAI]:
+    """The OpenAI client on the service's model HTTP client, to ``server``; its read timeout twice HANG."""
+    http = SharedHTTPClient(timeout=HANG * 2)
+    try:
+        yield openai.OpenAI(api_key="test", base_url=f"http://{LOOPBACK}:{server.port}/v1", http_client=http)
+    finally:
+        http.close()
+
+
 def ask_within(client: openai.OpenAI, times: int, patience: float) -> list[str]:
     """ask() ``times`` in one thread (one pool), failing the test if they take ``patience`` seconds."""
     answers: list[str] = []
@@ -149,12 +159,8 @@ def ask_within(client: openai.OpenAI, times: int, patience: float) -> list[str]:
 @pytest.mark.parametrize("after_done", ["end", "end-later"])
 def test_a_message_ended_after_done_keeps_its_connection(after_done: str) -> None:
     with raw_server(after_done) as server:
-        http = SharedHTTPClient(timeout=HANG * 2)
-        client = openai.OpenAI(api_key="test", base_url=f"http://{LOOPBACK}:{server.port}/v1", http_client=http)
-        try:
+        with model_client(server) as client:
             assert ask_within(client, 3, HANG / 2) == ["hi"] * 3
-        finally:
-            http.close()
         assert server.connections == 1
 
 
@@ -162,12 +168,8 @@ def test_a_message_ended_after_done_keeps_its_connection(after_done: str) -> Non
 def test_a_message_not_ended_after_done_costs_the_budget_and_its_connection(after_done: str) -> None:
     """The read timeout is twice the test's patience: the answer comes back within the drain's budget."""
     with raw_server(after_done) as server:
-        http = SharedHTTPClient(timeout=HANG * 2)
-        client = openai.OpenAI(api_key="test", base_url=f"http://{LOOPBACK}:{server.port}/v1", http_client=http)
-        try:
+        with model_client(server) as client:
             assert ask_within(client, 2, HANG / 2) == ["hi"] * 2
-        finally:
-            http.close()
         assert server.connections == 2  # each given up, a new one for the next request
 
 
@@ -184,9 +186,7 @@ async def test_a_message_not_ended_after_done_async() -> None:
 
 def test_a_stream_closed_before_done_is_closed_at_once() -> None:
     """A consumer that stops early (a cancelled run) does not wait for the rest of the answer."""
-    with raw_server("hang-before-done") as server:
-        http = SharedHTTPClient(timeout=HANG * 2)
-        client = openai.OpenAI(api_key="test", base_url=f"http://{LOOPBACK}:{server.port}/v1", http_client=http)
+    with raw_server("hang-before-done") as server, model_client(server) as client:
         closed = threading.Event()
 
         def first_chunk_then_close() -> None:
@@ -197,8 +197,5 @@ def test_a_stream_closed_before_done_is_closed_at_once() -> None:
             stream.close()
             closed.set()
 
-        try:
-            threading.Thread(target=first_chunk_then_close, daemon=True).start()
-            assert closed.wait(HANG / 2), "closing the stream waited for the server"
-        finally:
-            http.close()
+        threading.Thread(target=first_chunk_then_close, daemon=True).start()
+        assert closed.wait(HANG / 2), "closing the stream waited for the server"
