@@ -56,7 +56,7 @@ class TreeStats:
     cpu_seconds: float  # user + system of each live process, and of the exited children each has waited for
     rss_mib: float  # the sum of the live processes' resident sets
     processes: int  # live processes (zombies not counted)
-    commands: dict[str, int]  # how many processes run each command (see :func:`_command`)
+    commands: dict[str, int]  # how many processes run each command (see :func:`command_label`)
 
 
 def _proc_stat(pid: int) -> list[str] | None:
@@ -69,7 +69,7 @@ def _proc_stat(pid: int) -> list[str] | None:
     return stat[stat.rindex(")") + 2 :].split()
 
 
-def _command(pid: int) -> str:
+def command_label(pid: int) -> str:
     """A short label for a process's command line, without paths or options: ``python -m agent_api.cli serve``.
 
     The program's file name, then ``-m MODULE`` (or ``-c`` and the module the code imports) and the
@@ -140,7 +140,7 @@ def tree_stats(pid: int) -> TreeStats:
         if fields[0] != "Z":
             rss_pages += int(fields[21])
             processes += 1
-            commands[_command(member)] += 1
+            commands[command_label(member)] += 1
     return TreeStats(cpu_ticks / ticks, rss_pages * page_mib, processes, dict(commands))
 
 

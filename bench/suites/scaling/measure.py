@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 from harness.load import chat_once, error_kinds, offline_requests, offline_reset, sharded_clients, sse_frames
-from harness.measure import TreeStats, descendants, median_index, percentile, start_time, tree_stats
+from harness.measure import TreeStats, command_label, descendants, median_index, percentile, start_time, tree_stats
 from harness.services import api_server, bench_api_env, offline_model, redis_server
 
 from suites.runs.measure import burst as chat_burst
@@ -89,11 +89,22 @@ async def warm_up(url: str, streams: bool) -> None:
         raise RuntimeError(f"every warm-up conversation failed, the service is not serving: {failures[0]}")
 
 
-def _reap(seen: Iterable[tuple[int, int | None]]) -> None:
-    """SIGKILL any process of the service's tree that outlived the service (same pid and start time)."""
+def _reap(seen: Iterable[tuple[int, int | None]], grace: float = 5.0) -> None:
+    """SIGKILL any process of the service's tree still running ``grace`` s after the service (same pid
+    and start time). Some stop a moment after it (multiprocessing's resource tracker, once the
+    process that started it is gone)."""
+    seen = list(seen)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if all(started is None or start_time(pid) != started for pid, started in seen):
+            return
+        time.sleep(0.1)
     for pid, started in seen:
         if started is not None and start_time(pid) == started:
-            print(f"  warning: process {pid} of the service outlived it; killed", file=sys.stderr, flush=True)
+            command = command_label(pid)
+            print(
+                f"  warning: process {pid} ({command}) of the service outlived it; killed", file=sys.stderr, flush=True
+            )
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
 
