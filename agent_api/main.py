@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-import os
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -37,6 +36,7 @@ from agent_api.security import KeyRing
 from agent_api.services.ratelimit import RequestRateLimiter
 from agent_api.services.readiness import ModelProbe, model_base_url
 from agent_api.shutdown import Shutdown
+from agent_api.supervisor import orphaned
 from agent_api.telemetry import setup_tracing
 
 log = logging.getLogger("agent_api")
@@ -72,36 +72,32 @@ def _uvicorn_server() -> object | None:
     return server if hasattr(server, "should_exit") else None
 
 
-def _supervisor_pid() -> int | None:
-    """The pid of the process that started this one, when this is one of several API processes.
-
-    uvicorn's supervisor of several processes (``agent-api serve`` with ``WORKERS`` above 1)
-    starts them with multiprocessing; a single API process has no such parent.
-    """
-    parent = multiprocessing.parent_process()
-    return parent.pid if parent is not None else None
-
-
 async def _watch_server_exit(shutdown: Shutdown, poll: float = 0.2) -> None:
     """uvicorn has no shutdown hook that runs before it waits for open connections: watch its flag.
 
     The server is looked up once found (reading the signal handler costs more than the rest of
-    the check, five times a second for the life of the process). One of several API processes
-    also stops, as on SIGTERM, once the process that started it is gone (a ``serve`` killed with
-    SIGKILL): uvicorn's processes would live on otherwise, holding the port.
+    the check, five times a second for the life of the process).
     """
     server = None
-    supervisor = _supervisor_pid()
     while not AppStatus.should_exit:
         server = server or _uvicorn_server()
         if getattr(server, "should_exit", False):
             break
-        if supervisor is not None and os.getppid() != supervisor and server is not None:
-            log.warning("the process that started this API process (%d) is gone: stopping", supervisor)
-            server.should_exit = True  # type: ignore[attr-defined]  # as its SIGTERM handler does
-            break
         await asyncio.sleep(poll)
     await shutdown.begin()
+
+
+async def _stop_when_orphaned(parent_pid: int) -> None:
+    """One of several API processes: stop (as on SIGTERM) once the ``serve`` that started it is gone.
+
+    uvicorn's supervisor starts them with multiprocessing; without this they would live on after
+    a ``serve`` killed with SIGKILL, holding the port.
+    """
+    await orphaned(parent_pid)
+    log.warning("the process that started this API process (%d) is gone: stopping", parent_pid)
+    server = _uvicorn_server()
+    if server is not None:
+        server.should_exit = True  # type: ignore[attr-defined]  # as its SIGTERM handler does
 
 
 async def _stop_on_drain(shutdown: Shutdown, workers: Workers) -> None:
@@ -119,6 +115,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         shutdown = Shutdown(settings.shutdown_grace_seconds)
         watcher = asyncio.get_running_loop().create_task(_watch_server_exit(shutdown))
         stack.callback(watcher.cancel)
+        parent = multiprocessing.parent_process()  # uvicorn's supervisor, when there are several API processes
+        if parent is not None and parent.pid is not None:
+            orphan_watch = asyncio.get_running_loop().create_task(_stop_when_orphaned(parent.pid))
+            stack.callback(orphan_watch.cancel)
 
         model, backend = settings.openai_model, "openai-compatible"
         if settings.workers_in_process:

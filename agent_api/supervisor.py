@@ -11,6 +11,7 @@ gone stops by itself (``agent-api worker --parent-pid``), so none outlives a kil
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -24,6 +25,16 @@ from collections.abc import Iterator
 log = logging.getLogger("agent_api.supervisor")
 
 MAX_BACKOFF = 30.0  # seconds between restarts of a worker that keeps exiting at once
+
+
+async def orphaned(parent_pid: int, poll: float = 1.0) -> None:
+    """Return once the process ``parent_pid`` that started this one is gone (checked every ``poll`` s).
+
+    For the processes ``serve`` starts (its worker processes, and its API processes when there
+    are several), so that none outlives a ``serve`` killed without a chance to stop them.
+    """
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(poll)
 
 
 class WorkerProcesses:

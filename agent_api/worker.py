@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 from contextlib import AsyncExitStack
 
@@ -18,6 +17,7 @@ from agent_api.agents.loader import load_teams
 from agent_api.agents.registry import TeamRegistry
 from agent_api.config import Settings
 from agent_api.runtime import open_engine, open_runtime, start_workers, worker_id
+from agent_api.supervisor import orphaned
 
 log = logging.getLogger("agent_api.worker")
 
@@ -58,7 +58,6 @@ async def run_worker(settings: Settings, *, metrics_port: int | None = None, par
 
 async def _stop_when_orphaned(parent_pid: int, stop: asyncio.Event) -> None:
     """Stop the worker (gracefully, as SIGTERM does) once the process that started it is gone."""
-    while os.getppid() == parent_pid:
-        await asyncio.sleep(1)
+    await orphaned(parent_pid)
     log.warning("the process that started this worker (%d) is gone: stopping", parent_pid)
     stop.set()

@@ -93,25 +93,37 @@ class _Budget:
             vars(self.network).pop("read", None)
 
 
-class ReusableEventStream(httpx.SyncByteStream):
+class _AfterDone:
+    """What the sync and async bodies share: the body's last bytes, and whether its message ended."""
+
+    _tail = b""
+    _ended = False
+
+    def _seen(self, chunk: bytes) -> None:
+        self._tail = (self._tail + chunk)[-_TAIL:]
+
+    def _closed_after_done(self) -> bool:
+        """Closed after its last event, with the rest of the message (its terminator) still to read."""
+        return not self._ended and _ends_with_done(self._tail)
+
+
+class ReusableEventStream(_AfterDone, httpx.SyncByteStream):
     """A streamed response's body that, closed after its ``[DONE]`` event, finishes its HTTP message."""
 
     def __init__(self, body: httpx.SyncByteStream, network: Any) -> None:
         self._body = body
         self._chunks = iter(body)
         self._network = network
-        self._tail = b""
-        self._ended = False
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._chunks:
-            self._tail = (self._tail + chunk)[-_TAIL:]
+            self._seen(chunk)
             yield chunk
         self._ended = True
 
     def close(self) -> None:
         try:
-            if not self._ended and _ends_with_done(self._tail):
+            if self._closed_after_done():
                 self._finish()
         finally:
             self._body.close()
@@ -131,25 +143,23 @@ class ReusableEventStream(httpx.SyncByteStream):
         self._ended = True
 
 
-class AsyncReusableEventStream(httpx.AsyncByteStream):
+class AsyncReusableEventStream(_AfterDone, httpx.AsyncByteStream):
     """:class:`ReusableEventStream` for an async client."""
 
     def __init__(self, body: httpx.AsyncByteStream, network: Any) -> None:
         self._body = body
         self._chunks = body.__aiter__()
         self._network = network
-        self._tail = b""
-        self._ended = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for chunk in self._chunks:
-            self._tail = (self._tail + chunk)[-_TAIL:]
+            self._seen(chunk)
             yield chunk
         self._ended = True
 
     async def aclose(self) -> None:
         try:
-            if not self._ended and _ends_with_done(self._tail):
+            if self._closed_after_done():
                 await self._finish()
         finally:
             await self._body.aclose()

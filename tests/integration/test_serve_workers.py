@@ -51,18 +51,31 @@ def _wait_for(predicate: Any, what: str, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def test_serve_runs_its_turns_on_worker_processes_it_keeps_alive_and_stops(
-    tmp_path: Path, offline: OfflineServer, redis_server: RedisServer, redis_client: redis.Redis
-) -> None:
-    env: dict[str, str | None] = {
+def _gone(pid: int) -> bool:
+    """The process has exited (it no longer exists, or is a zombie waiting for its parent)."""
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _serve_env(offline: OfflineServer, redis_server: RedisServer, **extra: str | None) -> dict[str, str | None]:
+    """`serve` on Redis and the offline model, with ``extra`` settings."""
+    return {
         "OPENAI_BASE_URL": offline.base_url,
         "OPENAI_API_KEY": "test-key",
         "OPENAI_MODEL": "offline-model",
         "REDIS_URL": redis_server.url,
         "LLM_MAX_RETRIES": "0",
-        "THREAD_POOL_SIZE": "16",
-        "SHUTDOWN_GRACE_SECONDS": "5",
+        **extra,
     }
+
+
+def test_serve_runs_its_turns_on_worker_processes_it_keeps_alive_and_stops(
+    tmp_path: Path, offline: OfflineServer, redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    env = _serve_env(offline, redis_server, THREAD_POOL_SIZE="16", SHUTDOWN_GRACE_SECONDS="5")
     # No WORKERS, WORKERS_IN_PROCESS or WORKER_PROCESSES: the defaults, one worker per core.
     with serve_process(tmp_path, {**env, "WORKERS": None, "WORKER_PROCESSES": None}) as api:
         cores = os.cpu_count() or 1
@@ -110,29 +123,14 @@ def test_serve_runs_its_turns_on_worker_processes_it_keeps_alive_and_stops(
         api.terminate(timeout=60)
         assert api.process.returncode == 0, api.stderr.read_text()[-2000:]
         for pid in workers:
-            assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:3]
-
-
-def _gone(pid: int) -> bool:
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().split(")")[-1].split()[0] == "Z"
-    except OSError:
-        return True
+            assert _gone(pid)
 
 
 def test_nothing_outlives_a_killed_serve(
     tmp_path: Path, offline: OfflineServer, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
     """SIGKILL leaves serve no time to stop its processes: its API processes and workers stop themselves."""
-    env: dict[str, str | None] = {
-        "OPENAI_BASE_URL": offline.base_url,
-        "OPENAI_API_KEY": "test-key",
-        "REDIS_URL": redis_server.url,
-        "WORKERS": "2",
-        "WORKER_PROCESSES": "1",
-        "SHUTDOWN_GRACE_SECONDS": "1",
-    }
+    env = _serve_env(offline, redis_server, WORKERS="2", WORKER_PROCESSES="1", SHUTDOWN_GRACE_SECONDS="1")
     with serve_process(tmp_path, env) as api, httpx.Client(base_url=api.url, timeout=30) as client:
         _wait_for(lambda: len(_children(api.process.pid)) >= 3, "2 API processes and a worker")
         _wait_for(lambda: client.get("/health/ready").status_code == 200, "readiness")
