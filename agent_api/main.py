@@ -8,7 +8,7 @@ import multiprocessing
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
@@ -31,13 +31,16 @@ from agent_api.routers.ui import mount_ui
 from agent_api.runs.model import utcnow
 from agent_api.runs.queue import SaqDispatcher
 from agent_api.runs.service import RunService
-from agent_api.runtime import Workers, open_engine, open_runtime, start_workers
+from agent_api.runtime import open_runtime
 from agent_api.security import KeyRing
 from agent_api.services.ratelimit import RequestRateLimiter
 from agent_api.services.readiness import ModelProbe, model_base_url
 from agent_api.shutdown import Shutdown
 from agent_api.supervisor import orphaned
 from agent_api.telemetry import setup_tracing
+
+if TYPE_CHECKING:
+    from agent_api.engine import Workers
 
 log = logging.getLogger("agent_api")
 
@@ -122,6 +125,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
         model, backend = settings.openai_model, "openai-compatible"
         if settings.workers_in_process:
+            # Only a process that runs agents loads the engine (AutoGen, the model client).
+            from agent_api.engine import open_engine, start_workers
+
             llm, runner = await open_engine(runtime, stack)
             workers = await start_workers(
                 runtime, llm, runner, stack, count=settings.workers_in_process, in_process=True

@@ -43,8 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agent_api.agents.agentchat.components import check_component, is_component
 from agent_api.agents.agentchat.team import AgentChatTeam
-from agent_api.agents.run import USER
-from agent_api.agents.teams import AgentSpec, GroupTeam, PairTeam, Team
+from agent_api.agents.teams import USER, AgentSpec, GroupTeam, PairTeam, Team
 from agent_api.agents.tools import tool_names
 
 BUILTIN_TEAMS_DIR = Path(__file__).resolve().parent.parent / "teams"

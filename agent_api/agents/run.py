@@ -34,14 +34,13 @@ from agent_api.agents.events import (
     ToolResultEvent,
 )
 from agent_api.agents.messages import from_autogen, is_termination, strip_termination, usage_of
+from agent_api.agents.teams import USER
 from agent_api.agents.tokens import REPLY_SEPARATOR, ReplyShaper
 from agent_api.errors import RunCancelled
 from agent_api.models.chat import ChatMessage
 from agent_api.telemetry import note_first_token
 
 log = logging.getLogger(__name__)
-
-USER = "user"
 
 
 @dataclass

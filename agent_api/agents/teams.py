@@ -1,8 +1,11 @@
-"""Teams: how a named group of AutoGen agents is built and run for one request.
+"""Teams: the named groups of agents that team files describe, and the interface every engine runs.
 
-A :class:`Team` is a description. :meth:`Team.run` builds fresh agents from it for each request
-(sharing one LLM configuration and HTTP pool), restores the session's history into them, and
-runs them synchronously; the runner calls it in a worker thread.
+A :class:`Team` is a description: its agents, their tools, where a person is asked. Each run
+builds fresh agents from it (sharing one LLM configuration and HTTP pool), restores the
+session's history into them and runs the turn. Building and running is the engine's:
+:mod:`agent_api.agents.ag2` for the teams of this module, :mod:`agent_api.agents.agentchat.engine`
+for AgentChat's. This module, which the API processes load with the team files, imports no
+engine: AutoGen is loaded by the processes that run agents, when they first run (or warm up) a team.
 
 Two patterns come built in: :class:`PairTeam` (an assistant and a user proxy, the classic
 AutoGen pair) and :class:`GroupTeam` (several assistants in a ``GroupChat`` run by a
@@ -11,64 +14,20 @@ AutoGen pair) and :class:`GroupTeam` (several assistants in a ``GroupChat`` run 
 
 from __future__ import annotations
 
-import functools
-import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import autogen
-
-from agent_api.agents.autogen_compat import (
-    AUTO_SELECTION,
-    HumanInputMode,
-    SpeakerSelector,
-    group_chat,
-    group_messages_since,
-    messages_since,
-    register_tools,
-    restore_history,
-    start_chat,
-    user_proxy_agent,
-)
-from agent_api.agents.events import RunOutcome
-from agent_api.agents.messages import is_termination, to_autogen
-from agent_api.agents.run import USER, TeamRun, collect_outcome, instrument, run_io
 from agent_api.agents.tools import get_tool
-from agent_api.models.chat import ChatMessage
-from agent_api.telemetry import instrument_agents
 
-CONTINUE = "Please continue. When your answer is complete, put TERMINATE at the end of it."
+if TYPE_CHECKING:
+    from agent_api.agents.events import RunOutcome
+    from agent_api.agents.run import TeamRun
 
-HumanInput = Literal["never", "always", "on_terminate"]
-# AutoGen's human input modes, by the names team files use.
-HUMAN_INPUT_MODES: dict[str, HumanInputMode] = {
-    "never": "NEVER",
-    "always": "ALWAYS",
-    "on_terminate": "TERMINATE",
-}
+USER = "user"  # the user proxy's name: the caller's seat in every team (no agent may take it)
 
-
-def refusal(name: str, reason: str) -> str:
-    """What the agent reads instead of a tool's result when a person denies the call."""
-    because = f" Their reason: {reason}" if reason else ""
-    return f"The user denied this call of {name}; the tool was not run.{because}"
-
-
-def approval_required(run: TeamRun, agent: str, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
-    """``function``, run only once a person approves the call; a denial answers with :func:`refusal`."""
-
-    @functools.wraps(function)
-    def guarded(**arguments: Any) -> Any:
-        call = run.take_call(name, arguments)
-        prompt = f"{agent} wants to run {name} with {call['arguments'] or json.dumps(arguments)}."
-        reply = run.ask("approval", prompt, agent, tool_call=call)
-        if not reply.approved:
-            return refusal(name, reply.reason)
-        return function(**arguments)
-
-    return guarded
+HumanInput = Literal["never", "always", "on_terminate"]  # where a person is asked, as team files say it
 
 
 @dataclass(frozen=True)
@@ -96,36 +55,6 @@ class AgentSpec:
             # AutoGen rebuild the agent's model client once per tool, on every request.
             config["tools"] = [get_tool(name).schema for name in self.tools]
         return config
-
-    def build(self, base_llm_config: dict[str, Any]) -> autogen.AssistantAgent:
-        return autogen.AssistantAgent(
-            name=self.name,
-            system_message=self.system_message,
-            description=self.description or None,
-            llm_config=self.llm_config(base_llm_config),
-        )
-
-    def attach_tools(self, executor: autogen.ConversableAgent, run: TeamRun, approve: Collection[str] = ()) -> None:
-        """Let ``executor`` run this agent's tool calls (the model learns of them from llm_config);
-        calls of the tools named in ``approve`` wait for a person's approval first."""
-        functions: dict[str, Callable[..., Any]] = {}
-        for name in self.tools:
-            function = get_tool(name).function
-            functions[name] = approval_required(run, self.name, name, function) if name in approve else function
-        if functions:
-            register_tools(executor, functions)
-
-
-def user_proxy(max_turns: int, human_input: HumanInput = "never") -> autogen.UserProxyAgent:
-    """Stands in for the caller: asks a person as the team says (through the run), never runs
-    code, nudges the assistant on when it stops before its answer is complete."""
-    return user_proxy_agent(
-        USER,
-        human_input_mode=HUMAN_INPUT_MODES[human_input],
-        is_termination_msg=is_termination,
-        default_auto_reply=CONTINUE,
-        max_consecutive_auto_reply=max_turns,
-    )
 
 
 class Team(ABC):
@@ -176,7 +105,7 @@ class Team(ABC):
         return described
 
     def run(self, run: TeamRun) -> RunOutcome:
-        """Run one turn synchronously (in a worker thread) and return what it added."""
+        """Run one turn synchronously (in a run thread) and return what it added."""
         raise NotImplementedError
 
     async def run_async(self, run: TeamRun) -> RunOutcome:
@@ -185,8 +114,10 @@ class Team(ABC):
 
     def warm_up(self, llm_config: dict[str, Any]) -> None:
         """Build what the first run would otherwise pay for (called once, in a run thread, at startup)."""
+        from agent_api.agents import ag2  # the engine: imported where agents run (see the module's docstring)
+
         for spec in self.agents:
-            spec.build(llm_config).client  # noqa: B018  (building the model client is the point)
+            ag2.build_assistant(spec, llm_config).client  # noqa: B018  (building the model client is the point)
 
 
 class OneAnswerTeam(Team):
@@ -240,17 +171,9 @@ class PairTeam(Team):
         return [self.assistant]
 
     def run(self, run: TeamRun) -> RunOutcome:
-        run.answerers = set(self.answering_agents)
-        assistant = self.assistant.build(run.llm_config)
-        proxy = user_proxy(run.max_turns, self.human_input)
-        self.assistant.attach_tools(proxy, run, self.approve_tools)
-        instrument(run, [assistant, proxy])
-        instrument_agents([assistant, proxy])
-        restored = restore_history(assistant, proxy, [to_autogen(m) for m in run.history])
-        restore_history(proxy, assistant, [to_autogen(m, flip=True) for m in run.history])
-        with run_io(run):
-            start_chat(proxy, assistant, run.message, max_turns=run.max_turns, cache=run.cache)
-        return collect_outcome(run, messages_since(assistant, proxy, restored), [assistant, proxy])
+        from agent_api.agents import ag2  # the engine: imported where agents run (see the module's docstring)
+
+        return ag2.run_pair(self, run)
 
 
 SpeakerSelection = Literal["round_robin", "auto"]
@@ -296,76 +219,6 @@ class GroupTeam(OneAnswerTeam):
         return {"speaker_selection": self.speaker_selection, "max_rounds": self.max_rounds, **super().describe()}
 
     def run(self, run: TeamRun) -> RunOutcome:
-        run.answerers = set(self.answering_agents)
-        assistants: list[autogen.ConversableAgent] = [spec.build(run.llm_config) for spec in self._agents]
-        for spec, agent in zip(self._agents, assistants, strict=True):
-            spec.attach_tools(agent, run, self.approve_tools)
-        proxy = user_proxy(1, self.human_input)
-        # With a person in the loop the user's seat is in the group (after the answering agent),
-        # and the person's turns do not count against the agents' rounds.
-        asks = self.human_input != "never"
-        members: list[autogen.Agent] = [*assistants, proxy] if asks else list(assistants)
-        rounds = min(self.max_rounds, run.max_turns)
-        history = [to_group_message(m) for m in run.history]
-        answerers = set(self.answering_agents)
+        from agent_api.agents import ag2  # the engine: imported where agents run (see the module's docstring)
 
-        def answered(message: dict[str, Any]) -> bool:
-            # The answering agent ends the turn; a TERMINATE from another agent (or the caller) does not.
-            # With a person in the loop the person ends it (the user's seat then gives no reply).
-            return not asks and message.get("name") in answerers and is_termination(message)
-
-        groupchat, manager = group_chat(
-            members,
-            history,
-            max_round=1 + (2 * rounds if asks else rounds),
-            select_speaker=self._selector(assistants, proxy if asks else None),
-            # The manager's own model calls (speaker selection) must not stream: their tokens are
-            # not anybody's answer.
-            selector_llm_config=run.quiet_llm_config,
-            is_termination_msg=answered,
-        )
-        for agent in assistants:
-            restore_history(agent, manager, [agent_view(m, agent.name) for m in run.history])
-        instrument(run, [*assistants, proxy])
-        instrument_agents([*assistants, proxy, manager])
-        with run_io(run):
-            start_chat(proxy, manager, run.message, max_turns=1, cache=run.cache)
-        return collect_outcome(run, group_messages_since(groupchat, len(history)), [*assistants, manager])
-
-    def _selector(self, assistants: list[autogen.ConversableAgent], person: autogen.Agent | None) -> SpeakerSelector:
-        method = self.speaker_selection
-        order = {agent.name: i for i, agent in enumerate(assistants)}
-        human_input = self.human_input
-
-        def select(last_speaker: autogen.Agent, groupchat: autogen.GroupChat) -> autogen.Agent | str:
-            last = groupchat.messages[-1] if groupchat.messages else {}
-            if last.get("tool_calls") or last.get("tool_responses") or last.get("role") == "tool":
-                # The caller executes its own tool call, then speaks again with the result.
-                return last_speaker if last_speaker in assistants else assistants[0]
-            if person is not None and last_speaker.name == self.answer_from:
-                if human_input == "always" or is_termination(last):
-                    return person  # the user's seat: the person answers the answering agent
-            if method == "auto":
-                return AUTO_SELECTION
-            if last_speaker.name not in order:  # the caller just spoke: start from the first
-                return assistants[0]
-            return assistants[(order[last_speaker.name] + 1) % len(assistants)]
-
-        return select
-
-
-def to_group_message(message: ChatMessage) -> dict[str, Any]:
-    """A stored message as a GroupChat keeps it: named, text as role user."""
-    out = to_autogen(message)
-    if out.get("role") == "assistant" and not out.get("tool_calls"):
-        out["role"] = "user"
-    out["name"] = message.name or USER
-    return out
-
-
-def agent_view(message: ChatMessage, agent_name: str) -> dict[str, Any]:
-    """A stored message as one group member sees it: its own text as assistant, the rest as user."""
-    out = to_autogen(message)
-    if message.role in ("user", "assistant") and not message.tool_calls:
-        out["role"] = "assistant" if message.name == agent_name else "user"
-    return out
+        return ag2.run_group(self, run)

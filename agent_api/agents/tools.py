@@ -8,6 +8,7 @@ model's arguments. Add your own with :func:`register_tool` (for example from a m
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import operator
 from collections.abc import Callable
@@ -15,17 +16,27 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from agent_api.agents.autogen_compat import tool_schema
-
 
 @dataclass(frozen=True)
 class Tool:
-    """A function the model may call, with its OpenAI tool schema (built once, at registration)."""
+    """A function the model may call, and its OpenAI tool schema."""
 
     name: str
     description: str
     function: Callable[..., Any]
-    schema: dict[str, Any]
+
+    @functools.cached_property
+    def schema(self) -> dict[str, Any]:
+        """The schema as AutoGen sends it to the model (parameter descriptions from
+        ``Annotated[..., "text"]``), built once, on first use.
+
+        Only the processes that run agents use it (their startup builds every team's agents
+        once), so the API processes, which read team files and never run agents, do not load
+        AutoGen.
+        """
+        from agent_api.agents.autogen_compat import tool_schema  # the engine: see the docstring
+
+        return tool_schema(self.function, name=self.name, description=self.description)
 
 
 _TOOLS: dict[str, Tool] = {}
@@ -35,8 +46,7 @@ def register_tool(name: str, description: str) -> Callable[[Callable[..., Any]],
     """Decorator: make ``function`` available to team files as ``tools: [name]``."""
 
     def decorator(function: Callable[..., Any]) -> Callable[..., Any]:
-        # Parameter descriptions come from Annotated[..., "text"].
-        _TOOLS[name] = Tool(name, description, function, tool_schema(function, name=name, description=description))
+        _TOOLS[name] = Tool(name, description, function)
         return function
 
     return decorator

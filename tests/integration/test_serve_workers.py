@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from agent_api.offline_llm import OfflineServer
-from tests.utils.process import serve_process
+from tests.utils.process import serve_process, worker_process
 from tests.utils.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow(seconds=12)
@@ -139,3 +139,41 @@ def test_nothing_outlives_a_killed_serve(
         api.process.kill()
         api.process.wait(timeout=30)
         _wait_for(lambda: all(_gone(pid) for pid in children), "the API processes and the worker to stop")
+
+
+def _imported(log: str) -> set[str]:
+    """The modules imported by the processes writing ``log`` (``PYTHONPROFILEIMPORTTIME``'s report)."""
+    return {line.rsplit("|", 1)[1].strip() for line in log.splitlines() if line.startswith("import time:")}
+
+
+def test_api_processes_leave_the_agent_engine_to_the_workers(
+    tmp_path: Path, offline: OfflineServer, redis_server: RedisServer
+) -> None:
+    """API processes serve turns through every way in without loading AutoGen; the worker running them does.
+
+    Python writes each module a process imports to its stderr (``PYTHONPROFILEIMPORTTIME``): for
+    ``serve`` that is the supervisor and its two API processes, for the worker its own. The layout
+    is serve's own with worker processes (no workers in the API processes), the worker started
+    here so that its report is apart.
+    """
+    env = _serve_env(offline, redis_server, WORKERS="2", WORKERS_IN_PROCESS="0", PYTHONPROFILEIMPORTTIME="1")
+    worker_env = {k: v for k, v in env.items() if v is not None}
+    with (
+        serve_process(tmp_path, env) as api,
+        worker_process(tmp_path, worker_env) as worker,
+        httpx.Client(base_url=api.url, timeout=30) as client,
+    ):
+        _wait_for(lambda: client.get("/health/ready").status_code == 200, "readiness")
+        for _ in range(4):  # the two API processes take turns
+            chat = client.post("/chat", json={"message": "hello", "agent": "research_team"})
+            assert chat.status_code == 200, chat.text
+            completion = client.post(
+                "/v1/chat/completions", json={"model": "research", "messages": [{"role": "user", "content": "hi"}]}
+            )
+            assert completion.status_code == 200, completion.text
+        assert client.get("/agents").status_code == 200
+    served, ran = _imported(api.stderr.read_text()), _imported(worker.stderr.read_text())
+    engines = {"autogen", "autogen_agentchat", "autogen.oai.client"}
+    assert {"agent_api.routers.chat", "agent_api.agents.loader"} <= served  # the report covers the API processes
+    assert engines <= ran
+    assert not engines & served, sorted(engines & served)

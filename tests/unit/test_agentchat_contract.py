@@ -19,7 +19,7 @@ from autogen_core import CancellationToken, FunctionCall
 from autogen_core.models import FunctionExecutionResult, RequestUsage
 
 from agent_api.agents.agentchat import compat
-from agent_api.agents.agentchat.team import _tool, agent_history
+from agent_api.agents.agentchat.engine import _tool, agent_history
 from agent_api.models.chat import ChatMessage
 
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from agent_api.agents.ag2 import approval_required, refusal
 from agent_api.agents.events import InputReply, InputRequest
 from agent_api.agents.run import TeamRun
-from agent_api.agents.teams import approval_required, refusal
 from agent_api.errors import RunCancelled
 from agent_api.models.runs import InputAnswer
 
