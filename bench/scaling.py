@@ -155,10 +155,18 @@ def main(argv: list[str] | None = None) -> int:
     # A partial run (--only) keeps the other scenarios' last figures (with the sizes and revisions
     # they were measured with); the last results are kept as *previous*.
     previous = {k: v for k, v in last.items() if k != "previous"}
+    last_run = {
+        "revision": last.get("meta", {}).get("revisions", {}).get("now"),
+        "date": last.get("meta", {}).get("date"),
+    }
     for name in PARTS:
         data.setdefault("sizes", {})[name] = run_sizes if name in data else last.get("sizes", {}).get(name)
+        measured = {"revision": begun.revision, "date": meta["date"]} if name in data else None
         if name not in data and name in last:
             data[name] = last[name]
+            measured = last.get("measured", {}).get(name) or last_run
+        if measured is not None:
+            data.setdefault("measured", {})[name] = measured
     data["sizes"] = {k: v for k, v in data["sizes"].items() if v is not None}
     data["previous"] = previous
     out.save(NAME, data)

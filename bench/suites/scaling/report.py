@@ -248,6 +248,18 @@ def _layout(data: dict[str, Any], service: str) -> str:
     return "-"
 
 
+def _carried_over(data: dict[str, Any], now: str) -> list[str]:
+    """A line naming the scenarios a partial run (``--only``) kept from earlier runs, and where they were measured."""
+    earlier: dict[tuple[str, str], list[str]] = {}
+    for scenario, measured in data.get("measured", {}).items():
+        if measured.get("revision") != now:
+            earlier.setdefault((measured.get("revision") or "?", measured.get("date") or "?"), []).append(scenario)
+    if not earlier:
+        return []
+    kept = "; ".join(f"{', '.join(names)} at {rev} ({date})" for (rev, date), names in earlier.items())
+    return [f"- A partial run: the *now* figures of these scenarios are from an earlier run: {kept}."]
+
+
 def _methodology(data: dict[str, Any], revisions: dict[str, str]) -> list[str]:
     meta = data["meta"]
     machine = meta["machine"]
@@ -300,6 +312,7 @@ def _methodology(data: dict[str, Any], revisions: dict[str, str]) -> list[str]:
         ),
         f"- Machine: {machine.get('cpus')} cores, Python {machine.get('python')}; {meta['date']}; 1-minute load "
         f"average at the start {load}.",
+        *_carried_over(data, revisions["now"]),
         "- Reproduce: `.venv/bin/python bench/scaling.py` (raw numbers: `bench/results/scaling.json`).",
         "",
     ]
