@@ -4,6 +4,8 @@ of the web stack, directly or through the modules they import."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -80,3 +82,36 @@ def test_the_engine_does_not_know_the_runs_or_the_http_edge() -> None:
         reached = _reach(module)
         above = [m for m in reached if m.startswith(("agent_api.runs", "agent_api.routers", "agent_api.main"))]
         assert not above, (module, [reached[m] for m in above])
+
+
+ENGINES = ("autogen", "autogen_agentchat", "autogen_core", "autogen_ext")
+# What a process that leaves the runs to worker processes imports: the HTTP edge and the team descriptions.
+API_SIDE = (
+    "agent_api.main",
+    "agent_api.cli",
+    "agent_api.runtime",
+    "agent_api.agents.loader",
+    "agent_api.agents.registry",
+    "agent_api.agents.agentchat.team",
+)
+
+
+@pytest.mark.parametrize("module", API_SIDE)
+def test_the_api_side_never_reaches_an_agent_engine(module: str) -> None:
+    """AutoGen is loaded only where runs execute (engine.py, imported by the worker and the embedded default)."""
+    engines = {m: path for m, path in _reach(module).items() if m.split(".")[0] in ENGINES}
+    assert not engines, " ; ".join(" -> ".join(path) for path in engines.values())
+
+
+def test_settling_a_worker_heap_freezes_it_and_collects_the_young_less_often() -> None:
+    """settle_heap, run in a fresh interpreter (it changes the collector of the whole process)."""
+    code = (
+        "import gc; from agent_api.engine import YOUNG_COLLECTION_EVERY, settle_heap; "
+        "before = gc.get_freeze_count(); settle_heap(); "
+        "print(before, gc.get_freeze_count(), gc.get_threshold()[0] == YOUNG_COLLECTION_EVERY)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    before, frozen, threshold = done.stdout.split()
+    assert int(before) == 0
+    assert int(frozen) > 100_000  # AutoGen and the OpenAI SDK's objects, out of every collection
+    assert threshold == "True"
