@@ -16,7 +16,7 @@ from agent_api import __version__
 from agent_api.agents.loader import load_teams
 from agent_api.agents.registry import TeamRegistry
 from agent_api.config import Settings
-from agent_api.engine import open_engine, start_workers
+from agent_api.engine import open_engine, settle_heap, start_workers
 from agent_api.runtime import open_runtime, worker_id
 from agent_api.supervisor import orphaned
 
@@ -35,6 +35,7 @@ async def run_worker(settings: Settings, *, metrics_port: int | None = None, par
 
             start_http_server(metrics_port, addr=settings.host)
         workers = await start_workers(runtime, llm, runner, stack, count=1, in_process=False)
+        settle_heap()
         log.info(
             "agent-api %s worker %s ready: model=%s (%s), up to %d runs at once",
             __version__,
