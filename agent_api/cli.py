@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import multiprocessing
 import os
 import signal
 import socket
@@ -28,10 +30,11 @@ def _refuse(what: str, problem: str) -> NoReturn:
 def _checked_settings(what: str, *, needs_redis: str | None = None) -> Settings:
     """The settings, with everything start-up reads checked now: one line and exit 2 if one is wrong.
 
-    ``needs_redis``: why REDIS_URL must be set, if it must.
+    ``needs_redis``: why REDIS_URL must be set, if it must. For a process that runs agents: the
+    teams are checked in this process, which loads AutoGen anyway.
     """
     settings = _valid_settings(what, needs_redis=needs_redis)
-    _check_what_start_up_reads(what, settings)
+    _check_what_start_up_reads(what, settings, apart=False)
     return settings
 
 
@@ -48,16 +51,24 @@ def _valid_settings(what: str, *, needs_redis: str | None = None) -> Settings:
     return settings
 
 
-def _check_what_start_up_reads(what: str, settings: Settings) -> None:
-    """The teams and the model config list the settings name: one line and exit 2 if one is wrong."""
-    # Imported once the settings are known good: the team loader imports AutoGen (about 2 s), and a
-    # wrong setting is reported at once.
-    from agent_api.agents.loader import TeamConfigError, load_teams
+def _check_what_start_up_reads(what: str, settings: Settings, *, apart: bool) -> None:
+    """The teams and the model config list the settings name: one line and exit 2 if one is wrong.
 
-    try:
-        load_teams(settings.teams_dir, settings.team_plugin_list)  # here, clearly, not in each worker
-    except (TeamConfigError, ValueError) as exc:
-        _refuse(what, str(exc))
+    The teams are checked as a process that runs them would load them (their tools' schemas
+    included, which needs AutoGen): here, clearly, not in each worker. ``apart``: in a short-lived
+    process, so that `serve`, which only supervises and serves HTTP, does not hold AutoGen's
+    memory for its whole life.
+    """
+    from agent_api.agents.loader import check_teams
+
+    if apart:
+        spawn = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn) as checker:
+            problem = checker.submit(check_teams, settings.teams_dir, settings.team_plugin_list).result()
+    else:
+        problem = check_teams(settings.teams_dir, settings.team_plugin_list)
+    if problem is not None:
+        _refuse(what, problem)
     try:
         settings.load_config_list()
     except OSError as exc:
@@ -92,10 +103,13 @@ def _serve(args: argparse.Namespace) -> None:
         get_settings.cache_clear()
     if (api_processes > 1 or run_workers) and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Every process writes its metrics here and /metrics on any API process sums them all.
-        # prometheus_client reads it when it is imported, so before the teams are loaded (the
-        # loader's imports bring it in): this process serves the API itself when there is one.
+        # prometheus_client reads it when it is imported, so before anything imports it: this
+        # process serves the API itself when there is one.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="agent-api-metrics-")
-    _check_what_start_up_reads("cannot start", settings)
+    # This process runs agents itself when it is the one API process and has run workers of its own
+    # (the embedded default): it loads AutoGen anyway, and checks the teams without a process apart.
+    runs_agents = api_processes == 1 and get_settings().workers_in_process > 0
+    _check_what_start_up_reads("cannot start", settings, apart=not runs_agents)
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     _check_port(host, port)

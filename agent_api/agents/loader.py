@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from agent_api.agents.agentchat.components import check_component, is_component
 from agent_api.agents.agentchat.team import AgentChatTeam
 from agent_api.agents.teams import USER, AgentSpec, GroupTeam, PairTeam, Team
-from agent_api.agents.tools import tool_names
+from agent_api.agents.tools import check_schemas, tool_names
 
 BUILTIN_TEAMS_DIR = Path(__file__).resolve().parent.parent / "teams"
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
@@ -248,3 +248,18 @@ def load_teams(teams_dir: Path | None = None, plugins: Iterable[str] = ()) -> li
         seen.add(team.name)
         teams[team.name] = team
     return list(teams.values())
+
+
+def check_teams(teams_dir: Path | None = None, plugins: Sequence[str] = ()) -> str | None:
+    """What is wrong with the teams and their tools, as a process that runs them would find it; None if nothing.
+
+    Loads the teams (the plugins' tools register as they are imported) and builds every tool's
+    schema, which loads AutoGen: ``agent-api serve`` calls it in a short-lived process of its own
+    so that it holds no AutoGen itself.
+    """
+    try:
+        load_teams(teams_dir, plugins)
+        check_schemas()
+    except ValueError as exc:  # TeamConfigError included
+        return str(exc)
+    return None

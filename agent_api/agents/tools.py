@@ -60,6 +60,16 @@ def tool_names() -> list[str]:
     return sorted(_TOOLS)
 
 
+def check_schemas() -> None:
+    """Build every registered tool's schema now (this imports AutoGen); ``ValueError`` naming a tool
+    whose schema cannot be built (a parameter without a type, a type with no JSON schema)."""
+    for tool in _TOOLS.values():
+        try:
+            tool.schema  # noqa: B018  (building it is the check)
+        except Exception as exc:  # what AutoGen and pydantic raise for a function they cannot describe
+            raise ValueError(f"tool {tool.name!r}: its schema cannot be built: {type(exc).__name__}: {exc}") from exc
+
+
 class CalculationError(ValueError):
     """The expression is not plain arithmetic, or is too large to evaluate."""
 

@@ -191,3 +191,23 @@ def test_serve_refuses_to_start_with_a_malformed_team_file(tmp_path: Path) -> No
     (tmp_path / "teams" / "bad.yaml").write_text("name: bad\ndescription: x\npattern: pair\nagents:\n  - name: a\n")
     done = serve_refusing_to_start(tmp_path, {"TEAMS_DIR": str(tmp_path / "teams")})
     assert "bad.yaml" in done.stderr and "system_message" in done.stderr
+
+
+@pytest.mark.slow(seconds=8)
+@pytest.mark.parametrize(
+    "layout",
+    [{}, {"REDIS_URL": "redis://127.0.0.1:9/0"}],  # it runs agents itself; it leaves them to workers (checks apart)
+    ids=["embedded", "with-workers"],
+)
+def test_serve_refuses_to_start_with_a_tool_it_cannot_describe(tmp_path: Path, layout: dict[str, str]) -> None:
+    """A tool's schema is built by the processes that run agents; serve builds them all before it starts."""
+    (tmp_path / "odd_tools.py").write_text(
+        "from agent_api.agents.tools import register_tool\n\n\n"
+        '@register_tool("untyped", "A tool whose parameter has no type.")\n'
+        "def untyped(text):\n    return text\n\n\n"
+        "def teams():\n    return []\n"
+    )
+    done = serve_refusing_to_start(tmp_path, {"TEAM_PLUGINS": "odd_tools:teams", **layout})
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2 and last.startswith("agent-api: cannot start: tool 'untyped'"), done.stderr
+    assert "annotations are missing" in last and "'text'" in last
