@@ -3,7 +3,7 @@
 A worker process (``agent-api worker``) opens it on its :class:`~agent_api.runtime.Runtime`; so
 does an API process with ``WORKERS_IN_PROCESS`` > 0, which is how the embedded default (no Redis)
 runs its runs. An API process that leaves the runs to worker processes never imports this module:
-it would load AutoGen and the OpenAI SDK's model client (about 80 MB per process) for nothing.
+it would load AutoGen and what it imports (about 65 MB per process) for nothing.
 """
 
 from __future__ import annotations
