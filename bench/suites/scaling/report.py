@@ -248,16 +248,18 @@ def _layout(data: dict[str, Any], service: str) -> str:
     return "-"
 
 
-def _carried_over(data: dict[str, Any], now: str) -> list[str]:
-    """A line naming the scenarios a partial run (``--only``) kept from earlier runs, and where they were measured."""
+def _kept(data: dict[str, Any], now: str) -> str:
+    """The scenarios a partial run (``--only``) kept from earlier runs, and where they were measured ("" if none)."""
     earlier: dict[tuple[str, str], list[str]] = {}
     for scenario, measured in data.get("measured", {}).items():
         if measured.get("revision") != now:
             earlier.setdefault((measured.get("revision") or "?", measured.get("date") or "?"), []).append(scenario)
-    if not earlier:
-        return []
-    kept = "; ".join(f"{', '.join(names)} at {rev} ({date})" for (rev, date), names in earlier.items())
-    return [f"- A partial run: the *now* figures of these scenarios are from an earlier run: {kept}."]
+    return "; ".join(f"{', '.join(names)} at {rev} ({date})" for (rev, date), names in earlier.items())
+
+
+def _carried_over(data: dict[str, Any], now: str) -> list[str]:
+    kept = _kept(data, now)
+    return [f"- A partial run: the *now* figures of these scenarios are from an earlier run: {kept}."] if kept else []
 
 
 def _methodology(data: dict[str, Any], revisions: dict[str, str]) -> list[str]:
@@ -356,6 +358,8 @@ def report(data: dict[str, Any], previous: dict[str, Any]) -> str:
             [detail.label, *(detail.cell(c) if c else "-" for c in cells), detail.cell(earlier) if earlier else "-"]
         )
     if details:
-        header = ["detail", "before", "now", f"now in the previous run ({before_meta.get('date', '-')}, {was})"]
+        kept = _kept(previous, was)
+        run = f"{before_meta.get('date', '-')}, {was}" + (f"; {kept}" if kept else "")
+        header = ["detail", "before", "now", f"now in the previous run ({run})"]
         lines += ["Supporting figures (median runs):", "", markdown_table(header, details), ""]
     return "\n".join(lines)
