@@ -107,7 +107,7 @@ def per_call(client_class: type[SharedHTTPClient], base_url: str, calls: int) ->
 
 
 def measure(calls: int, repeat: int) -> dict[str, dict[str, dict[str, list[float]]]]:
-    # The OpenAI client as the service's processes run it (runtime.open_engine).
+    # The OpenAI client as the service's processes run it (engine.open_engine).
     validate_chat_responses()
     skip_chat_request_transforms()
     samples: dict[str, dict[str, dict[str, list[float]]]] = {

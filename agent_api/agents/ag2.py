@@ -1,6 +1,6 @@
 """The AG2 engine: how the teams of :mod:`agent_api.agents.teams` build their agents and run a turn.
 
-Imported by the processes that run agents (their engine opens at startup, ``runtime.open_engine``,
+Imported by the processes that run agents (their engine opens at startup, ``engine.open_engine``,
 and warms every team up) on a team's first run; the API processes, which only read team files,
 never import it, nor AutoGen under it.
 """

@@ -38,7 +38,7 @@ def cache_openai_kwargs() -> None:
     times per agent built, a third of the CPU of a whole one-turn conversation. Its value
     depends only on the installed openai package (the property never reads ``self``), so it is
     computed once here. If AutoGen no longer has it as a property, nothing is patched.
-    Called once at startup (``runtime.open_engine``).
+    Called once at startup (``engine.open_engine``).
     """
     from autogen.oai.client import OpenAIWrapper
 
@@ -64,7 +64,7 @@ def cache_import_checks() -> None:
     time: about 5% of the CPU of a conversation under load. A check that found nothing missing
     stays true for the life of the process (an imported module stays imported), so only those
     results are kept; a module found missing is checked again next time. If AutoGen no longer has
-    the function, nothing is patched. Called once at startup (``runtime.open_engine``).
+    the function, nothing is patched. Called once at startup (``engine.open_engine``).
     """
     import autogen.import_utils as import_utils
 
@@ -95,7 +95,7 @@ def fast_trigger_matching() -> None:
     protocol, and on Python 3.11 each such check walks the protocol's members (about 12 µs), up
     to a fifth of a worker's CPU for a one-turn conversation. A ``ConversableAgent`` sender is an
     ``Agent`` (it derives from it), so that answer is given at once; every other case goes to
-    AutoGen's own method. Called once at startup (``runtime.open_engine``).
+    AutoGen's own method. Called once at startup (``engine.open_engine``).
     """
     from autogen.agentchat.agent import Agent
 
@@ -123,7 +123,7 @@ def fast_protocol_checks() -> None:
     protocol's members again by walking its classes (``typing._get_protocol_attrs``): about
     30 µs, a tenth of a worker's CPU for a one-turn conversation. Python 3.12 collects them once
     per protocol; here they are remembered per class (weakly: a protocol class can be collected).
-    On Python 3.12 and later nothing is patched. Called once at startup (``runtime.open_engine``).
+    On Python 3.12 and later nothing is patched. Called once at startup (``engine.open_engine``).
     """
     import typing
     import weakref
@@ -245,7 +245,7 @@ def light_stream_events() -> None:
     default ``IOStream`` is the service's own (an :class:`AutoGenIO`, which reads only the text)
     it gets a :class:`StreamPiece` instead; any other ``IOStream`` still gets AutoGen's event.
     Replaces the ``StreamEvent`` name of ``autogen.oai.client``, which the client looks up when it
-    sends. If the module no longer has it, nothing is patched. Called once at startup (``runtime.open_engine``).
+    sends. If the module no longer has it, nothing is patched. Called once at startup (``engine.open_engine``).
     """
     import autogen.oai.client as client
 

@@ -12,7 +12,7 @@ import httpx
 
 from agent_api.agents.autogen_compat import SharedAcrossAgents
 
-# Re-exported: the engine's startup (runtime.open_engine) calls them from here.
+# Re-exported: the engine's startup (engine.open_engine) calls them from here.
 from agent_api.agents.autogen_compat import cache_import_checks as cache_import_checks
 from agent_api.agents.autogen_compat import cache_openai_kwargs as cache_openai_kwargs
 from agent_api.agents.autogen_compat import fast_protocol_checks as fast_protocol_checks

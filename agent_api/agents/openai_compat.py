@@ -33,7 +33,7 @@ def validate_chat_responses() -> None:
     streamed token. ``model_validate`` (pydantic-core) builds the same object in about 8 µs. A body
     that does not validate (a server that strays from the schema) is built the SDK's own lenient
     way, so nothing the SDK accepted before is refused. Installed once at startup
-    (``runtime.open_engine``); a second call changes nothing.
+    (``engine.open_engine``); a second call changes nothing.
     """
     from openai._base_client import BaseClient
 
@@ -99,7 +99,7 @@ def skip_chat_request_transforms() -> None:
     given. It cost more than any other single step of a model call (about 15% of a worker's
     CPU), and grows with the conversation's history. Data that is not plain JSON (a pydantic
     model, a file, a generator) still goes the SDK's way. Installed once at startup
-    (``runtime.open_engine``); a second call changes nothing.
+    (``engine.open_engine``); a second call changes nothing.
     """
     from openai._utils import is_given
     from openai.resources.chat.completions import completions as module

@@ -160,7 +160,7 @@ def chat(initiator: autogen.ConversableAgent, recipient: autogen.ConversableAgen
 
 
 def test_openai_kwargs_is_a_property_that_never_reads_self() -> None:
-    """cache_openai_kwargs (called at startup, runtime.open_engine) replaces
+    """cache_openai_kwargs (called at startup, engine.open_engine) replaces
     OpenAIWrapper.openai_kwargs, a property, with its value computed once: it must be a property
     of the class whose getter does not use ``self``, and name the OpenAI client's arguments the
     service's config entries use (so they go to the OpenAI client, the rest to AutoGen)."""
@@ -178,7 +178,7 @@ def test_openai_kwargs_is_a_property_that_never_reads_self() -> None:
 
 
 def test_optional_import_checks_are_a_module_function_of_what_is_installed() -> None:
-    """cache_import_checks (startup, runtime.open_engine) replaces
+    """cache_import_checks (startup, engine.open_engine) replaces
     autogen.import_utils.get_missing_imports, which require_optional_import looks up as a module
     global each time a model client is built, by a version that remembers the checks that found
     nothing missing. The original must take a module name or names and return the missing ones;
@@ -201,7 +201,7 @@ def test_optional_import_checks_are_a_module_function_of_what_is_installed() -> 
 
 
 def test_reply_triggers_match_autogens_agents_as_autogen_matches_them() -> None:
-    """fast_trigger_matching (startup, runtime.open_engine) replaces
+    """fast_trigger_matching (startup, engine.open_engine) replaces
     ConversableAgent._match_trigger(trigger, sender), which generate_reply calls for each reply
     function: AutoGen's agents register theirs with the trigger [Agent, None], and a
     ConversableAgent sender matches Agent at once; every answer is the one AutoGen gives."""
@@ -229,7 +229,7 @@ def test_reply_triggers_match_autogens_agents_as_autogen_matches_them() -> None:
 
 
 def test_protocol_checks_give_the_answers_typing_gives() -> None:
-    """fast_protocol_checks (startup, runtime.open_engine) remembers, on Python 3.11, the members
+    """fast_protocol_checks (startup, engine.open_engine) remembers, on Python 3.11, the members
     typing collects for a runtime-checkable protocol on every isinstance (AutoGen's Agent in
     register_reply and reply matching): every answer is the one typing gives, and a protocol
     class that is gone is not kept alive. On 3.12 and later nothing is patched."""
@@ -465,7 +465,7 @@ def test_tools_in_llm_config_reach_the_model_and_run_with_keyword_arguments(io: 
 
 
 def test_streamed_pieces_are_light_for_the_services_stream_and_events_for_any_other() -> None:
-    """light_stream_events (startup, runtime.open_engine) replaces the StreamEvent name that
+    """light_stream_events (startup, engine.open_engine) replaces the StreamEvent name that
     autogen.oai.client's OpenAIClient.create calls for each streamed piece: the service's own
     IOStream (an AutoGenIO) then gets StreamPieces with the same text, any other IOStream still
     gets AutoGen's StreamEvent."""
