@@ -22,6 +22,7 @@ from agent_api.agents.llm import (
     cache_openai_kwargs,
     create_llm_provider,
     fast_protocol_checks,
+    fast_stream_event_json,
     fast_trigger_matching,
     light_stream_events,
     quiet_autogen_logging,
@@ -49,6 +50,7 @@ async def open_engine(runtime: Runtime, stack: AsyncExitStack) -> tuple[LLMProvi
     fast_protocol_checks()
     light_stream_events()
     validate_chat_responses()
+    fast_stream_event_json()
     skip_chat_request_transforms()
     offline_url = None
     if settings.uses_offline_model:

@@ -20,6 +20,7 @@ from agent_api.agents.autogen_compat import fast_trigger_matching as fast_trigge
 from agent_api.agents.autogen_compat import light_stream_events as light_stream_events
 from agent_api.agents.autogen_compat import quiet_autogen_logging as quiet_autogen_logging
 from agent_api.agents.model_streams import ModelAsyncClient, reusable
+from agent_api.agents.openai_compat import fast_stream_event_json as fast_stream_event_json
 from agent_api.agents.openai_compat import skip_chat_request_transforms as skip_chat_request_transforms
 from agent_api.agents.openai_compat import validate_chat_responses as validate_chat_responses
 from agent_api.config import Settings

@@ -9,12 +9,14 @@ Nothing here imports the service's other modules: it is the bottom of the engine
 
 from __future__ import annotations
 
+import json
 import typing
 from typing import Any
 
 import httpx
 import orjson
 import pydantic
+import pydantic_core
 import typing_extensions
 from openai._utils import PropertyInfo
 from openai._utils._transform import get_type_hints
@@ -51,6 +53,34 @@ def validate_chat_responses() -> None:
 
     process.__wrapped__ = original  # type: ignore[attr-defined]  # the original, for the contract test
     BaseClient._process_response_data = process  # type: ignore[method-assign]
+
+
+def fast_stream_event_json() -> None:
+    """Parse each streamed event's JSON with pydantic-core's parser instead of the standard library's.
+
+    The SDK's ``ServerSentEvent.json`` is ``json.loads(self.data)``, once per stream chunk: about
+    6 µs of a streamed token's 55-60 µs in the OpenAI client; ``pydantic_core.from_json`` (the
+    parser pydantic already uses) takes under 2 µs, and gives the same values (integers of any
+    size, ``NaN`` and ``Infinity`` included; orjson would turn integers beyond 64 bits into
+    floats). What it refuses (a lone surrogate escape, which ``json`` accepts, or data that is not
+    JSON) goes to ``json.loads`` as before: what parsed still parses, and what did not still
+    raises ``json.JSONDecodeError``. Installed once at startup (``engine.open_engine``); a second
+    call changes nothing.
+    """
+    from openai._streaming import ServerSentEvent
+
+    original = ServerSentEvent.__dict__.get("json")
+    if original is None or hasattr(original, "__wrapped__"):  # changed upstream, or installed already
+        return
+
+    def parse(self: ServerSentEvent) -> Any:
+        try:
+            return pydantic_core.from_json(self.data)
+        except ValueError:
+            return json.loads(self.data)
+
+    parse.__wrapped__ = original  # type: ignore[attr-defined]  # the original, for the contract test
+    ServerSentEvent.json = parse  # type: ignore[method-assign]
 
 
 def _transforms(annotation: object, seen: set[int]) -> bool:

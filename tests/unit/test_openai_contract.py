@@ -12,6 +12,7 @@ import openai
 import pytest
 from openai._base_client import BaseClient
 from openai._models import construct_type
+from openai._streaming import AsyncStream, ServerSentEvent, Stream
 from openai._utils import PropertyInfo
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from typing_extensions import TypedDict
@@ -82,6 +83,7 @@ def _client() -> openai.OpenAI:
 @pytest.fixture(autouse=True, scope="module")
 def installed() -> None:
     openai_compat.validate_chat_responses()
+    openai_compat.fast_stream_event_json()
 
 
 def test_the_sdk_builds_responses_in_one_method_of_its_base_client() -> None:
@@ -112,6 +114,23 @@ def test_stream_chunks_are_the_objects_the_sdk_would_build() -> None:
     assert chunks[2].usage.total_tokens == 4
     assert chunks[2].model_extra == {"x_vendor_field": {"kept": True}}  # extra fields kept, as the SDK does
     assert str(chunks[3].choices[0].finish_reason) == "odd"  # built the SDK's lenient way, not refused
+
+
+def test_streamed_events_parse_to_what_json_gives_and_fail_as_it_does() -> None:
+    """fast_stream_event_json replaces ServerSentEvent.json, which the SDK's streams (sync and
+    async) call once per event; it gives json.loads's values, falls back to it for what orjson refuses."""
+    original = getattr(ServerSentEvent.json, "__wrapped__", None)
+    assert original is not None, "not installed"
+    assert "sse.json()" in inspect.getsource(Stream.__stream__)
+    assert "sse.json()" in inspect.getsource(AsyncStream.__stream__)
+    odd = ['{"big": 123456789012345678901234567890}', '{"x": NaN, "y": -Infinity}', '{"s": "\\ud800"}', "[]", "0.1"]
+    for data in [*(json.dumps(c) for c in CHUNKS), *odd]:
+        parsed, expected = ServerSentEvent(data=data).json(), original(ServerSentEvent(data=data))
+        assert repr(parsed) == repr(expected) and type(parsed) is type(expected)
+    with pytest.raises(json.JSONDecodeError):
+        ServerSentEvent(data="{not json").json()
+    openai_compat.fast_stream_event_json()  # a second call changes nothing
+    assert ServerSentEvent.json.__wrapped__ is original  # type: ignore[attr-defined]
 
 
 def test_a_completion_is_the_object_the_sdk_would_build() -> None:
