@@ -35,6 +35,7 @@ from agent_api.runtime import open_runtime
 from agent_api.security import KeyRing
 from agent_api.services.ratelimit import RequestRateLimiter
 from agent_api.services.readiness import ModelProbe, model_base_url
+from agent_api.serving import QuietServer
 from agent_api.shutdown import Shutdown
 from agent_api.supervisor import orphaned
 from agent_api.telemetry import setup_tracing
@@ -69,28 +70,32 @@ def _announce_auth(keys: KeyRing) -> None:
         )
 
 
-def _uvicorn_server() -> object | None:
-    """The uvicorn Server running this app: its SIGTERM handler is a bound method of it."""
-    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
-    return server if hasattr(server, "should_exit") else None
+def _uvicorn_server() -> QuietServer | None:
+    """The uvicorn server running this app (its SIGTERM handler is a bound method of it), made quiet.
 
-
-async def _watch_server_exit(shutdown: Shutdown, poll: float = 0.2) -> None:
-    """uvicorn has no shutdown hook that runs before it waits for open connections: watch its flag.
-
-    The server is looked up once found (reading the signal handler costs more than the rest of
-    the check, five times a second for the life of the process).
+    None when the app does not run in uvicorn's main thread (an ASGI test client, a server in a
+    thread of its own, which installs no signal handler).
     """
-    server = None
-    while not AppStatus.should_exit:
-        server = server or _uvicorn_server()
-        if getattr(server, "should_exit", False):
-            break
-        await asyncio.sleep(poll)
+    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    return QuietServer.adopt(server)
+
+
+async def _watch_server_exit(shutdown: Shutdown, server: QuietServer | None, poll: float = 0.2) -> None:
+    """Start the shutdown (draining runs) as soon as uvicorn is asked to exit.
+
+    uvicorn has no shutdown hook that runs before it waits for open connections. Its server
+    tells when it exits; without one, sse-starlette's flag (set by uvicorn's signal handler) is
+    polled.
+    """
+    if server is not None:
+        await server.exiting()
+    else:
+        while not AppStatus.should_exit:
+            await asyncio.sleep(poll)
     await shutdown.begin()
 
 
-async def _stop_when_orphaned(parent_pid: int) -> None:
+async def _stop_when_orphaned(parent_pid: int, server: QuietServer | None) -> None:
     """One of several API processes: stop (as on SIGTERM) once the ``serve`` that started it is gone.
 
     uvicorn's supervisor starts them with multiprocessing; without this they would live on after
@@ -98,9 +103,8 @@ async def _stop_when_orphaned(parent_pid: int) -> None:
     """
     await orphaned(parent_pid)
     log.warning("the process that started this API process (%d) is gone: stopping", parent_pid)
-    server = _uvicorn_server()
     if server is not None:
-        server.should_exit = True  # type: ignore[attr-defined]  # as its SIGTERM handler does
+        server.should_exit = True  # as its SIGTERM handler does
 
 
 async def _stop_on_drain(shutdown: Shutdown, workers: Workers) -> None:
@@ -116,11 +120,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         teams: TeamRegistry = app.state.teams
         runtime = await open_runtime(settings, teams, stack)
         shutdown = Shutdown(settings.shutdown_grace_seconds)
-        watcher = asyncio.get_running_loop().create_task(_watch_server_exit(shutdown))
+        # Before the server's main loop starts (it starts once the app has), so that it is quiet.
+        server = _uvicorn_server()
+        watcher = asyncio.get_running_loop().create_task(_watch_server_exit(shutdown, server))
         stack.callback(watcher.cancel)
         parent = multiprocessing.parent_process()  # uvicorn's supervisor, when there are several API processes
         if parent is not None and parent.pid is not None:
-            orphan_watch = asyncio.get_running_loop().create_task(_stop_when_orphaned(parent.pid))
+            orphan_watch = asyncio.get_running_loop().create_task(_stop_when_orphaned(parent.pid, server))
             stack.callback(orphan_watch.cancel)
 
         model, backend = settings.openai_model, "openai-compatible"

@@ -49,6 +49,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from agent_api.serving import QuietServer
+
 DIRECTIVE = re.compile(r"\[\[(\w+)(?::([^\]]*))?\]\]")
 FILLER = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
 
@@ -381,7 +383,7 @@ class ThreadedServer:
             lifespan=lifespan,
             loop="asyncio",
         )
-        self._server = uvicorn.Server(config)
+        self._server = QuietServer(config)  # stop() wakes it at once; at rest it wakes once a second
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, name=f"server-{self.port}", daemon=True
         )
