@@ -27,8 +27,8 @@ Five scenarios, each run on *before* then on *now*, each on a fresh redis-server
 5. ``memory``: 5000 one-turn conversations by 50 concurrent loops (a 0 ms model); the growth of the
    tree's summed RSS from after the first 500 (warm) to after all of them, and the final process count.
 
-``cpu``, ``burst`` and ``streams`` are repeated ``--repeat`` times (default 3); the median run is
-reported (by CPU per conversation at 200, by wall time, by p50), with the range.
+``cpu``, ``burst``, ``streams`` and ``tokens`` are repeated ``--repeat`` times (default 3); the median
+run is reported (by CPU per conversation at 200, by wall time, by p50, by CPU per token), with the range.
 
 Usage: python bench/scaling.py [--only cpu,burst,streams,tokens,memory] [--before REV] [--quick]
 
@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--only", default=",".join(PARTS), help=f"scenarios to run, comma-separated (default: {','.join(PARTS)})")
     add("--before", default=BEFORE, help=f"the git revision to compare with (default: {BEFORE})")
     add("--report-only", action="store_true", help="rewrite the doc section from the last results")
-    add("--repeat", type=int, default=3, help="runs of cpu, burst and streams; the median is reported (default: 3)")
+    add("--repeat", type=int, default=3, help="runs of cpu, burst, streams, tokens; the median is reported (3)")
     add("--one", type=int, default=100, help="cpu: conversations one after another (default: 100)")
     add("--concurrent", type=int, default=200, help="cpu: concurrent client loops (default: 200)")
     add("--conversations", type=int, default=1000, help="cpu: conversations by those loops (default: 1000)")
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "streams":
                 data[name] = streams(trees, args.streams, args.repeat)
             elif name == "tokens":
-                data[name] = tokens(trees, args.token_streams, args.token_batch)
+                data[name] = tokens(trees, args.token_streams, args.token_batch, args.repeat)
             else:
                 data[name] = memory(trees, args.memory, args.memory_concurrency)
     # A partial run (--only) keeps the other scenarios' last figures (with the sizes and revisions

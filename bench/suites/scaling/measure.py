@@ -435,27 +435,33 @@ async def token_phase(svc: Service, model_url: str, n: int, at_once: int, words:
     }
 
 
-def tokens(trees: Trees, n: int, at_once: int) -> dict[str, Any]:
-    """The service's CPU per streamed token: ``n`` streams of 400-token answers minus ``n`` of 10-token answers."""
-    results: dict[str, Any] = {}
+def tokens(trees: Trees, n: int, at_once: int, repeats: int) -> dict[str, Any]:
+    """The service's CPU per streamed token: ``n`` streams of 400-token answers minus ``n`` of 10-token answers.
+
+    The difference of two measurements, each as noisy as the machine: repeated ``repeats`` times, the
+    services alternating, and the median run reported.
+    """
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
     with offline_model(reply_tokens=FEW_TOKENS) as model:
-        for name, tree in trees.items():
-            asyncio.run(offline_reset(model, reply_tokens=FEW_TOKENS))  # the warm-up's answers are short
-            with service(name, tree, model, streams=True) as svc:
-                few = asyncio.run(token_phase(svc, model, n, at_once, FEW_TOKENS, f"{name}-few"))
-                many = asyncio.run(token_phase(svc, model, n, at_once, MANY_TOKENS, f"{name}-many"))
-            extra_tokens = n * (MANY_TOKENS - FEW_TOKENS)
-            per_token = (many["cpu_s"] - few["cpu_s"]) / extra_tokens * 1e6
-            run = {"cpu_us_per_token": round(per_token, 2), "few": few, "many": many, **_layout(svc)}
-            results[name] = {"median": run, "runs": [run]}
-            print(
-                f"  {name}: {results[name]['median']['cpu_us_per_token']} µs per token "
-                f"({few['cpu_s']} s for {n} x {FEW_TOKENS} tokens, {many['cpu_s']} s for {n} x {MANY_TOKENS}); "
-                f"frames per stream {few['frames_per_stream']} / {many['frames_per_stream']}; "
-                f"complete {few['complete']} / {many['complete']} of {n}; errors {few['errors']} + {many['errors']}",
-                flush=True,
-            )
-    return results
+        for r in range(repeats):
+            for name, tree in trees.items():
+                asyncio.run(offline_reset(model, reply_tokens=FEW_TOKENS))  # the warm-up's answers are short
+                with service(name, tree, model, streams=True) as svc:
+                    few = asyncio.run(token_phase(svc, model, n, at_once, FEW_TOKENS, f"{name}-{r}-few"))
+                    many = asyncio.run(token_phase(svc, model, n, at_once, MANY_TOKENS, f"{name}-{r}-many"))
+                extra_tokens = n * (MANY_TOKENS - FEW_TOKENS)
+                per_token = (many["cpu_s"] - few["cpu_s"]) / extra_tokens * 1e6
+                run = {"cpu_us_per_token": round(per_token, 2), "few": few, "many": many, **_layout(svc)}
+                runs[name].append(run)
+                print(
+                    f"  {name} run {r + 1}: {run['cpu_us_per_token']} µs per token "
+                    f"({few['cpu_s']} s for {n} x {FEW_TOKENS} tokens, {many['cpu_s']} s for {n} x {MANY_TOKENS}); "
+                    f"frames per stream {few['frames_per_stream']} / {many['frames_per_stream']}; "
+                    f"complete {few['complete']} / {many['complete']} of {n}; "
+                    f"errors {few['errors']} + {many['errors']}",
+                    flush=True,
+                )
+    return {name: _median(rs, lambda r: r["cpu_us_per_token"]) for name, rs in runs.items()}
 
 
 # -- memory -------------------------------------------------------------------------------------------

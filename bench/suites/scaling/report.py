@@ -270,7 +270,7 @@ def _methodology(data: dict[str, Any], revisions: dict[str, str]) -> list[str]:
     def size(scenario: str, key: str) -> int:
         return sizes.get(scenario, {}).get(key, DEFAULT_SIZES[key])
 
-    repeat = max(sizes.get(s, {}).get("repeat", DEFAULT_SIZES["repeat"]) for s in ("cpu", "burst", "streams"))
+    repeat = max(sizes.get(s, {}).get("repeat", DEFAULT_SIZES["repeat"]) for s in ("cpu", "burst", "streams", "tokens"))
     load = round(machine.get("load_average_at_start") or 0, 2)
     tn, tb = size("tokens", "token_streams"), size("tokens", "token_batch")
     memory, warm = size("memory", "memory"), max(1, size("memory", "memory") // 10)
@@ -305,10 +305,10 @@ def _methodology(data: dict[str, Any], revisions: dict[str, str]) -> list[str]:
         f"- RSS growth: {memory} one-turn conversations by {size('memory', 'memory_concurrency')} concurrent "
         f"loops (a 0 ms model); the tree's summed RSS after all of them minus after the first {warm}.",
         (
-            f"- CPU per conversation, the burst and the streams: {repeat} runs each; the targets table gives "
-            "each figure's median over the runs with its range in brackets, the supporting figures are those of "
-            f"the median run (by the figure at {size('cpu', 'concurrent')}, by wall time, by p50); CPU per token "
-            "and memory: one run."
+            f"- CPU per conversation, the burst, the streams and the CPU per token: {repeat} runs each (the "
+            "services alternating); the targets table gives each figure's median over the runs with its range in "
+            "brackets, the supporting figures are those of the median run (by the figure at "
+            f"{size('cpu', 'concurrent')}, by wall time, by p50, by CPU per token); memory: one run."
             if repeat > 1
             else "- One run of each scenario."
         ),
