@@ -140,6 +140,25 @@ def _median(runs: Sequence[dict[str, Any]], key: Callable[[dict[str, Any]], floa
     return {"median": runs[median_index([v if v is not None and v == v else math.inf for v in values])], "runs": runs}
 
 
+OneRun = Callable[[str, Path | None, int], tuple[dict[str, Any], str]]  # (name, tree, repeat) -> run, summary
+
+
+def _alternating(
+    trees: Trees, repeats: int, one_run: OneRun, key: Callable[[dict[str, Any]], float | None]
+) -> dict[str, Any]:
+    """``repeats`` rounds of ``one_run`` on each service in turn; each service's median run by ``key``.
+
+    ``one_run`` measures one service once and gives its run's results and a line for the log.
+    """
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    for r in range(repeats):
+        for name, tree in trees.items():
+            run, summary = one_run(name, tree, r)
+            runs[name].append(run)
+            print(f"  {name} run {r + 1}: {summary}", flush=True)
+    return {name: _median(rs, key) for name, rs in runs.items()}
+
+
 def _ms(value: float) -> float | None:
     """A duration in ms for the results file, rounded; None for NaN (nothing measured)."""
     return round(value, 2) if value == value else None
@@ -199,24 +218,22 @@ async def conversations(svc: Service, concurrency: int, total: int, tag: str) ->
 
 def cpu(trees: Trees, one: int, concurrent: int, total: int, repeats: int) -> dict[str, Any]:
     """Service CPU per conversation: ``one`` conversations one after another, then ``total`` by ``concurrent``."""
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
     with offline_model(first_token_delay=CPU_MODEL_DELAY) as model:
-        for r in range(repeats):
-            for name, tree in trees.items():
-                with service(name, tree, model) as svc:
-                    at_1 = asyncio.run(conversations(svc, 1, one, f"{name} run {r} one"))
-                    at_n = asyncio.run(conversations(svc, concurrent, total, f"{name} run {r} many"))
-                base = at_1["cpu_ms_per_conversation"]
-                ratio = round(at_n["cpu_ms_per_conversation"] / base, 3) if base > 0 else None
-                run = {"at_1": at_1, "at_n": at_n, "ratio": ratio, **_layout(svc)}
-                runs[name].append(run)
-                print(
-                    f"  {name} run {r + 1}: {at_1['cpu_ms_per_conversation']} ms/conversation at 1, "
-                    f"{at_n['cpu_ms_per_conversation']} at {concurrent} (x{run['ratio']}); "
-                    f"errors {at_1['errors']} + {at_n['errors']}; {svc.layout.processes} process(es)",
-                    flush=True,
-                )
-    return {name: _median(rs, lambda r: r["at_n"]["cpu_ms_per_conversation"]) for name, rs in runs.items()}
+
+        def one_run(name: str, tree: Path | None, r: int) -> tuple[dict[str, Any], str]:
+            with service(name, tree, model) as svc:
+                at_1 = asyncio.run(conversations(svc, 1, one, f"{name} run {r} one"))
+                at_n = asyncio.run(conversations(svc, concurrent, total, f"{name} run {r} many"))
+            base = at_1["cpu_ms_per_conversation"]
+            ratio = round(at_n["cpu_ms_per_conversation"] / base, 3) if base > 0 else None
+            run = {"at_1": at_1, "at_n": at_n, "ratio": ratio, **_layout(svc)}
+            return run, (
+                f"{at_1['cpu_ms_per_conversation']} ms/conversation at 1, "
+                f"{at_n['cpu_ms_per_conversation']} at {concurrent} (x{ratio}); "
+                f"errors {at_1['errors']} + {at_n['errors']}; {svc.layout.processes} process(es)"
+            )
+
+        return _alternating(trees, repeats, one_run, lambda r: r["at_n"]["cpu_ms_per_conversation"])
 
 
 def _layout(svc: Service) -> dict[str, Any]:
@@ -227,25 +244,23 @@ def _layout(svc: Service) -> dict[str, Any]:
 # -- a burst of /chat ---------------------------------------------------------------------------------
 def burst(trees: Trees, n: int, repeats: int) -> dict[str, Any]:
     """``n`` concurrent ``POST /chat`` with a 500 ms model: wall time, errors, latency, the service's CPU."""
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
     with offline_model(first_token_delay=BURST_MODEL_DELAY) as model:
-        for r in range(repeats):
-            for name, tree in trees.items():
-                with service(name, tree, model) as svc:
-                    before = tree_stats(svc.pid)
-                    result = asyncio.run(chat_burst(svc.url, n))
-                    time.sleep(SETTLE)
-                    after = tree_stats(svc.pid)
-                result["cpu_s"] = round(after.cpu_seconds - before.cpu_seconds, 3)
-                result["processes_after"] = after.processes
-                result.update(_layout(svc))
-                runs[name].append(result)
-                print(
-                    f"  {name} run {r + 1}: wall {result['wall_s']} s, errors {result['errors']}, "
-                    f"p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms",
-                    flush=True,
-                )
-    return {name: _median(rs, lambda r: r["wall_s"]) for name, rs in runs.items()}
+
+        def one_run(name: str, tree: Path | None, r: int) -> tuple[dict[str, Any], str]:
+            with service(name, tree, model) as svc:
+                before = tree_stats(svc.pid)
+                result = asyncio.run(chat_burst(svc.url, n))
+                time.sleep(SETTLE)
+                after = tree_stats(svc.pid)
+            result["cpu_s"] = round(after.cpu_seconds - before.cpu_seconds, 3)
+            result["processes_after"] = after.processes
+            result.update(_layout(svc))
+            return result, (
+                f"wall {result['wall_s']} s, errors {result['errors']}, "
+                f"p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms"
+            )
+
+        return _alternating(trees, repeats, one_run, lambda r: r["wall_s"])
 
 
 # -- streams ------------------------------------------------------------------------------------------
@@ -378,22 +393,20 @@ async def concurrent_streams(svc: Service, model_url: str, n: int, tag: str) -> 
 
 def streams(trees: Trees, n: int, repeats: int) -> dict[str, Any]:
     """``n`` concurrent streams, the model's first token after 200 ms: the delay the service adds to it."""
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
     delays = {"first_token_delay": STREAM_FIRST_TOKEN, "token_delay": STREAM_TOKEN_DELAY}
     with offline_model(**delays, reply_tokens=STREAM_TOKENS) as model:
-        for r in range(repeats):
-            for name, tree in trees.items():
-                with service(name, tree, model, streams=True) as svc:
-                    result = asyncio.run(concurrent_streams(svc, model, n, f"{name}-run{r}"))
-                result.update(_layout(svc))
-                runs[name].append(result)
-                print(
-                    f"  {name} run {r + 1}: first token after the model p50 {result['after_model_p50_ms']} ms, "
-                    f"p99 {result['after_model_p99_ms']} ms; TTFT overhead p50 {result['ttft_overhead_p50_ms']} ms; "
-                    f"errors {result['errors']}; {result['token_frames_per_stream']} token frames per stream",
-                    flush=True,
-                )
-    return {name: _median(rs, lambda r: r["after_model_p50_ms"]) for name, rs in runs.items()}
+
+        def one_run(name: str, tree: Path | None, r: int) -> tuple[dict[str, Any], str]:
+            with service(name, tree, model, streams=True) as svc:
+                result = asyncio.run(concurrent_streams(svc, model, n, f"{name}-run{r}"))
+            result.update(_layout(svc))
+            return result, (
+                f"first token after the model p50 {result['after_model_p50_ms']} ms, "
+                f"p99 {result['after_model_p99_ms']} ms; TTFT overhead p50 {result['ttft_overhead_p50_ms']} ms; "
+                f"errors {result['errors']}; {result['token_frames_per_stream']} token frames per stream"
+            )
+
+        return _alternating(trees, repeats, one_run, lambda r: r["after_model_p50_ms"])
 
 
 # -- the stream path's cost per token -----------------------------------------------------------------
@@ -441,27 +454,23 @@ def tokens(trees: Trees, n: int, at_once: int, repeats: int) -> dict[str, Any]:
     The difference of two measurements, each as noisy as the machine: repeated ``repeats`` times, the
     services alternating, and the median run reported.
     """
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
     with offline_model(reply_tokens=FEW_TOKENS) as model:
-        for r in range(repeats):
-            for name, tree in trees.items():
-                asyncio.run(offline_reset(model, reply_tokens=FEW_TOKENS))  # the warm-up's answers are short
-                with service(name, tree, model, streams=True) as svc:
-                    few = asyncio.run(token_phase(svc, model, n, at_once, FEW_TOKENS, f"{name}-{r}-few"))
-                    many = asyncio.run(token_phase(svc, model, n, at_once, MANY_TOKENS, f"{name}-{r}-many"))
-                extra_tokens = n * (MANY_TOKENS - FEW_TOKENS)
-                per_token = (many["cpu_s"] - few["cpu_s"]) / extra_tokens * 1e6
-                run = {"cpu_us_per_token": round(per_token, 2), "few": few, "many": many, **_layout(svc)}
-                runs[name].append(run)
-                print(
-                    f"  {name} run {r + 1}: {run['cpu_us_per_token']} µs per token "
-                    f"({few['cpu_s']} s for {n} x {FEW_TOKENS} tokens, {many['cpu_s']} s for {n} x {MANY_TOKENS}); "
-                    f"frames per stream {few['frames_per_stream']} / {many['frames_per_stream']}; "
-                    f"complete {few['complete']} / {many['complete']} of {n}; "
-                    f"errors {few['errors']} + {many['errors']}",
-                    flush=True,
-                )
-    return {name: _median(rs, lambda r: r["cpu_us_per_token"]) for name, rs in runs.items()}
+
+        def one_run(name: str, tree: Path | None, r: int) -> tuple[dict[str, Any], str]:
+            asyncio.run(offline_reset(model, reply_tokens=FEW_TOKENS))  # the warm-up's answers are short
+            with service(name, tree, model, streams=True) as svc:
+                few = asyncio.run(token_phase(svc, model, n, at_once, FEW_TOKENS, f"{name}-{r}-few"))
+                many = asyncio.run(token_phase(svc, model, n, at_once, MANY_TOKENS, f"{name}-{r}-many"))
+            per_token = (many["cpu_s"] - few["cpu_s"]) / (n * (MANY_TOKENS - FEW_TOKENS)) * 1e6
+            run = {"cpu_us_per_token": round(per_token, 2), "few": few, "many": many, **_layout(svc)}
+            return run, (
+                f"{run['cpu_us_per_token']} µs per token "
+                f"({few['cpu_s']} s for {n} x {FEW_TOKENS} tokens, {many['cpu_s']} s for {n} x {MANY_TOKENS}); "
+                f"frames per stream {few['frames_per_stream']} / {many['frames_per_stream']}; "
+                f"complete {few['complete']} / {many['complete']} of {n}; errors {few['errors']} + {many['errors']}"
+            )
+
+        return _alternating(trees, repeats, one_run, lambda r: r["cpu_us_per_token"])
 
 
 # -- memory -------------------------------------------------------------------------------------------
