@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -30,6 +30,8 @@ from agent_api.agents.llm import (
     validate_chat_responses,
 )
 from agent_api.agents.runner import TeamRunner, create_executor
+from agent_api.agents.teams import Team
+from agent_api.config import Settings
 from agent_api.runs.executor import RunExecutor
 from agent_api.runs.queue import MemoryDispatcher
 from agent_api.runtime import Runtime, worker_id
@@ -40,9 +42,10 @@ log = logging.getLogger(__name__)
 YOUNG_COLLECTION_EVERY = 10_000
 
 
-async def open_engine(runtime: Runtime, stack: AsyncExitStack) -> tuple[LLMProvider, TeamRunner]:
-    """The model client, the run threads and the team runner: what executing runs needs."""
-    settings = runtime.settings
+async def open_engine(
+    settings: Settings, teams: Iterable[Team], stack: AsyncExitStack
+) -> tuple[LLMProvider, TeamRunner]:
+    """The model client, the run threads and the team runner: what executing runs needs; ``teams`` warmed up."""
     quiet_autogen_logging()
     cache_openai_kwargs()
     cache_import_checks()
@@ -76,7 +79,7 @@ async def open_engine(runtime: Runtime, stack: AsyncExitStack) -> tuple[LLMProvi
         stack.callback(response_cache.close)
         log.info("response cache on: first turns answered from Redis for %ss", settings.llm_cache_ttl)
     runner = TeamRunner(llm, executor, max_history=settings.max_history_messages, cache=response_cache)
-    await runner.warm_up(list(runtime.teams))
+    await runner.warm_up(list(teams))
     return llm, runner
 
 
