@@ -76,6 +76,7 @@ bench: install system-deps ## every benchmark and fault scenario, about 40 minut
 	$(BIN)/python bench/scaling.py $(BENCH_FLAGS)
 	$(BIN)/python bench/redis_pool.py $(BENCH_FLAGS)
 	$(BIN)/python bench/model_stream.py $(BENCH_FLAGS)
+	$(BIN)/python bench/cost_split.py $(BENCH_FLAGS)
 	$(BIN)/python bench/faults.py $(BENCH_FLAGS)
 	$(BIN)/python bench/soak.py $(BENCH_FLAGS)
 	$(BIN)/python bench/plots.py $(BENCH_FLAGS)
