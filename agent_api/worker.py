@@ -29,7 +29,7 @@ async def run_worker(settings: Settings, *, metrics_port: int | None = None, par
     teams = TeamRegistry(load_teams(settings.teams_dir, settings.team_plugin_list))
     async with AsyncExitStack() as stack:
         runtime = await open_runtime(settings, teams, stack)
-        llm, runner = await open_engine(runtime.settings, runtime.teams, stack)
+        llm, runner = await open_engine(settings, teams, stack)
         if metrics_port is not None:
             from prometheus_client import start_http_server
 
