@@ -34,14 +34,13 @@ import statistics
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import uvloop
 from harness import ROOT
 from harness.cli import add_output_flags, output, parse_args, start
-from harness.measure import command_label, descendants
+from harness.measure import command_label, descendants, process_stats
 from harness.results import run_metadata
 from harness.services import api_server, bench_api_env, offline_model, redis_server
 from harness.tables import fmt, markdown_table, text_table
@@ -102,11 +101,6 @@ async def _team_alone(settings: Settings, conversations: int) -> float:
         return 1e3 * (time.process_time() - cpu) / conversations
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _part(label: str) -> str:
     if "multiprocessing.spawn" in label:
         return "api"  # uvicorn's API processes
@@ -119,7 +113,7 @@ def _cpu_by_part(root: int) -> dict[str, float]:
     totals = dict.fromkeys(PARTS, 0.0)
     for pid in [root, *descendants(root)]:
         with contextlib.suppress(OSError, IndexError, ValueError):
-            totals["other" if pid == root else _part(command_label(pid))] += _cpu_seconds(pid)
+            totals["other" if pid == root else _part(command_label(pid))] += process_stats(pid).cpu_seconds
     return totals
 
 
