@@ -106,8 +106,7 @@ class EventWriter:
         self._task.cancel()
 
     def _frames(self, events: list[RunEvent]) -> list[frames.Frame]:
-        sid = self.run.session_id
-        return frames.merge_tokens([(e, frames.encode(sid, e)) for e in events], sid)
+        return frames.encode_all(self.run.session_id, events)
 
     async def _write(self) -> None:
         while True:

@@ -8,6 +8,7 @@ their shape is the documented one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -45,8 +46,11 @@ def encode(session_id: str, event: RunEvent) -> Frame:
     raise TypeError(f"not a run event: {type(event).__name__}")  # pragma: no cover
 
 
-def merge_tokens(frames: list[tuple[RunEvent, Frame]], session_id: str) -> list[Frame]:
-    """Frames to write, with consecutive tokens of one agent joined into one frame."""
+def encode_all(session_id: str, events: Sequence[RunEvent]) -> list[Frame]:
+    """The frames of a run's events, in order, consecutive tokens of one agent joined into one frame.
+
+    Each frame is encoded once: a token that joins others never gets a frame of its own.
+    """
     out: list[Frame] = []
     pending: list[TokenEvent] = []
 
@@ -56,15 +60,14 @@ def merge_tokens(frames: list[tuple[RunEvent, Frame]], session_id: str) -> list[
             out.append(token(session_id, pending[0].agent, text, "".join(t.chunk for t in pending)))
             pending.clear()
 
-    for event, encoded in frames:
-        if isinstance(event, TokenEvent) and (not pending or pending[0].agent == event.agent):
-            pending.append(event)
-            continue
-        flush()
+    for event in events:
         if isinstance(event, TokenEvent):
+            if pending and pending[0].agent != event.agent:
+                flush()
             pending.append(event)
         else:
-            out.append(encoded)
+            flush()
+            out.append(encode(session_id, event))
     flush()
     return out
 

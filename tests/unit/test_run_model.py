@@ -64,13 +64,16 @@ def test_tokens_of_one_agent_are_merged_in_order() -> None:
         TokenEvent("b", "y", ""),
         TokenEvent("b", "z", ""),
     ]
-    out = frames.merge_tokens([(e, frames.encode("s", e)) for e in events], "s")
+    out = frames.encode_all("s", events)
     assert [e for e, _ in out] == ["token", "token", "tool_call", "token"]
     data = [json.loads(d) for _, d in out]
     assert (data[0]["text"], data[0]["chunk"], data[0]["agent"]) == ("Hello", "Hello", "a")
     assert (data[1]["text"], data[1]["chunk"]) == (" x", "")
     assert data[3]["text"] == "yz"
     assert all(d["session_id"] == "s" and d["done"] is False for d in data)
+    # A lone token's frame is the one encode gives it; no events, no frames.
+    assert frames.encode_all("s", events[:1]) == [frames.encode("s", events[0])]
+    assert frames.encode_all("s", []) == []
 
 
 def test_message_and_failure_frames_follow_the_stream_contract() -> None:
