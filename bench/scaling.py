@@ -16,7 +16,8 @@ Five scenarios, each run on *before* then on *now*, each on a fresh redis-server
 1. ``cpu``: one-turn ``POST /chat`` conversations (a new one each), the model answering after 100 ms:
    100 one after another, then 1000 by 200 concurrent client loops (closed loop); the service's CPU
    per conversation at 1 and at 200, and their ratio.
-2. ``burst``: 1000 concurrent ``POST /chat``, a 500 ms model: wall time, errors, p50/p95 latency.
+2. ``burst``: 1000 concurrent ``POST /chat``, a 500 ms model: wall time, errors, p50/p95 latency, the
+   CPU of the service and of the load generator (this process, on the same cores).
 3. ``streams``: 200 concurrent ``POST /chat/stream``, the model's first token after 200 ms (then 20
    tokens 20 ms apart): the first token's arrival at the client minus the moment the model sent it
    (the model's record of the stream's request, matched by the question's unique text, plus 200 ms),

@@ -25,7 +25,16 @@ from typing import Any
 
 import httpx
 from harness.load import chat_once, error_kinds, offline_requests, offline_reset, sharded_clients, sse_frames
-from harness.measure import TreeStats, command_label, descendants, median_index, percentile, start_time, tree_stats
+from harness.measure import (
+    TreeStats,
+    client_cpu_seconds,
+    command_label,
+    descendants,
+    median_index,
+    percentile,
+    start_time,
+    tree_stats,
+)
 from harness.services import api_server, bench_api_env, offline_model, redis_server
 
 from suites.runs.measure import burst as chat_burst
@@ -248,8 +257,9 @@ def burst(trees: Trees, n: int, repeats: int) -> dict[str, Any]:
 
         def one_run(name: str, tree: Path | None, r: int) -> tuple[dict[str, Any], str]:
             with service(name, tree, model) as svc:
-                before = tree_stats(svc.pid)
+                before, client_before = tree_stats(svc.pid), client_cpu_seconds()
                 result = asyncio.run(chat_burst(svc.url, n))
+                result["client_cpu_s"] = round(client_cpu_seconds() - client_before, 3)  # on the same cores
                 time.sleep(SETTLE)
                 after = tree_stats(svc.pid)
             result["cpu_s"] = round(after.cpu_seconds - before.cpu_seconds, 3)

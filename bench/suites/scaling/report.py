@@ -195,6 +195,7 @@ def _details(sizes: dict[str, dict[str, int]]) -> list[Detail]:
         Detail(f"cpu: errors at 1 / at {c}, all runs", "cpu", _all_errors("at_1.errors", "at_n.errors")),
         Detail("burst: p50 / p95 latency (ms)", "burst", _pair("p50_ms", "p95_ms", 0)),
         Detail("burst: service CPU during the burst (s)", "burst", _figure("cpu_s", 2)),
+        Detail("burst: the load generator's CPU during the burst (s)", "burst", _figure("client_cpu_s", 2)),
         Detail(
             "streams: TTFT overhead p50 / p95 (ms, minus the model's 200 ms)",
             "streams",
@@ -292,7 +293,8 @@ def _methodology(data: dict[str, Any], revisions: dict[str, str]) -> list[str]:
         f"{size('cpu', 'concurrent')} concurrent client loops (closed loop); the service's CPU over each "
         "stretch divided by its conversations.",
         f"- Burst: {size('burst', 'burst')} `POST /chat` at once, a {BURST_MODEL_DELAY * 1000:.0f} ms model: "
-        "the wall time from the first sent to the last answered, errors, latency.",
+        "the wall time from the first sent to the last answered, errors, latency; the CPU of the service and, "
+        "beside it, of the load generator (httpx in the benchmark's process, on the same two cores).",
         f"- Streams: {size('streams', 'streams')} `POST /chat/stream` at once; the model sends its first token "
         f"{STREAM_FIRST_TOKEN * 1000:.0f} ms after a request arrives, then {STREAM_TOKENS} tokens "
         f"{STREAM_TOKEN_DELAY * 1000:.0f} ms apart. Per stream: the arrival of the first token of the answer at "
