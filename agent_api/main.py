@@ -134,7 +134,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             # Only a process that runs agents loads the engine (AutoGen, the model client).
             from agent_api.engine import open_engine, start_workers
 
-            llm, runner = await open_engine(runtime.settings, runtime.teams, stack)
+            llm, runner = await open_engine(settings, teams, stack)
             workers = await start_workers(
                 runtime, llm, runner, stack, count=settings.workers_in_process, in_process=True
             )

@@ -42,10 +42,10 @@ from harness import ROOT
 from harness.cli import add_output_flags, output, parse_args, start
 from harness.measure import command_label, descendants, process_stats
 from harness.results import run_metadata
-from harness.services import api_server, bench_api_env, offline_model, redis_server
+from harness.services import offline_model
 from harness.tables import fmt, markdown_table, text_table
 from pydantic import SecretStr
-from suites.scaling.measure import CPU_MODEL_DELAY, wait_ready
+from suites.scaling.measure import CPU_MODEL_DELAY, service
 
 from agent_api.agents.loader import load_teams
 from agent_api.agents.registry import TeamRegistry
@@ -56,7 +56,7 @@ from agent_api.models.chat import AgentRequest
 QUICK = {"conversations": 30, "repeat": 1}
 TEAM = "research"
 MODEL_FREE = "model_free"  # bench/plugins/model_free.py
-PLUGINS = ROOT / "bench" / "plugins"
+WITH_MODEL_FREE = {"TEAM_PLUGINS": MODEL_FREE, "PYTHONPATH": str(ROOT / "bench" / "plugins")}
 WARM = 10  # conversations before each measurement
 PARTS = ("api", "workers", "other")
 Figures = dict[str, list[float]]
@@ -137,28 +137,16 @@ def service_split(url: str, pid: int, team: str, conversations: int) -> dict[str
     return split
 
 
-@contextlib.contextmanager
-def service(model_url: str) -> Iterator[tuple[str, int]]:
-    """``agent-api serve`` with Redis and default process counts, the model-free team added; (url, pid)."""
-    with redis_server() as redis_url:
-        env = bench_api_env(redis_url, model_url)
-        env["WORKER_PROCESSES"] = None  # the defaults, as bench/scaling.py starts it
-        env["TEAM_PLUGINS"] = MODEL_FREE
-        env["PYTHONPATH"] = str(PLUGINS)
-        with api_server(env, workers=None) as api:
-            wait_ready(api.url)
-            yield api.url, api.pid
-
-
 def measure(conversations: int, repeat: int) -> dict[str, Any]:
     alone: list[float] = []
     full: dict[str, Figures] = {"research": {}, "model_free": {}}
     with offline_model(first_token_delay=CPU_MODEL_DELAY) as model_url:
         for _ in range(repeat):
             alone.append(team_alone(model_url, conversations))
-            with service(model_url) as (url, pid):
+            # The production start as bench/scaling.py makes it, the model-free team added.
+            with service("now", None, model_url, settings=WITH_MODEL_FREE) as svc:
                 for name, team in (("research", TEAM), ("model_free", MODEL_FREE)):
-                    for part, value in service_split(url, pid, team, conversations).items():
+                    for part, value in service_split(svc.url, svc.pid, team, conversations).items():
                         full[name].setdefault(part, []).append(value)
     return {"team_alone": alone, "service": full}
 

@@ -119,14 +119,18 @@ def _reap(seen: Iterable[tuple[int, int | None]], grace: float = 5.0) -> None:
 
 
 @contextlib.contextmanager
-def service(name: str, tree: Path | None, model_url: str, *, streams: bool = False) -> Iterator[Service]:
+def service(
+    name: str, tree: Path | None, model_url: str, *, streams: bool = False, settings: Mapping[str, str] | None = None
+) -> Iterator[Service]:
     """A fresh redis-server and the service on it, started as in production with default process counts.
 
     Yields once the service answers its readiness check and has served ``WARMUP`` conversations
-    (streams when ``streams``). ``tree``: the source to run (None: this checkout).
+    (streams when ``streams``). ``tree``: the source to run (None: this checkout). ``settings``:
+    environment variables beside those the benchmark gives (none: production's defaults).
     """
     with redis_server() as redis_url:
         env = bench_api_env(redis_url, model_url)
+        env.update(settings or {})
         env["WORKER_PROCESSES"] = None  # every setting dropped: no process counts either (the defaults)
         if tree is not None:
             env["PYTHONPATH"] = str(tree)  # the tree's agent_api, not this checkout's
