@@ -19,6 +19,7 @@ from agent_api.agents.autogen_compat import fast_protocol_checks as fast_protoco
 from agent_api.agents.autogen_compat import fast_trigger_matching as fast_trigger_matching
 from agent_api.agents.autogen_compat import light_stream_events as light_stream_events
 from agent_api.agents.autogen_compat import quiet_autogen_logging as quiet_autogen_logging
+from agent_api.agents.model_http import Urllib3Transport, proxies_from_environment
 from agent_api.agents.model_streams import ModelAsyncClient, reusable
 from agent_api.agents.openai_compat import fast_stream_event_json as fast_stream_event_json
 from agent_api.agents.openai_compat import skip_chat_request_transforms as skip_chat_request_transforms
@@ -40,18 +41,19 @@ class SharedHTTPClient(SharedAcrossAgents, httpx.Client):
     Requests go out through a pool owned by the calling thread: httpx's pool is guarded by one
     lock and scans all its connections on every request, so a single pool shared by a few
     hundred run threads spends more CPU on that than on the request itself. A run thread is
-    reused for many runs, so its connections stay warm. (A transport delegating to a pool per
-    thread would do the same one level down, but httpx ignores the proxy environment variables,
-    HTTPS_PROXY and NO_PROXY, for a client given a transport; these per-thread clients honour them.)
+    reused for many runs, so its connections stay warm. Each pool sends through urllib3
+    (:class:`~agent_api.agents.model_http.Urllib3Transport`: a streamed token costs about half
+    the CPU of httpx's own transport), unless a proxy is set in the environment: httpx ignores
+    HTTPS_PROXY and NO_PROXY for a client given a transport, so then the pools are httpx's own,
+    which honour them.
     """
 
     def __init__(self, *, timeout: float, connections_per_thread: int = 2) -> None:
         # One TLS context for all the pools: httpx builds a new one per client otherwise.
         super().__init__(timeout=timeout, verify=client_tls_context())
         self._thread_timeout = timeout
-        self._limits = httpx.Limits(
-            max_connections=connections_per_thread, max_keepalive_connections=connections_per_thread
-        )
+        self._connections_per_thread = connections_per_thread
+        self._through_urllib3 = not proxies_from_environment()
         self._local = threading.local()
         self._pools: list[httpx.Client] = []
         self._pools_lock = threading.Lock()
@@ -59,7 +61,13 @@ class SharedHTTPClient(SharedAcrossAgents, httpx.Client):
     def _thread_client(self) -> httpx.Client:
         client: httpx.Client | None = getattr(self._local, "client", None)
         if client is None:
-            client = httpx.Client(timeout=self._thread_timeout, limits=self._limits, verify=client_tls_context())
+            if self._through_urllib3:
+                transport = Urllib3Transport(connections=self._connections_per_thread)
+                client = httpx.Client(timeout=self._thread_timeout, transport=transport)
+            else:
+                connections = self._connections_per_thread
+                limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+                client = httpx.Client(timeout=self._thread_timeout, limits=limits, verify=client_tls_context())
             self._local.client = client
             with self._pools_lock:
                 self._pools.append(client)

@@ -93,7 +93,7 @@ class _Budget:
             vars(self.network).pop("read", None)
 
 
-class _AfterDone:
+class AfterDone:
     """What the sync and async bodies share: the body's last bytes, and whether its message ended."""
 
     _tail = b""
@@ -107,7 +107,7 @@ class _AfterDone:
         return not self._ended and _ends_with_done(self._tail)
 
 
-class ReusableEventStream(_AfterDone, httpx.SyncByteStream):
+class ReusableEventStream(AfterDone, httpx.SyncByteStream):
     """A streamed response's body that, closed after its ``[DONE]`` event, finishes its HTTP message."""
 
     def __init__(self, body: httpx.SyncByteStream, network: Any) -> None:
@@ -143,7 +143,7 @@ class ReusableEventStream(_AfterDone, httpx.SyncByteStream):
         self._ended = True
 
 
-class AsyncReusableEventStream(_AfterDone, httpx.AsyncByteStream):
+class AsyncReusableEventStream(AfterDone, httpx.AsyncByteStream):
     """:class:`ReusableEventStream` for an async client."""
 
     def __init__(self, body: httpx.AsyncByteStream, network: Any) -> None:

@@ -25,8 +25,8 @@ def test_it_checks_certificates_as_httpx_does_by_default() -> None:
 def test_the_model_client_and_its_thread_pools_use_it() -> None:
     client = SharedHTTPClient(timeout=5)
     try:
-        pool = client._thread_client()
-        for each in (client, pool):
-            assert each._transport._pool._ssl_context is client_tls_context()  # type: ignore[attr-defined]
+        assert client._transport._pool._ssl_context is client_tls_context()  # type: ignore[attr-defined]
+        transport = client._thread_client()._transport
+        assert transport._pool.connection_pool_kw["ssl_context"] is client_tls_context()  # type: ignore[attr-defined]
     finally:
         client.close()

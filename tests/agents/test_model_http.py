@@ -1,0 +1,245 @@
+"""The model's HTTP client sends through urllib3 (agents/model_http.py) and behaves as httpx's own.
+
+Through the real OpenAI client on the service's model HTTP client (llm.SharedHTTPClient): to the
+offline model, and to raw HTTP/1.1 servers on loopback ports that answer, fail or hang as a test
+says. The streamed answer's connection reuse is tested in test_model_streams.py, through the same
+client.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import BinaryIO
+
+import httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+
+from agent_api.agents.llm import SharedHTTPClient
+from agent_api.agents.model_http import Urllib3Transport
+from agent_api.agents.runner import translate_model_error
+from agent_api.errors import ModelError
+from agent_api.offline_llm import OfflineServer
+
+LOOPBACK = "127.0.0.1"
+PATIENCE = 20.0  # how long a test waits for anything, far past what each step needs
+CHUNK = (
+    b'data: {"id":"c1","object":"chat.completion.chunk","created":0,"model":"m",'
+    b'"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}\n\n'
+)
+COMPLETION = {
+    "id": "c1",
+    "object": "chat.completion",
+    "created": 0,
+    "model": "m",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}],
+}
+STREAM_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+# How a raw server answers one request: the connection, its reader, the request's head and body.
+Answer = Callable[[socket.socket, BinaryIO, bytes, bytes], None]
+
+
+def _chunked(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+class RawServer:
+    """Answers each request on a loopback port with ``answer``; counts connections, keeps request heads."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.connections = 0
+        self.heads: list[bytes] = []
+        self.closed = threading.Event()  # set when a client closes a connection
+        self.stop = threading.Event()
+        self.listener = socket.socket()
+        self.listener.bind((LOOPBACK, 0))
+        self.listener.listen()
+        self.port = self.listener.getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}/v1"
+
+    def serve(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            threading.Thread(target=self.serve_connection, args=(conn,), daemon=True).start()
+
+    def serve_connection(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as reader, suppress(OSError):
+            while not self.stop.is_set():
+                head = b""
+                while not head.endswith(b"\r\n\r\n"):
+                    line = reader.readline()
+                    if not line:
+                        self.closed.set()
+                        return
+                    head += line
+                self.heads.append(head)
+                lines = head.lower().split(b"\r\n")
+                length = next(int(line.split(b":")[1]) for line in lines if line.startswith(b"content-length"))
+                self.answer(conn, reader, head, reader.read(length))
+
+
+@contextmanager
+def raw_server(answer: Answer) -> Iterator[RawServer]:
+    server = RawServer(answer)
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.stop.set()
+        thread.join(5)
+        server.listener.close()
+
+
+@contextmanager
+def model_client(base_url: str, *, timeout: float = PATIENCE * 2) -> Iterator[openai.OpenAI]:
+    http = SharedHTTPClient(timeout=timeout)
+    try:
+        yield openai.OpenAI(api_key="test", base_url=base_url, http_client=http, max_retries=0)
+    finally:
+        http.close()
+
+
+def ask(client: openai.OpenAI, *, stream: bool = True) -> str:
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
+    if not stream:
+        return client.chat.completions.create(model="m", messages=messages).choices[0].message.content or ""
+    chunks = client.chat.completions.create(model="m", messages=messages, stream=True)
+    return "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+
+
+def in_thread(call: Callable[[], object]) -> object:
+    """``call()`` in a thread of its own (a pool of its own), failing the test if it takes PATIENCE."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except Exception as exc:  # handed to the test
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(PATIENCE)
+    assert outcome, "the call did not return"
+    return outcome[0]
+
+
+def test_the_model_client_sends_through_urllib3(offline: OfflineServer) -> None:
+    """Streamed and whole answers from the offline model, through the urllib3 transport."""
+    with model_client(offline.base_url) as client:
+        streamed, whole = ask(client), ask(client, stream=False)
+        transport = client._client._thread_client()._transport  # type: ignore[attr-defined]
+    assert isinstance(transport, Urllib3Transport)
+    assert streamed and whole
+    assert len({request["peer"] for request in offline.model.requests}) == 1  # one connection for both
+
+
+def test_a_compressed_answer_is_decoded() -> None:
+    def answer(conn: socket.socket, reader: BinaryIO, head: bytes, body: bytes) -> None:
+        data = gzip.compress(json.dumps(COMPLETION).encode())
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(data), data)
+        )
+
+    with raw_server(answer) as server, model_client(server.url) as client:
+        assert in_thread(lambda: ask(client, stream=False)) == "hello"
+    request_line, *headers = server.heads[0].decode().split("\r\n")
+    assert request_line == "POST /v1/chat/completions HTTP/1.1"
+    names = [header.split(":")[0].lower() for header in headers if header]
+    assert names.count("host") == 1 and "authorization" in names and "user-agent" in names
+
+
+def test_an_idle_connection_the_server_closed_is_replaced() -> None:
+    def answer(conn: socket.socket, reader: BinaryIO, head: bytes, body: bytes) -> None:
+        conn.sendall(STREAM_HEAD + _chunked(CHUNK) + _chunked(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+        conn.shutdown(socket.SHUT_RDWR)  # kept alive by HTTP/1.1, then closed by the server
+
+    with raw_server(answer) as server, model_client(server.url) as client:
+        assert in_thread(lambda: [ask(client), ask(client)]) == ["hi", "hi"]
+    assert server.connections == 2
+
+
+def test_a_refused_connection_is_a_connection_error() -> None:
+    with socket.socket() as unused:
+        unused.bind((LOOPBACK, 0))
+        port = unused.getsockname()[1]
+    with model_client(f"http://{LOOPBACK}:{port}/v1") as client:
+        error = in_thread(lambda: ask(client))
+    assert isinstance(error, openai.APIConnectionError)
+    assert isinstance(error.__cause__, httpx.ConnectError)
+
+
+def test_a_server_that_does_not_answer_is_a_timeout() -> None:
+    def answer(conn: socket.socket, reader: BinaryIO, head: bytes, body: bytes) -> None:
+        server.stop.wait(PATIENCE)
+
+    with raw_server(answer) as server, model_client(server.url, timeout=0.5) as client:
+        error = in_thread(lambda: ask(client))
+    assert isinstance(error, openai.APITimeoutError)
+    assert isinstance(error.__cause__, httpx.ReadTimeout)
+
+
+def test_a_stream_broken_midway_is_a_model_error() -> None:
+    """The OpenAI client does not wrap an error while it reads a stream: httpx's error, as with httpcore."""
+
+    def answer(conn: socket.socket, reader: BinaryIO, head: bytes, body: bytes) -> None:
+        conn.sendall(STREAM_HEAD + _chunked(CHUNK) + b"ff\r\nda")  # a chunk cut short
+        conn.shutdown(socket.SHUT_RDWR)
+
+    with raw_server(answer) as server, model_client(server.url) as client:
+        error = in_thread(lambda: ask(client))
+    assert isinstance(error, httpx.RemoteProtocolError)
+    assert isinstance(translate_model_error(error), ModelError)
+
+
+def test_closing_the_pool_closes_a_stream_being_read() -> None:
+    """What SharedHTTPClient.drop_thread_pool relies on for a run cancelled in a model stream."""
+
+    def answer(conn: socket.socket, reader: BinaryIO, head: bytes, body: bytes) -> None:
+        conn.sendall(STREAM_HEAD + _chunked(CHUNK))
+        conn.settimeout(PATIENCE)
+        if reader.read(1) == b"":  # the client closed the connection
+            server.closed.set()
+
+    with raw_server(answer) as server:
+        http = SharedHTTPClient(timeout=PATIENCE * 2)
+        client = openai.OpenAI(api_key="test", base_url=server.url, http_client=http, max_retries=0)
+        stream = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hello"}], stream=True)
+        first = next(iter(stream))
+        http.drop_thread_pool()  # the stream is left unclosed, as a cycle would leave it
+        assert server.closed.wait(PATIENCE), "the server's connection stayed open"
+        http.close()
+    assert first.choices[0].delta.content == "hi"
+
+
+def test_with_a_proxy_in_the_environment_the_pools_are_httpx_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx honours HTTP_PROXY only for a client without a transport of its own."""
+
+    def answer(conn: socket.socket, reader: BinaryIO, head: bytes, body: bytes) -> None:
+        conn.sendall(STREAM_HEAD + _chunked(CHUNK) + _chunked(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with raw_server(answer) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://{LOOPBACK}:{proxy.port}")
+        with model_client("http://model.invalid/v1") as client:
+            assert in_thread(lambda: ask(client)) == "hi"
+    assert proxy.heads[0].startswith(b"POST http://model.invalid/v1/chat/completions HTTP/1.1")
