@@ -1,19 +1,23 @@
-"""Model streams: what a streamed model call costs the worker when its connection is reused, and when
-it is not (agent_api/agents/model_streams.py), side by side in one run.
+"""Model streams: what a streamed model call costs the worker, by the transport under its HTTP client
+and whether its connection is reused (agent_api/agents/model_http.py, model_streams.py), side by
+side in one run.
 
 The OpenAI SDK stops reading a stream at ``data: [DONE]`` and closes the response before the HTTP
 message has ended, which made httpcore close the connection: every streamed model call opened a
 new one (a TCP handshake, and over HTTPS a TLS handshake). The service's model client finishes
-the message after ``[DONE]`` so that the connection is reused.
+the message after ``[DONE]`` so that the connection is reused; and it sends through urllib3
+rather than httpx's own transport (httpcore and h11), which reads a streamed answer for less CPU.
 
 The offline model in its own process on a loopback port, over HTTP and over HTTPS (a certificate
 of a throw-away CA made with trustme, which the client trusts through SSL_CERT_FILE). In this
 process, the real OpenAI client (with the service's changes to it, as its processes run it) on
-the service's model HTTP client (``SharedHTTPClient``), as
-before (the response closed at ``[DONE]``) and as now: ``--calls`` (default 300) streamed chat
-completions one after another, this process's CPU (user + system) per call, the model's excluded,
-and the wall time per call. Each is measured ``--repeat`` times (default 5), alternating; medians
-with their range. On loopback a round trip costs next to nothing: over a network, each handshake
+the service's model HTTP client (``SharedHTTPClient``): over httpx's transport with the response
+closed at ``[DONE]`` (before), over httpx's transport with the message finished, and as now (over
+urllib3): ``--calls`` (default 300) streamed chat completions one after another, this process's
+CPU (user + system) per call, the model's excluded, and the wall time per call; then the CPU per
+streamed token: ``--token-calls`` (default 40) answers of 400 tokens minus as many of 10, divided
+by the tokens between. Each is measured ``--repeat`` times (default 5), alternating; medians with
+their range. On loopback a round trip costs next to nothing: over a network, each handshake
 avoided also saves its round trips (one for TCP, one or two more for TLS) before the request.
 
     .venv/bin/python bench/model_stream.py
@@ -41,22 +45,42 @@ from harness.processes import LOOPBACK, free_port, spawn, wait_until
 from harness.results import run_metadata
 from harness.tables import fmt, markdown_table, text_table
 
-from agent_api.agents.llm import SharedHTTPClient, skip_chat_request_transforms, validate_chat_responses
+from agent_api.agents.llm import (
+    SharedHTTPClient,
+    fast_stream_event_json,
+    skip_chat_request_transforms,
+    validate_chat_responses,
+)
 
-QUICK = {"calls": 30, "repeat": 1}
+QUICK = {"calls": 30, "token_calls": 5, "repeat": 1}
 SCHEMES = ("http", "https")
+FEW_TOKENS, MANY_TOKENS = 10, 400  # the answers' lengths for the CPU per token
 
 
-class ClosedAtDone(SharedHTTPClient):
-    """The service's model client as it was: a streamed response closed at ``[DONE]`` as it stands."""
+class HttpxTransport(SharedHTTPClient):
+    """The service's model client over httpx's own transport (as with a proxy in the environment)."""
+
+    def __init__(self, *, timeout: float) -> None:
+        super().__init__(timeout=timeout)
+        self._through_urllib3 = False
+
+
+class ClosedAtDone(HttpxTransport):
+    """The service's model client as it was: httpx's transport, a streamed response closed at ``[DONE]``."""
 
     def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         return self._thread_client().send(request, **kwargs)
 
 
 CLIENTS: dict[str, type[SharedHTTPClient]] = {
-    "before: closed at [DONE]": ClosedAtDone,
-    "now: finished after [DONE]": SharedHTTPClient,
+    "before: httpx's transport, closed at [DONE]": ClosedAtDone,
+    "httpx's transport, finished after [DONE]": HttpxTransport,
+    "now: urllib3's transport": SharedHTTPClient,
+}
+# The clients' names in earlier runs, for the previous run's column.
+EARLIER_NAMES = {
+    "before: httpx's transport, closed at [DONE]": "before: closed at [DONE]",
+    "httpx's transport, finished after [DONE]": "now: finished after [DONE]",
 }
 
 
@@ -83,17 +107,23 @@ def offline_model(tls: tuple[Path, Path] | None) -> Iterator[str]:
         yield base_url
 
 
-def per_call(client_class: type[SharedHTTPClient], base_url: str, calls: int) -> tuple[float, float]:
-    """This process's CPU and the wall time per streamed call, in ms, over ``calls`` calls."""
+def per_call(client_class: type[SharedHTTPClient], base_url: str, calls: int, token_calls: int) -> dict[str, float]:
+    """This process's CPU and the wall time per streamed call, in ms, over ``calls`` calls; its CPU per token in µs."""
     http = client_class(timeout=30)
     client = openai.OpenAI(api_key="bench", base_url=base_url, http_client=http, max_retries=0)
 
-    def call(i: int) -> None:
+    def call(i: int, directive: str = "") -> None:
         stream = client.chat.completions.create(
-            model="offline-model", messages=[{"role": "user", "content": f"question {i}"}], stream=True
+            model="offline-model", messages=[{"role": "user", "content": f"question {i}{directive}"}], stream=True
         )
         for _ in stream:
             pass
+
+    def cpu_of(tokens: int) -> float:
+        cpu = time.process_time()
+        for i in range(token_calls):
+            call(i, f" [[tokens:{tokens}]]")
+        return time.process_time() - cpu
 
     try:
         for i in range(5):  # warm: the pool, the SDK's resources
@@ -101,17 +131,24 @@ def per_call(client_class: type[SharedHTTPClient], base_url: str, calls: int) ->
         cpu, wall = time.process_time(), time.perf_counter()
         for i in range(calls):
             call(i)
-        return 1e3 * (time.process_time() - cpu) / calls, 1e3 * (time.perf_counter() - wall) / calls
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        few, many = cpu_of(FEW_TOKENS), cpu_of(MANY_TOKENS)
+        return {
+            "cpu": 1e3 * cpu / calls,
+            "wall": 1e3 * wall / calls,
+            "token_us": 1e6 * (many - few) / (token_calls * (MANY_TOKENS - FEW_TOKENS)),
+        }
     finally:
         http.close()
 
 
-def measure(calls: int, repeat: int) -> dict[str, dict[str, dict[str, list[float]]]]:
+def measure(calls: int, token_calls: int, repeat: int) -> dict[str, dict[str, dict[str, list[float]]]]:
     # The OpenAI client as the service's processes run it (engine.open_engine).
     validate_chat_responses()
+    fast_stream_event_json()
     skip_chat_request_transforms()
     samples: dict[str, dict[str, dict[str, list[float]]]] = {
-        scheme: {name: {"cpu": [], "wall": []} for name in CLIENTS} for scheme in SCHEMES
+        scheme: {name: {"cpu": [], "wall": [], "token_us": []} for name in CLIENTS} for scheme in SCHEMES
     }
     with tempfile.TemporaryDirectory(prefix="agent-api-bench-tls-") as tmp:
         ca = trustme.CA()
@@ -124,9 +161,9 @@ def measure(calls: int, repeat: int) -> dict[str, dict[str, dict[str, list[float
             for _ in range(repeat):
                 for scheme in SCHEMES:
                     for name, client_class in CLIENTS.items():
-                        cpu, wall = per_call(client_class, urls[scheme], calls)
-                        samples[scheme][name]["cpu"].append(cpu)
-                        samples[scheme][name]["wall"].append(wall)
+                        figures = per_call(client_class, urls[scheme], calls, token_calls)
+                        for key, value in figures.items():
+                            samples[scheme][name][key].append(value)
     return samples
 
 
@@ -140,31 +177,44 @@ def report(data: dict[str, Any], previous: dict[str, Any]) -> str:
     samples = data["samples"]
     before = previous.get("samples") or {}
     header = ["model over", "client", "CPU per call (ms)", "previous run", "wall per call (ms)", "previous run"]
+    header += ["CPU per token (µs)", "previous run"]
     rows = []
+
+    def previous_median(old: dict[str, list[float]] | None, key: str) -> str:
+        return fmt(statistics.median(old[key]), 2) if old and old.get(key) else "-"
+
     for scheme, by_client in samples.items():
         for name, figures in by_client.items():
-            old = before.get(scheme, {}).get(name)
+            earlier = before.get(scheme, {})
+            old = earlier.get(name) or earlier.get(EARLIER_NAMES.get(name, ""))
             rows.append(
                 [
                     scheme.upper(),
                     name,
                     _cell(figures["cpu"]),
-                    fmt(statistics.median(old["cpu"]), 2) if old else "-",
+                    previous_median(old, "cpu"),
                     _cell(figures["wall"]),
-                    fmt(statistics.median(old["wall"]), 2) if old else "-",
+                    previous_median(old, "wall"),
+                    _cell(figures["token_us"]),
+                    previous_median(old, "token_us"),
                 ]
             )
     return "\n".join(
         [
-            "## Model streams: a connection per call, or one reused",
+            "## Model streams: the transport, and a connection per call or one reused",
             "",
             "The OpenAI SDK closes a streamed answer at `data: [DONE]`, before its HTTP message has ended, and "
             "httpcore then closes the connection; the service's model client finishes the message so that the "
-            "connection is reused (`agent_api/agents/model_streams.py`). The real OpenAI client (as the service "
-            "runs it) on the service's model HTTP client, as before and as now, against the offline model in its "
-            f"own process on loopback, over HTTP and over HTTPS (a throw-away CA's certificate): "
+            "connection is reused (`agent_api/agents/model_streams.py`), and sends through urllib3 rather than "
+            "httpx's own transport (`agent_api/agents/model_http.py`; httpx's transport is kept when a proxy is "
+            "set in the environment). The real OpenAI client (as the service "
+            "runs it) on the service's model HTTP client, over httpx's transport closed at `[DONE]` (before), "
+            "over httpx's transport with the message finished, and over urllib3 (now), against the offline model "
+            "in its own process on loopback, over HTTP and over HTTPS (a throw-away CA's certificate): "
             f"{data['sizes']['calls']} streamed chat completions one after another, this process's CPU (user + "
-            "system) and the wall time per call, the model's CPU excluded; medians of "
+            "system) and the wall time per call, the model's CPU excluded; the CPU per streamed token: "
+            f"{data['sizes'].get('token_calls', '-')} answers of {MANY_TOKENS} tokens minus as many of "
+            f"{FEW_TOKENS}, divided by the tokens between; medians of "
             f"{data['sizes']['repeat']} runs (range), alternating. On loopback a round trip costs next to nothing; "
             "over a network each handshake avoided also saves its round trips before the request. "
             f"Machine: {machine['cpus']} cores, Python {machine['python']}; {meta['date']}; "
@@ -179,28 +229,31 @@ def report(data: dict[str, Any], previous: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=300, help="streamed calls per measurement (default: 300)")
+    parser.add_argument(
+        "--token-calls", type=int, default=40, help="answers of each length for the CPU per token (default: 40)"
+    )
     parser.add_argument("--repeat", type=int, default=5, help="measurements per client and scheme (default: 5)")
     add_output_flags(parser)
     args = parse_args(parser, argv, QUICK)
-    if args.calls < 1 or args.repeat < 1:
-        parser.error("--calls and --repeat must be positive")
+    if args.calls < 1 or args.token_calls < 1 or args.repeat < 1:
+        parser.error("--calls, --token-calls and --repeat must be positive")
     out = output(args)
     previous = {k: v for k, v in (out.load("model_stream") or {}).items() if k != "previous"}
     begun = start("model_stream.py", argv)
-    samples = measure(args.calls, args.repeat)
+    samples = measure(args.calls, args.token_calls, args.repeat)
     data: dict[str, Any] = {
         "meta": run_metadata("model_stream", begun.command, begun.revision, begun.load),
-        "sizes": {"calls": args.calls, "repeat": args.repeat},
+        "sizes": {"calls": args.calls, "token_calls": args.token_calls, "repeat": args.repeat},
         "samples": samples,
         "previous": previous,
     }
     out.save("model_stream", data)
     rows = [
-        [scheme, name, fmt(statistics.median(f["cpu"]), 2), fmt(statistics.median(f["wall"]), 2)]
+        [scheme, name, *(fmt(statistics.median(f[key]), 2) for key in ("cpu", "wall", "token_us"))]
         for scheme, by_client in samples.items()
         for name, f in by_client.items()
     ]
-    print(text_table(["over", "client", "CPU per call (ms)", "wall per call (ms)"], rows))
+    print(text_table(["over", "client", "CPU per call (ms)", "wall per call (ms)", "CPU per token (µs)"], rows))
     out.report("model-stream", report(data, previous))
     return 0
 
