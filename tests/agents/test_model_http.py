@@ -13,7 +13,7 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import BinaryIO
 
 import httpx
@@ -26,13 +26,9 @@ from agent_api.agents.model_http import Urllib3Transport
 from agent_api.agents.runner import translate_model_error
 from agent_api.errors import ModelError
 from agent_api.offline_llm import OfflineServer
+from tests.utils.raw_http import CHUNK, DONE, LOOPBACK, STREAM_HEAD, RawServer, chunked, raw_server
 
-LOOPBACK = "127.0.0.1"
 PATIENCE = 20.0  # how long a test waits for anything, far past what each step needs
-CHUNK = (
-    b'data: {"id":"c1","object":"chat.completion.chunk","created":0,"model":"m",'
-    b'"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}\n\n'
-)
 COMPLETION = {
     "id": "c1",
     "object": "chat.completion",
@@ -40,71 +36,6 @@ COMPLETION = {
     "model": "m",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}],
 }
-STREAM_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-
-# How a raw server answers one request: the connection, its reader, the request's head and body.
-Answer = Callable[[socket.socket, BinaryIO, bytes, bytes], None]
-
-
-def _chunked(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-class RawServer:
-    """Answers each request on a loopback port with ``answer``; counts connections, keeps request heads."""
-
-    def __init__(self, answer: Answer) -> None:
-        self.answer = answer
-        self.connections = 0
-        self.heads: list[bytes] = []
-        self.closed = threading.Event()  # set when a client closes a connection
-        self.stop = threading.Event()
-        self.listener = socket.socket()
-        self.listener.bind((LOOPBACK, 0))
-        self.listener.listen()
-        self.port = self.listener.getsockname()[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}/v1"
-
-    def serve(self) -> None:
-        self.listener.settimeout(0.2)
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            self.connections += 1
-            threading.Thread(target=self.serve_connection, args=(conn,), daemon=True).start()
-
-    def serve_connection(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rb") as reader, suppress(OSError):
-            while not self.stop.is_set():
-                head = b""
-                while not head.endswith(b"\r\n\r\n"):
-                    line = reader.readline()
-                    if not line:
-                        self.closed.set()
-                        return
-                    head += line
-                self.heads.append(head)
-                lines = head.lower().split(b"\r\n")
-                length = next(int(line.split(b":")[1]) for line in lines if line.startswith(b"content-length"))
-                self.answer(conn, reader, head, reader.read(length))
-
-
-@contextmanager
-def raw_server(answer: Answer) -> Iterator[RawServer]:
-    server = RawServer(answer)
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.stop.set()
-        thread.join(5)
-        server.listener.close()
 
 
 @contextmanager
@@ -152,7 +83,7 @@ def test_the_model_client_sends_through_urllib3(offline: OfflineServer) -> None:
 
 
 def test_a_compressed_answer_is_decoded() -> None:
-    def answer(conn: socket.socket, reader: BinaryIO, head: bytes, body: bytes) -> None:
+    def answer(server: RawServer, conn: socket.socket, reader: BinaryIO, body: bytes) -> None:
         data = gzip.compress(json.dumps(COMPLETION).encode())
         conn.sendall(
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n"
@@ -168,8 +99,8 @@ def test_a_compressed_answer_is_decoded() -> None:
 
 
 def test_an_idle_connection_the_server_closed_is_replaced() -> None:
-    def answer(conn: socket.socket, reader: BinaryIO, head: bytes, body: bytes) -> None:
-        conn.sendall(STREAM_HEAD + _chunked(CHUNK) + _chunked(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+    def answer(server: RawServer, conn: socket.socket, reader: BinaryIO, body: bytes) -> None:
+        conn.sendall(STREAM_HEAD + chunked(CHUNK) + chunked(DONE) + b"0\r\n\r\n")
         conn.shutdown(socket.SHUT_RDWR)  # kept alive by HTTP/1.1, then closed by the server
 
     with raw_server(answer) as server, model_client(server.url) as client:
@@ -188,7 +119,7 @@ def test_a_refused_connection_is_a_connection_error() -> None:
 
 
 def test_a_server_that_does_not_answer_is_a_timeout() -> None:
-    def answer(conn: socket.socket, reader: BinaryIO, head: bytes, body: bytes) -> None:
+    def answer(server: RawServer, conn: socket.socket, reader: BinaryIO, body: bytes) -> None:
         server.stop.wait(PATIENCE)
 
     with raw_server(answer) as server, model_client(server.url, timeout=0.5) as client:
@@ -200,8 +131,8 @@ def test_a_server_that_does_not_answer_is_a_timeout() -> None:
 def test_a_stream_broken_midway_is_a_model_error() -> None:
     """The OpenAI client does not wrap an error while it reads a stream: httpx's error, as with httpcore."""
 
-    def answer(conn: socket.socket, reader: BinaryIO, head: bytes, body: bytes) -> None:
-        conn.sendall(STREAM_HEAD + _chunked(CHUNK) + b"ff\r\nda")  # a chunk cut short
+    def answer(server: RawServer, conn: socket.socket, reader: BinaryIO, body: bytes) -> None:
+        conn.sendall(STREAM_HEAD + chunked(CHUNK) + b"ff\r\nda")  # a chunk cut short
         conn.shutdown(socket.SHUT_RDWR)
 
     with raw_server(answer) as server, model_client(server.url) as client:
@@ -213,8 +144,8 @@ def test_a_stream_broken_midway_is_a_model_error() -> None:
 def test_closing_the_pool_closes_a_stream_being_read() -> None:
     """What SharedHTTPClient.drop_thread_pool relies on for a run cancelled in a model stream."""
 
-    def answer(conn: socket.socket, reader: BinaryIO, head: bytes, body: bytes) -> None:
-        conn.sendall(STREAM_HEAD + _chunked(CHUNK))
+    def answer(server: RawServer, conn: socket.socket, reader: BinaryIO, body: bytes) -> None:
+        conn.sendall(STREAM_HEAD + chunked(CHUNK))
         conn.settimeout(PATIENCE)
         if reader.read(1) == b"":  # the client closed the connection
             server.closed.set()
@@ -233,8 +164,8 @@ def test_closing_the_pool_closes_a_stream_being_read() -> None:
 def test_with_a_proxy_in_the_environment_the_pools_are_httpx_own(monkeypatch: pytest.MonkeyPatch) -> None:
     """httpx honours HTTP_PROXY only for a client without a transport of its own."""
 
-    def answer(conn: socket.socket, reader: BinaryIO, head: bytes, body: bytes) -> None:
-        conn.sendall(STREAM_HEAD + _chunked(CHUNK) + _chunked(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+    def answer(server: RawServer, conn: socket.socket, reader: BinaryIO, body: bytes) -> None:
+        conn.sendall(STREAM_HEAD + chunked(CHUNK) + chunked(DONE) + b"0\r\n\r\n")
 
     for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"):
         monkeypatch.delenv(name, raising=False)

@@ -10,8 +10,8 @@ import asyncio
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from typing import BinaryIO
 
 import openai
 import pytest
@@ -19,18 +19,9 @@ import pytest
 from agent_api.agents.llm import SharedHTTPClient
 from agent_api.agents.model_streams import DRAIN_SECONDS, ModelAsyncClient
 from agent_api.offline_llm import OfflineServer
+from tests.utils.raw_http import CHUNK, DONE, STREAM_HEAD, Answer, RawServer, chunked, raw_server
 
-LOOPBACK = "127.0.0.1"
-CHUNK = (
-    b'data: {"id":"c1","object":"chat.completion.chunk","created":0,"model":"m",'
-    b'"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}\n\n'
-)
-DONE = b"data: [DONE]\n\n"
 HANG = 30.0  # what "hangs" means here: far past every budget, far short of a test's patience
-
-
-def _chunked(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 def ask(client: openai.OpenAI, text: str) -> str:
@@ -70,70 +61,30 @@ async def test_streamed_answers_reuse_one_connection_async(offline: OfflineServe
     assert len({request["peer"] for request in offline.model.requests}) == 1
 
 
-@dataclass
-class RawServer:
-    """Answers every request with a streamed chat completion ending as ``after_done`` says."""
+def ending(after_done: str) -> Answer:
+    """Answers with a streamed chat completion whose message ends as ``after_done`` says.
 
-    after_done: str  # "end", "end-later", "hang", "keep-alive", or "hang-before-done"
-    port: int = 0
-    connections: int = 0
-    stop: threading.Event = field(default_factory=threading.Event)
+    "end", "end-later" (the terminator in a packet of its own, a little later), "hang",
+    "keep-alive" (comments after [DONE], never the end), or "hang-before-done".
+    """
 
-    def serve(self, listener: socket.socket) -> None:
-        listener.settimeout(0.2)
-        while not self.stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            self.connections += 1
-            threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
+    def answer(server: RawServer, conn: socket.socket, reader: BinaryIO, body: bytes) -> None:
+        conn.sendall(STREAM_HEAD + chunked(CHUNK))
+        if after_done == "hang-before-done":
+            server.stop.wait(HANG)
+            raise OSError("hung up")  # closes the connection
+        conn.sendall(chunked(DONE))
+        if after_done == "end-later":
+            server.stop.wait(DRAIN_SECONDS / 5)
+        if after_done in ("end", "end-later"):
+            conn.sendall(b"0\r\n\r\n")
+            return
+        while after_done == "keep-alive" and not server.stop.wait(DRAIN_SECONDS / 10):
+            conn.sendall(chunked(b": keep-alive\n\n"))
+        server.stop.wait(HANG)
+        raise OSError("hung up")
 
-    def answer(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rb") as reader, suppress(OSError):  # OSError: the client closed it
-            while not self.stop.is_set():
-                head = b""
-                while not head.endswith(b"\r\n\r\n"):
-                    line = reader.readline()
-                    if not line:
-                        return
-                    head += line
-                lines = head.lower().split(b"\r\n")
-                length = next(int(line.split(b":")[1]) for line in lines if line.startswith(b"content-length"))
-                reader.read(length)
-                conn.sendall(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-                    + _chunked(CHUNK)
-                )
-                if self.after_done == "hang-before-done":
-                    self.stop.wait(HANG)
-                    return
-                conn.sendall(_chunked(DONE))
-                if self.after_done == "end-later":  # the terminator in a packet of its own, a little later
-                    self.stop.wait(DRAIN_SECONDS / 5)
-                if self.after_done in ("end", "end-later"):
-                    conn.sendall(b"0\r\n\r\n")
-                    continue
-                while self.after_done == "keep-alive" and not self.stop.wait(DRAIN_SECONDS / 10):
-                    conn.sendall(_chunked(b": keep-alive\n\n"))
-                self.stop.wait(HANG)
-                return
-
-
-@contextmanager
-def raw_server(after_done: str) -> Iterator[RawServer]:
-    server = RawServer(after_done)
-    with socket.socket() as listener:
-        listener.bind((LOOPBACK, 0))
-        listener.listen()
-        server.port = listener.getsockname()[1]
-        thread = threading.Thread(target=server.serve, args=(listener,), daemon=True)
-        thread.start()
-        try:
-            yield server
-        finally:
-            server.stop.set()
-            thread.join(5)
+    return answer
 
 
 @contextmanager
@@ -141,7 +92,7 @@ def model_client(server: RawServer) -> Iterator[openai.OpenAI]:
     """The OpenAI client on the service's model HTTP client, to ``server``; its read timeout twice HANG."""
     http = SharedHTTPClient(timeout=HANG * 2)
     try:
-        yield openai.OpenAI(api_key="test", base_url=f"http://{LOOPBACK}:{server.port}/v1", http_client=http)
+        yield openai.OpenAI(api_key="test", base_url=server.url, http_client=http)
     finally:
         http.close()
 
@@ -158,7 +109,7 @@ def ask_within(client: openai.OpenAI, times: int, patience: float) -> list[str]:
 
 @pytest.mark.parametrize("after_done", ["end", "end-later"])
 def test_a_message_ended_after_done_keeps_its_connection(after_done: str) -> None:
-    with raw_server(after_done) as server:
+    with raw_server(ending(after_done)) as server:
         with model_client(server) as client:
             assert ask_within(client, 3, HANG / 2) == ["hi"] * 3
         assert server.connections == 1
@@ -167,16 +118,16 @@ def test_a_message_ended_after_done_keeps_its_connection(after_done: str) -> Non
 @pytest.mark.parametrize("after_done", ["hang", "keep-alive"])
 def test_a_message_not_ended_after_done_costs_the_budget_and_its_connection(after_done: str) -> None:
     """The read timeout is twice the test's patience: the answer comes back within the drain's budget."""
-    with raw_server(after_done) as server:
+    with raw_server(ending(after_done)) as server:
         with model_client(server) as client:
             assert ask_within(client, 2, HANG / 2) == ["hi"] * 2
         assert server.connections == 2  # each given up, a new one for the next request
 
 
 async def test_a_message_not_ended_after_done_async() -> None:
-    with raw_server("hang") as server:
+    with raw_server(ending("hang")) as server:
         http = ModelAsyncClient(timeout=HANG * 2)
-        client = openai.AsyncOpenAI(api_key="test", base_url=f"http://{LOOPBACK}:{server.port}/v1", http_client=http)
+        client = openai.AsyncOpenAI(api_key="test", base_url=server.url, http_client=http)
         try:
             answers = [await asyncio.wait_for(ask_async(client, "hello"), HANG / 2) for _ in range(2)]
         finally:
@@ -186,7 +137,7 @@ async def test_a_message_not_ended_after_done_async() -> None:
 
 def test_a_stream_closed_before_done_is_closed_at_once() -> None:
     """A consumer that stops early (a cancelled run) does not wait for the rest of the answer."""
-    with raw_server("hang-before-done") as server, model_client(server) as client:
+    with raw_server(ending("hang-before-done")) as server, model_client(server) as client:
         closed = threading.Event()
 
         def first_chunk_then_close() -> None:
