@@ -19,6 +19,7 @@ client takes this transport only when none is set (:func:`proxies_from_environme
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 import urllib.request
@@ -134,11 +135,12 @@ class _Body(AfterDone, httpx.SyncByteStream):
 class Urllib3Transport(httpx.BaseTransport):
     """httpx's transport over a urllib3 pool: HTTP/1.1, ``connections`` kept per host."""
 
-    def __init__(self, *, connections: int) -> None:
+    def __init__(self, *, connections: int, ssl_context: ssl.SSLContext | None = None) -> None:
+        """``ssl_context``: the certificate checks of HTTPS connections; the process's by default."""
         # block=False: a request finding every connection in use opens another one, which is
         # closed when it comes back to a full pool (httpcore would wait for one instead).
         self._pool = urllib3.PoolManager(
-            maxsize=connections, block=False, retries=False, ssl_context=client_tls_context()
+            maxsize=connections, block=False, retries=False, ssl_context=ssl_context or client_tls_context()
         )
         self._open: weakref.WeakSet[urllib3.BaseHTTPResponse] = weakref.WeakSet()
         self._open_lock = threading.Lock()  # the pool is its thread's; close() may come from another

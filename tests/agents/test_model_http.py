@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from typing import BinaryIO
 import httpx
 import openai
 import pytest
+import trustme
 from openai.types.chat import ChatCompletionMessageParam
 
 from agent_api.agents.llm import SharedHTTPClient
@@ -159,6 +161,57 @@ def test_closing_the_pool_closes_a_stream_being_read() -> None:
         assert server.closed.wait(PATIENCE), "the server's connection stayed open"
         http.close()
     assert first.choices[0].delta.content == "hi"
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def _server_tls(ca: trustme.CA, hostname: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(hostname).configure_cert(context)
+    return context
+
+
+def _ask_over(transport: Urllib3Transport, server: RawServer) -> object:
+    http = httpx.Client(transport=transport, timeout=PATIENCE)
+    client = openai.OpenAI(api_key="test", base_url=server.url, http_client=http, max_retries=0)
+    try:
+        return in_thread(lambda: ask(client))
+    finally:
+        http.close()
+
+
+def _answer_hi(server: RawServer, conn: socket.socket, reader: BinaryIO, body: bytes) -> None:
+    conn.sendall(STREAM_HEAD + chunked(CHUNK) + chunked(DONE) + b"0\r\n\r\n")
+
+
+def test_https_with_a_trusted_certificate(ca: trustme.CA) -> None:
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    with raw_server(_answer_hi, _server_tls(ca, LOOPBACK)) as server:
+        assert server.url.startswith("https://")
+        assert _ask_over(Urllib3Transport(connections=1, ssl_context=trusting), server) == "hi"
+        assert _ask_over(Urllib3Transport(connections=1, ssl_context=trusting), server) == "hi"
+
+
+@pytest.mark.parametrize("case", ["unknown CA", "another host's certificate"])
+def test_https_checks_the_certificate(ca: trustme.CA, case: str) -> None:
+    """Refused as httpx refuses it: a ConnectError, which the OpenAI client reports as a connection error."""
+    if case == "unknown CA":  # the process's own context: certifi's CAs, not this test's
+        transport = Urllib3Transport(connections=1)
+        server_tls = _server_tls(ca, LOOPBACK)
+    else:
+        trusting = ssl.create_default_context()
+        ca.configure_trust(trusting)
+        transport = Urllib3Transport(connections=1, ssl_context=trusting)
+        server_tls = _server_tls(ca, "model.example")
+    with raw_server(_answer_hi, server_tls) as server:
+        error = _ask_over(transport, server)
+    assert isinstance(error, openai.APIConnectionError)
+    assert isinstance(error.__cause__, httpx.ConnectError)
+    assert server.heads == []  # no request went out
 
 
 def test_with_a_proxy_in_the_environment_the_pools_are_httpx_own(monkeypatch: pytest.MonkeyPatch) -> None:

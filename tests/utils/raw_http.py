@@ -7,6 +7,7 @@ never, cut a chunk short, close a kept-alive connection, hang before answering).
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -30,10 +31,14 @@ def chunked(data: bytes) -> bytes:
 
 
 class RawServer:
-    """Answers each request with ``answer``; counts connections, keeps the requests' heads."""
+    """Answers each request with ``answer``; counts connections, keeps the requests' heads.
 
-    def __init__(self, answer: Answer) -> None:
+    With ``tls`` (a server-side context), it speaks HTTPS.
+    """
+
+    def __init__(self, answer: Answer, tls: ssl.SSLContext | None = None) -> None:
         self.answer = answer
+        self.tls = tls
         self.connections = 0
         self.heads: list[bytes] = []
         self.closed = threading.Event()  # set when a client closes a connection between requests
@@ -45,7 +50,7 @@ class RawServer:
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}/v1"
+        return f"{'https' if self.tls else 'http'}://{LOOPBACK}:{self.port}/v1"
 
     def serve(self) -> None:
         self.listener.settimeout(0.2)
@@ -58,7 +63,13 @@ class RawServer:
             threading.Thread(target=self.serve_connection, args=(conn,), daemon=True).start()
 
     def serve_connection(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rb") as reader, suppress(OSError):  # OSError: the client closed it
+        with suppress(OSError):  # the client closed the connection, or refused the certificate
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            self._serve_requests(conn)
+
+    def _serve_requests(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as reader:
             while not self.stop.is_set():
                 head = b""
                 while not head.endswith(b"\r\n\r\n"):
@@ -74,8 +85,8 @@ class RawServer:
 
 
 @contextmanager
-def raw_server(answer: Answer) -> Iterator[RawServer]:
-    server = RawServer(answer)
+def raw_server(answer: Answer, tls: ssl.SSLContext | None = None) -> Iterator[RawServer]:
+    server = RawServer(answer, tls)
     thread = threading.Thread(target=server.serve, daemon=True)
     thread.start()
     try:
