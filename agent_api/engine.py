@@ -20,6 +20,7 @@ from agent_api.agents.llm import (
     LLMProvider,
     cache_import_checks,
     cache_openai_kwargs,
+    chunks_from_json,
     create_llm_provider,
     fast_protocol_checks,
     fast_stream_event_json,
@@ -54,6 +55,7 @@ async def open_engine(
     light_stream_events()
     validate_chat_responses()
     fast_stream_event_json()
+    chunks_from_json()
     skip_chat_request_transforms()
     offline_url = None
     if settings.uses_offline_model:

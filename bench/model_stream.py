@@ -47,6 +47,7 @@ from harness.tables import fmt, markdown_table, text_table
 
 from agent_api.agents.llm import (
     SharedHTTPClient,
+    chunks_from_json,
     fast_stream_event_json,
     skip_chat_request_transforms,
     validate_chat_responses,
@@ -146,6 +147,7 @@ def measure(calls: int, token_calls: int, repeat: int) -> dict[str, dict[str, di
     # The OpenAI client as the service's processes run it (engine.open_engine).
     validate_chat_responses()
     fast_stream_event_json()
+    chunks_from_json()
     skip_chat_request_transforms()
     samples: dict[str, dict[str, dict[str, list[float]]]] = {
         scheme: {name: {"cpu": [], "wall": [], "token_us": []} for name in CLIENTS} for scheme in SCHEMES

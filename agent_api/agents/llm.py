@@ -21,6 +21,7 @@ from agent_api.agents.autogen_compat import light_stream_events as light_stream_
 from agent_api.agents.autogen_compat import quiet_autogen_logging as quiet_autogen_logging
 from agent_api.agents.model_http import Urllib3Transport, proxies_from_environment
 from agent_api.agents.model_streams import ModelAsyncClient, reusable
+from agent_api.agents.openai_compat import chunks_from_json as chunks_from_json
 from agent_api.agents.openai_compat import fast_stream_event_json as fast_stream_event_json
 from agent_api.agents.openai_compat import skip_chat_request_transforms as skip_chat_request_transforms
 from agent_api.agents.openai_compat import validate_chat_responses as validate_chat_responses

@@ -9,8 +9,10 @@ Nothing here imports the service's other modules: it is the bottom of the engine
 
 from __future__ import annotations
 
+import itertools
 import json
 import typing
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -81,6 +83,68 @@ def fast_stream_event_json() -> None:
 
     parse.__wrapped__ = original  # type: ignore[attr-defined]  # the original, for the contract test
     ServerSentEvent.json = parse  # type: ignore[method-assign]
+
+
+def chunks_from_json() -> None:
+    """Build each chunk of a chat completion stream from its JSON in one step, with pydantic-core.
+
+    The SDK's stream loop (``Stream.__stream__``) parses each event's JSON into Python objects,
+    looks for an ``error`` in them, then builds the chunk from them (with
+    :func:`validate_chat_responses`, pydantic's validator): ``model_validate_json`` builds the
+    same chunk straight from the JSON, without the objects in between, about 3.5 µs less per
+    streamed token (of about 29 for the OpenAI client over urllib3; a JSON parse and a
+    validation of 2.3 and 7.2 µs against 7.5). The first event that is not a plain chunk (one
+    that does not validate, or has an ``error``, or an Assistants ``thread.`` event) hands it and
+    the rest of the stream to the SDK's own loop, which treats it as before: an error is raised
+    as the SDK raises it, a chunk that strays from the schema is built the SDK's lenient way.
+    Streams of other types, and the synchronous client only (the AgentChat engine's
+    ``AsyncStream`` is left as it is). Installed once at startup (``engine.open_engine``); a
+    second call changes nothing.
+    """
+    from openai._streaming import Stream
+
+    original = Stream.__dict__.get("__stream__")
+    if original is None or hasattr(original, "__wrapped__"):  # changed upstream, or installed already
+        return
+    validate = ChatCompletionChunk.model_validate_json
+
+    def stream(self: Stream[Any]) -> Iterator[Any]:
+        if self._cast_to is not ChatCompletionChunk or (
+            self._options is not None and self._options.synthesize_event_and_data
+        ):
+            yield from original(self)
+            return
+        events = self._iter_events()
+        handed_over = False
+        try:
+            for sse in events:
+                data = sse.data
+                if data.startswith("[DONE]"):
+                    break
+                if not (sse.event and sse.event.startswith("thread.")):
+                    try:
+                        chunk = validate(data)
+                    except ValueError:  # not JSON, or not a chunk (pydantic's ValidationError)
+                        chunk = None
+                    if chunk is not None and not (chunk.model_extra or {}).get("error"):
+                        yield chunk
+                        continue
+                # The SDK's loop takes this event and the rest, and closes the response at its end.
+                rest: Iterator[Any] = itertools.chain((sse,), events)
+
+                def resume(rest: Iterator[Any] = rest) -> Iterator[Any]:
+                    return rest
+
+                self._iter_events = resume  # type: ignore[method-assign]
+                handed_over = True
+                yield from original(self)
+                return
+        finally:
+            if not handed_over:
+                self.response.close()
+
+    stream.__wrapped__ = original  # type: ignore[attr-defined]  # the original, for the contract test
+    Stream.__stream__ = stream  # type: ignore[method-assign]
 
 
 def _transforms(annotation: object, seen: set[int]) -> bool:

@@ -84,6 +84,7 @@ def _client() -> openai.OpenAI:
 def installed() -> None:
     openai_compat.validate_chat_responses()
     openai_compat.fast_stream_event_json()
+    openai_compat.chunks_from_json()
 
 
 def test_the_sdk_builds_responses_in_one_method_of_its_base_client() -> None:
@@ -131,6 +132,80 @@ def test_streamed_events_parse_to_what_json_gives_and_fail_as_it_does() -> None:
         ServerSentEvent(data="{not json").json()
     openai_compat.fast_stream_event_json()  # a second call changes nothing
     assert ServerSentEvent.json.__wrapped__ is original  # type: ignore[attr-defined]
+
+
+def _chunk(**fields: Any) -> str:
+    return json.dumps({**CHUNKS[2], **fields})
+
+
+# Streams that a chunk built from its JSON must leave as the SDK's loop treats them.
+STREAMS: dict[str, list[str]] = {
+    "plain chunks": [json.dumps(c) for c in CHUNKS[:3]],
+    "a chunk that strays from the schema, then plain ones": [json.dumps(CHUNKS[3]), *map(json.dumps, CHUNKS[:3])],
+    "an error event": [json.dumps(CHUNKS[0]), json.dumps({"error": {"message": "boom"}})],
+    "a chunk with an error beside it": [json.dumps(CHUNKS[0]), _chunk(error={"message": "overloaded"})],
+    "a chunk with an error that is empty": [_chunk(error=None), _chunk(error="")],
+    "data that is not JSON": [json.dumps(CHUNKS[0]), "{not json"],
+    "events after [DONE]": [json.dumps(CHUNKS[0]), "[DONE]", json.dumps(CHUNKS[1])],
+}
+
+
+def _stream(events: list[str], named: dict[int, str] | None = None) -> Stream[ChatCompletionChunk]:
+    """The SDK's stream of chat completion chunks over ``events`` (the ``event:`` field of some, by index)."""
+    body = "".join(
+        (f"event: {(named or {})[i]}\n" if i in (named or {}) else "") + f"data: {data}\n\n"
+        for i, data in enumerate(events)
+    )
+    response = httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+    response.request = httpx.Request("POST", "http://model.test/v1/chat/completions")
+    return Stream(cast_to=ChatCompletionChunk, response=response, client=_client())
+
+
+def _outcome(stream: Stream[ChatCompletionChunk]) -> tuple[list[Any], str | None]:
+    """What a consumer sees: the chunks (dumped, with their types), then the error it got, if any."""
+    seen: list[Any] = []
+    try:
+        for chunk in stream:
+            seen.append((type(chunk).__name__, chunk.model_dump(), chunk.model_extra))
+    except Exception as exc:  # the SDK's error, compared below
+        return seen, f"{type(exc).__name__}: {exc}"
+    return seen, None
+
+
+@pytest.mark.parametrize("case", STREAMS)
+def test_chunks_built_from_json_are_what_the_sdks_loop_gives(case: str) -> None:
+    """chunks_from_json replaces Stream.__stream__; each stream gives what the SDK's own loop gives."""
+    original = getattr(Stream.__stream__, "__wrapped__", None)
+    assert original is not None, "not installed"
+    fast, sdk = _stream(STREAMS[case]), _stream(STREAMS[case])
+    sdk._iterator = original(sdk)
+    assert _outcome(fast) == _outcome(sdk)
+    assert fast.response.is_closed and sdk.response.is_closed
+
+
+def test_other_events_and_types_go_the_sdks_way() -> None:
+    original = Stream.__stream__.__wrapped__  # type: ignore[attr-defined]
+    events = [json.dumps(CHUNKS[0]), json.dumps({"error": {"message": "run failed"}}), json.dumps(CHUNKS[1])]
+    named = {1: "thread.run.failed"}  # an Assistants event: never a chat chunk, the SDK's own branch
+    fast, sdk = _stream(events, named), _stream(events, named)
+    sdk._iterator = original(sdk)
+    seen, error = _outcome(fast)
+    assert (seen, error) == _outcome(sdk)
+    assert len(seen) == 3 and error is None  # the SDK builds a thread event as best it can, and goes on
+    body = f"data: {json.dumps(COMPLETION)}\n\n"
+    response = httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+    response.request = httpx.Request("POST", "http://model.test/v1/chat/completions")
+    other = Stream(cast_to=ChatCompletion, response=response, client=_client())  # not a chunk stream
+    assert [type(c) for c in other] == [ChatCompletion]
+
+
+def test_the_sdks_stream_loop_is_what_chunks_from_json_stands_in_for() -> None:
+    """It reads its events from ``_iter_events``, stops at [DONE] and closes the response at its end."""
+    source = inspect.getsource(Stream.__stream__.__wrapped__)  # type: ignore[attr-defined]
+    assert "self._iter_events()" in source and '"[DONE]"' in source and "response.close()" in source
+    assert "self._iterator = self.__stream__()" in inspect.getsource(Stream.__init__)
+    openai_compat.chunks_from_json()  # a second call changes nothing
+    assert inspect.getsource(Stream.__stream__.__wrapped__) == source  # type: ignore[attr-defined]
 
 
 def test_a_completion_is_the_object_the_sdk_would_build() -> None:
