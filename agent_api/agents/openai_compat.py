@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import typing
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -88,63 +88,102 @@ def fast_stream_event_json() -> None:
 def chunks_from_json() -> None:
     """Build each chunk of a chat completion stream from its JSON in one step, with pydantic-core.
 
-    The SDK's stream loop (``Stream.__stream__``) parses each event's JSON into Python objects,
-    looks for an ``error`` in them, then builds the chunk from them (with
-    :func:`validate_chat_responses`, pydantic's validator): ``model_validate_json`` builds the
-    same chunk straight from the JSON, without the objects in between, about 3.5 µs less per
-    streamed token (of about 29 for the OpenAI client over urllib3; a JSON parse and a
-    validation of 2.3 and 7.2 µs against 7.5). The first event that is not a plain chunk (one
-    that does not validate, or has an ``error``, or an Assistants ``thread.`` event) hands it and
-    the rest of the stream to the SDK's own loop, which treats it as before: an error is raised
-    as the SDK raises it, a chunk that strays from the schema is built the SDK's lenient way.
-    Streams of other types, and the synchronous client only (the AgentChat engine's
-    ``AsyncStream`` is left as it is). Installed once at startup (``engine.open_engine``); a
-    second call changes nothing.
+    The SDK's stream loop (``Stream.__stream__``, ``AsyncStream.__stream__``) parses each
+    event's JSON into Python objects, looks for an ``error`` in them, then builds the chunk
+    from them (with :func:`validate_chat_responses`, pydantic's validator):
+    ``model_validate_json`` builds the same chunk straight from the JSON, without the objects in
+    between, about 3.5 µs less per streamed token (of about 29 for the OpenAI client over
+    urllib3; a JSON parse and a validation of 2.3 and 7.2 µs against 7.5). The first event that
+    is not a plain chunk (one that does not validate, or has an ``error``, or an Assistants
+    ``thread.`` event) hands it and the rest of the stream to the SDK's own loop, which treats
+    it as before: an error is raised as the SDK raises it, a chunk that strays from the schema is
+    built the SDK's lenient way. Streams of other types go the SDK's way. Installed once at
+    startup (``engine.open_engine``); a second call changes nothing.
     """
-    from openai._streaming import Stream
+    from openai._streaming import AsyncStream, ServerSentEvent, Stream
 
     original = Stream.__dict__.get("__stream__")
-    if original is None or hasattr(original, "__wrapped__"):  # changed upstream, or installed already
-        return
+    original_async = AsyncStream.__dict__.get("__stream__")
+    if original is None or original_async is None or hasattr(original, "__wrapped__"):
+        return  # changed upstream, or installed already
     validate = ChatCompletionChunk.model_validate_json
 
+    def ours(stream: Stream[Any] | AsyncStream[Any]) -> bool:
+        synthesized = stream._options is not None and stream._options.synthesize_event_and_data
+        return stream._cast_to is ChatCompletionChunk and not synthesized
+
+    def plain_chunk(sse: ServerSentEvent) -> ChatCompletionChunk | None:
+        """The event's chunk, or None for an event the SDK's loop must take."""
+        if sse.event and sse.event.startswith("thread."):
+            return None
+        try:
+            chunk = validate(sse.data)
+        except ValueError:  # not JSON, or not a chunk (pydantic's ValidationError)
+            return None
+        return None if (chunk.model_extra or {}).get("error") else chunk
+
     def stream(self: Stream[Any]) -> Iterator[Any]:
-        if self._cast_to is not ChatCompletionChunk or (
-            self._options is not None and self._options.synthesize_event_and_data
-        ):
+        if not ours(self):
             yield from original(self)
             return
         events = self._iter_events()
         handed_over = False
         try:
             for sse in events:
-                data = sse.data
-                if data.startswith("[DONE]"):
+                if sse.data.startswith("[DONE]"):
                     break
-                if not (sse.event and sse.event.startswith("thread.")):
-                    try:
-                        chunk = validate(data)
-                    except ValueError:  # not JSON, or not a chunk (pydantic's ValidationError)
-                        chunk = None
-                    if chunk is not None and not (chunk.model_extra or {}).get("error"):
-                        yield chunk
-                        continue
-                # The SDK's loop takes this event and the rest, and closes the response at its end.
-                rest: Iterator[Any] = itertools.chain((sse,), events)
+                chunk = plain_chunk(sse)
+                if chunk is None:  # the SDK's loop takes this event and the rest, and closes the response
 
-                def resume(rest: Iterator[Any] = rest) -> Iterator[Any]:
-                    return rest
+                    def rest(first: ServerSentEvent = sse) -> Iterator[ServerSentEvent]:
+                        return itertools.chain((first,), events)
 
-                self._iter_events = resume  # type: ignore[method-assign]
-                handed_over = True
-                yield from original(self)
-                return
+                    self._iter_events = rest  # type: ignore[method-assign]
+                    handed_over = True
+                    yield from original(self)
+                    return
+                yield chunk
         finally:
             if not handed_over:
                 self.response.close()
 
-    stream.__wrapped__ = original  # type: ignore[attr-defined]  # the original, for the contract test
+    async def stream_async(self: AsyncStream[Any]) -> AsyncIterator[Any]:
+        if not ours(self):
+            async for item in original_async(self):
+                yield item
+            return
+        events = self._iter_events()
+        handed_over = False
+        try:
+            async for sse in events:
+                if sse.data.startswith("[DONE]"):
+                    break
+                chunk = plain_chunk(sse)
+                if chunk is None:
+
+                    async def rest(first: ServerSentEvent = sse) -> AsyncIterator[ServerSentEvent]:
+                        yield first
+                        async for event in events:
+                            yield event
+
+                    self._iter_events = rest  # type: ignore[method-assign]
+                    handed_over = True
+                    loop = original_async(self)
+                    try:
+                        async for item in loop:
+                            yield item
+                    finally:
+                        await loop.aclose()  # its own finally closes the response, also when stopped early
+                    return
+                yield chunk
+        finally:
+            if not handed_over:
+                await self.response.aclose()
+
+    stream.__wrapped__ = original  # type: ignore[attr-defined]  # the originals, for the contract test
+    stream_async.__wrapped__ = original_async  # type: ignore[attr-defined]
     Stream.__stream__ = stream  # type: ignore[method-assign]
+    AsyncStream.__stream__ = stream_async  # type: ignore[method-assign]
 
 
 def _transforms(annotation: object, seen: set[int]) -> bool:

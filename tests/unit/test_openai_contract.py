@@ -150,15 +150,24 @@ STREAMS: dict[str, list[str]] = {
 }
 
 
-def _stream(events: list[str], named: dict[int, str] | None = None) -> Stream[ChatCompletionChunk]:
-    """The SDK's stream of chat completion chunks over ``events`` (the ``event:`` field of some, by index)."""
+def _response(events: list[str], named: dict[int, str] | None = None) -> httpx.Response:
+    """A server-sent event stream of ``events`` (the ``event:`` field of some, by index), readable both ways."""
     body = "".join(
         (f"event: {(named or {})[i]}\n" if i in (named or {}) else "") + f"data: {data}\n\n"
         for i, data in enumerate(events)
     )
-    response = httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+    response = httpx.Response(200, content=body.encode(), headers={"content-type": "text/event-stream"})
     response.request = httpx.Request("POST", "http://model.test/v1/chat/completions")
-    return Stream(cast_to=ChatCompletionChunk, response=response, client=_client())
+    return response
+
+
+def _stream(events: list[str], named: dict[int, str] | None = None) -> Stream[ChatCompletionChunk]:
+    """The SDK's stream of chat completion chunks over ``events``."""
+    return Stream(cast_to=ChatCompletionChunk, response=_response(events, named), client=_client())
+
+
+def _seen(chunk: Any) -> tuple[str, Any, Any]:
+    return type(chunk).__name__, chunk.model_dump(), chunk.model_extra
 
 
 def _outcome(stream: Stream[ChatCompletionChunk]) -> tuple[list[Any], str | None]:
@@ -166,7 +175,17 @@ def _outcome(stream: Stream[ChatCompletionChunk]) -> tuple[list[Any], str | None
     seen: list[Any] = []
     try:
         for chunk in stream:
-            seen.append((type(chunk).__name__, chunk.model_dump(), chunk.model_extra))
+            seen.append(_seen(chunk))
+    except Exception as exc:  # the SDK's error, compared below
+        return seen, f"{type(exc).__name__}: {exc}"
+    return seen, None
+
+
+async def _outcome_async(stream: AsyncStream[ChatCompletionChunk]) -> tuple[list[Any], str | None]:
+    seen: list[Any] = []
+    try:
+        async for chunk in stream:
+            seen.append(_seen(chunk))
     except Exception as exc:  # the SDK's error, compared below
         return seen, f"{type(exc).__name__}: {exc}"
     return seen, None
@@ -181,6 +200,21 @@ def test_chunks_built_from_json_are_what_the_sdks_loop_gives(case: str) -> None:
     sdk._iterator = original(sdk)
     assert _outcome(fast) == _outcome(sdk)
     assert fast.response.is_closed and sdk.response.is_closed
+
+
+@pytest.mark.parametrize("case", STREAMS)
+async def test_async_chunks_built_from_json_are_what_the_sdks_loop_gives(case: str) -> None:
+    """The same for AsyncStream.__stream__ (the AgentChat engine's AsyncOpenAI)."""
+    original = getattr(AsyncStream.__stream__, "__wrapped__", None)
+    assert original is not None, "not installed"
+    client = openai.AsyncOpenAI(api_key="k", base_url="http://model.test/v1")
+    fast, sdk = (
+        AsyncStream(cast_to=ChatCompletionChunk, response=_response(STREAMS[case]), client=client) for _ in range(2)
+    )
+    sdk._iterator = original(sdk)
+    assert await _outcome_async(fast) == await _outcome_async(sdk)
+    assert fast.response.is_closed and sdk.response.is_closed
+    await client.close()
 
 
 def test_other_events_and_types_go_the_sdks_way() -> None:
@@ -204,6 +238,9 @@ def test_the_sdks_stream_loop_is_what_chunks_from_json_stands_in_for() -> None:
     source = inspect.getsource(Stream.__stream__.__wrapped__)  # type: ignore[attr-defined]
     assert "self._iter_events()" in source and '"[DONE]"' in source and "response.close()" in source
     assert "self._iterator = self.__stream__()" in inspect.getsource(Stream.__init__)
+    source_async = inspect.getsource(AsyncStream.__stream__.__wrapped__)  # type: ignore[attr-defined]
+    assert "self._iter_events()" in source_async and "await response.aclose()" in source_async
+    assert "self._iterator = self.__stream__()" in inspect.getsource(AsyncStream.__init__)
     openai_compat.chunks_from_json()  # a second call changes nothing
     assert inspect.getsource(Stream.__stream__.__wrapped__) == source  # type: ignore[attr-defined]
 
