@@ -50,7 +50,7 @@ def proxies_from_environment() -> bool:
     return any(scheme != "no" for scheme in urllib.request.getproxies())
 
 
-def _httpx_error(exc: Exception, request: httpx.Request) -> httpx.TransportError:
+def as_httpx_error(exc: Exception, request: httpx.Request) -> httpx.TransportError:
     """The httpx error that httpx's own transport raises for the failure urllib3 reports as ``exc``."""
     error: type[httpx.TransportError]
     if isinstance(exc, (NewConnectionError, SSLError)):  # NewConnectionError is a ConnectTimeoutError too
@@ -95,7 +95,7 @@ class _Body(AfterDone, httpx.SyncByteStream):
                 self._seen(chunk)
                 yield chunk
         except HTTPError as exc:
-            raise _httpx_error(exc, self._request) from exc
+            raise as_httpx_error(exc, self._request) from exc
         self._ended = True
 
     def close(self) -> None:
@@ -160,7 +160,7 @@ class Urllib3Transport(httpx.BaseTransport):
                 timeout=urllib3.Timeout(connect=timeout.get("connect"), read=timeout.get("read")),
             )
         except HTTPError as exc:
-            raise _httpx_error(exc, request) from exc
+            raise as_httpx_error(exc, request) from exc
         with self._open_lock:
             self._open.add(response)
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1" if response.version == 11 else b"HTTP/1.0"}

@@ -21,10 +21,11 @@ import httpx
 import openai
 import pytest
 import trustme
+import urllib3
 from openai.types.chat import ChatCompletionMessageParam
 
 from agent_api.agents.llm import SharedHTTPClient
-from agent_api.agents.model_http import Urllib3Transport
+from agent_api.agents.model_http import Urllib3Transport, as_httpx_error
 from agent_api.agents.runner import translate_model_error
 from agent_api.errors import ModelError
 from agent_api.offline_llm import OfflineServer
@@ -229,3 +230,21 @@ def test_with_a_proxy_in_the_environment_the_pools_are_httpx_own(monkeypatch: py
         with model_client("http://model.invalid/v1") as client:
             assert in_thread(lambda: ask(client)) == "hi"
     assert proxy.heads[0].startswith(b"POST http://model.invalid/v1/chat/completions HTTP/1.1")
+
+
+@pytest.mark.parametrize(
+    ("failure", "raised"),
+    [
+        (urllib3.exceptions.NewConnectionError(None, "refused"), httpx.ConnectError),  # type: ignore[arg-type]
+        (urllib3.exceptions.SSLError("certificate verify failed"), httpx.ConnectError),
+        (urllib3.exceptions.ConnectTimeoutError("connect timed out"), httpx.ConnectTimeout),
+        (urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"), httpx.ReadTimeout),  # type: ignore[arg-type]
+        (urllib3.exceptions.LocationValueError("no host"), httpx.UnsupportedProtocol),
+        (urllib3.exceptions.ProtocolError("Connection aborted."), httpx.RemoteProtocolError),
+        (urllib3.exceptions.DecodeError("bad body"), httpx.TransportError),
+    ],
+)
+def test_urllib3_errors_are_raised_as_httpx_raises_them(failure: Exception, raised: type[Exception]) -> None:
+    request = httpx.Request("POST", "http://model.test/v1/chat/completions")
+    error = as_httpx_error(failure, request)
+    assert type(error) is raised and error.request is request
