@@ -62,8 +62,7 @@ class HttpxTransport(SharedHTTPClient):
     """The service's model client over httpx's own transport (as with a proxy in the environment)."""
 
     def __init__(self, *, timeout: float) -> None:
-        super().__init__(timeout=timeout)
-        self._through_urllib3 = False
+        super().__init__(timeout=timeout, urllib3=False)
 
 
 class ClosedAtDone(HttpxTransport):

@@ -49,12 +49,13 @@ class SharedHTTPClient(SharedAcrossAgents, httpx.Client):
     the pools are httpx's own, which honour them.
     """
 
-    def __init__(self, *, timeout: float, connections_per_thread: int = 2) -> None:
+    def __init__(self, *, timeout: float, connections_per_thread: int = 2, urllib3: bool | None = None) -> None:
+        """``urllib3``: whether the pools send through urllib3 (None: unless a proxy is set in the environment)."""
         # One TLS context for all the pools: httpx builds a new one per client otherwise.
         super().__init__(timeout=timeout, verify=client_tls_context())
         self._thread_timeout = timeout
         self._connections_per_thread = connections_per_thread
-        self._through_urllib3 = not proxies_from_environment()
+        self._through_urllib3 = not proxies_from_environment() if urllib3 is None else urllib3
         self._local = threading.local()
         self._pools: list[httpx.Client] = []
         self._pools_lock = threading.Lock()
@@ -93,8 +94,9 @@ class SharedHTTPClient(SharedAcrossAgents, httpx.Client):
 
     def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         response = self._thread_client().send(request, **kwargs)
-        # A streamed answer finishes its HTTP message after [DONE], so its connection is reused.
-        return reusable(response) if kwargs.get("stream") else response
+        # A streamed answer finishes its HTTP message after [DONE], so its connection is reused
+        # (urllib3's transport does it in the body it gives).
+        return reusable(response) if kwargs.get("stream") and not self._through_urllib3 else response
 
     def close(self) -> None:
         with self._pools_lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -275,7 +276,7 @@ def _methodology(data: dict[str, Any], revisions: dict[str, str]) -> list[str]:
     repeats = {s: size(s, "repeat") for s in repeated}
     repeat = max(repeats.values())
     # A partial run keeps the other scenarios' figures, measured with their own number of runs.
-    common = max(set(repeats.values()), key=list(repeats.values()).count)
+    common = Counter(repeats.values()).most_common(1)[0][0]
     apart = [f"the {repeated[s]}: {n}" for s, n in repeats.items() if n != common]
     counted = f"{common} runs each" + (f" ({'; '.join(apart)})" if apart else "")
     load = round(machine.get("load_average_at_start") or 0, 2)
