@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from harness.load import chat_once, error_kinds, offline_requests, offline_reset, sharded_clients, sse_frames
+from harness.load import (
+    ChatResult,
+    chat_once,
+    error_kinds,
+    offline_requests,
+    offline_reset,
+    sharded_clients,
+    sse_frames,
+)
 from harness.measure import (
     TreeStats,
     client_cpu_seconds,
@@ -52,7 +60,6 @@ STREAM_TOKENS = 20  # ...20 of them
 FEW_TOKENS, MANY_TOKENS = 10, 400  # the answers' lengths in the CPU-per-token scenario
 
 Trees = Mapping[str, Path | None]  # each service's source tree, by name; None: this checkout
-ChatResult = tuple[float, str | None, str | None]  # what harness.load.chat_once returns
 
 
 # -- the services -----------------------------------------------------------------------------------
