@@ -151,6 +151,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if runtime.store.fanout is not None:  # followers' events over one pub/sub connection
             fanout = asyncio.get_running_loop().create_task(runtime.store.fanout.run())
             stack.callback(fanout.cancel)
+        if runtime.store.ends is not None:  # the ends of the runs this process's requests wait for
+            ends = asyncio.get_running_loop().create_task(runtime.store.ends.run())
+            stack.callback(ends.cancel)
 
         keys = KeyRing(settings.api_key_list, settings.admin_key_list)
         _announce_auth(keys)

@@ -86,7 +86,7 @@ STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def _options(request: AgentRequest, *, stream: bool) -> RunOptions:
-    return RunOptions(stream=stream, if_busy=IfBusy(request.if_busy))
+    return RunOptions(stream=stream, if_busy=IfBusy(request.if_busy), wait=not stream)
 
 
 @router.post(

@@ -140,6 +140,7 @@ async def chat_completions(
         metadata=oai.run_metadata(body),
         history=None if stateful else conversation.history,
         llm_params=oai.llm_params(body),
+        wait=not body.stream,
     )
     run = await runs.create(request, principal.key_id, options)
     note(team=run.team, session_id=run.session_id if stateful else None, run_id=run.id, protocol="openai")

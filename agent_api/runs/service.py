@@ -63,6 +63,8 @@ class RunOptions:
     # Stateless: the conversation so far comes with the request, and nothing is saved to a session.
     history: list[ChatMessage] | None = None
     llm_params: dict[str, object] | None = None  # model parameters for this run's agents
+    # The caller waits for the run's end (wait()) in this process: the end step tells it directly.
+    wait: bool = False
 
 
 class RunService:
@@ -139,13 +141,23 @@ class RunService:
             trace=current_context_carrier(),
         )
         try:
+            await self._admit(run, options, new_session)
+        except BaseException:
+            self.store.forget_end(run.id)
+            raise
+        return run
+
+    async def _admit(self, run: Run, options: RunOptions, new_session: NewSession | None) -> None:
+        """Store the new run and hand it to a worker (or queue it behind the session's run)."""
+        try:
             admission = await self.store.create(
                 run,
                 if_busy=options.if_busy,
                 max_runs=self.max_runs_per_key,
-                session_frame=frames.session_frame(session_id, team, run.id),
+                session_frame=frames.session_frame(run.session_id, run.team, run.id),
                 new_session=new_session,
                 enqueue=self.lifecycle.dispatcher.enqueue_step(run.id),
+                notify=options.wait,
             )
         except RunExists as exc:
             raise RunIdTaken() from exc
@@ -159,7 +171,6 @@ class RunService:
                 with contextlib.suppress(Exception):
                     await self.lifecycle.fail(run, StoreUnavailable())
                 raise StoreUnavailable() from None
-        return run
 
     async def _session_for(self, request: AgentRequest, owner: str) -> tuple[str, str, NewSession | None]:
         """The run's session and team, and the record of the session if the run starts a new one
@@ -346,6 +357,8 @@ class RunService:
             if cancel_if_abandoned:
                 await self.abandon(run_id)
             raise
+        finally:
+            self.store.forget_end(run_id)
         if run is None:  # gone before its time: only a rollback deletes a run
             raise RunStopped(RunStatus.INTERRUPTED.value)
         return run

@@ -8,6 +8,8 @@
     {prefix}session:{sid}:runs     sorted set: the session's runs by creation time
     {prefix}runs:active:{owner}    sorted set: the key's runs that have not ended (the per-key limit)
     {prefix}runs:owner:{owner}     sorted set: the key's newest runs by creation time (GET /runs)
+    {prefix}runs:ends:{uuid}       list: an API process's notices of the ends of runs its requests wait
+                                   for, pushed by the end step (EndNotices, runs/ends.py)
     {prefix}runs:input             pub/sub channel: a waiting run (named in the message) was answered
     {prefix}run:{id}:events        pub/sub channel too: each script that adds to the log publishes
                                    the entries it added, with their ids (followers take them there)
@@ -39,6 +41,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from agent_api.errors import RateLimited, SessionBusy, SessionNotFound, StoreUnavailable
+from agent_api.runs.ends import PUSH_NOTICE_LUA, EndNotices
 from agent_api.runs.model import IfBusy, Run, RunStatus, sources_of, utcnow
 from agent_api.services import pubsub
 from agent_api.services.sessions import (
@@ -205,6 +208,9 @@ redis.call('XADD', KEYS[6], '*', 's', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('EXPIRE', KEYS[6], ARGV[5])
+"""
+    + PUSH_NOTICE_LUA
+    + """
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('LREM', KEYS[4], 0, ARGV[1])
 local next = ''
@@ -425,6 +431,9 @@ class RunStore:
             if follow_client is not None
             else None
         )
+        # The ends of the runs this process's requests wait for, pushed by the runs' end step
+        # (ends.run(), in the API processes). None when embedded.
+        self.ends = EndNotices(follow_client, prefix) if follow_client is not None else None
 
     # keys
     def run_key(self, run_id: str) -> str:
@@ -455,11 +464,15 @@ class RunStore:
         session_frame: str,
         new_session: NewSession | None = None,
         enqueue: QueueStep | None = None,
+        notify: bool = False,
     ) -> Admission:
         """Store a new run and its first event, applying the busy-session policy and the key's limit.
 
         ``new_session``, the record of the session the run starts, is written in the same step,
         only if the run is admitted; so is the run's job (``enqueue``), if the run starts now.
+        ``notify``: this process will wait for the run's end (:meth:`wait_end`), which the end
+        step then pushes to it (:class:`EndNotices`; when embedded, nothing to do). The caller
+        :meth:`forgets <forget_end>` the run when it no longer waits, the run created or not.
         """
         active, pending, index = self._session_keys(run.session_id)
         keys = [
@@ -490,6 +503,9 @@ class RunStore:
             args += [name, value]
         for name, value in run.to_fields().items():
             args += [name, value]
+        if notify and self.ends is not None:
+            self.ends.expect(run.id)
+            args += ["notify", self.ends.key]
         async with _store_errors():
             code, current = await self._create(keys=keys, args=args)
         code = int(code)
@@ -684,11 +700,18 @@ class RunStore:
     async def wait_end(self, run_id: str, *, block: float) -> tuple[bool, Run | None]:
         """Wait up to ``block`` seconds for the run to end: whether it has, and its record then.
 
-        One round trip: a blocking read that only the run's end answers, pipelined with a read of
-        the record (Redis runs a connection's commands in order, so the record is read once the
-        end has come or the block has run out). A waiter that needs the result, not the events,
-        takes one round trip however many events the run writes meanwhile.
+        A run created with ``notify`` by this process: its end step's notice (no round trip of
+        the waiter's own; see :class:`EndNotices`), or after ``block`` without one, a read of its
+        record. Another run: one round trip, a blocking read that only the run's end answers,
+        pipelined with a read of the record (Redis runs a connection's commands in order, so the
+        record is read once the end has come or the block has run out). A waiter that needs the
+        result, not the events, takes one round trip however many events the run writes meanwhile.
         """
+        if self.ends is not None and self.ends.expects(run_id):
+            run = await self.ends.wait(run_id, block)
+            if run is not None:
+                return True, run
+            return False, await self.get(run_id)  # no notice (yet): the record tells
         key = self.end_key(run_id)
         async with _store_errors():
             if self.follow_client is not None:
@@ -708,6 +731,11 @@ class RunStore:
                 if left <= 0:
                     return False, await self.get(run_id)
                 await self._wakeups.wait(run_id, left, woken)
+
+    def forget_end(self, run_id: str) -> None:
+        """No more waiting for ``run_id``'s end (see ``create``'s ``notify``)."""
+        if self.ends is not None:
+            self.ends.forget(run_id)
 
     async def request_input(self, run_id: str, request: dict[str, Any], frame_data: str) -> bool:
         """Move a running run to requires_input, waiting on ``request``; False if it is not running

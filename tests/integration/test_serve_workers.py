@@ -92,6 +92,11 @@ def test_serve_runs_its_turns_on_worker_processes_it_keeps_alive_and_stops(
             # The turn ran in one of the worker processes, not in the API process.
             ran_on = redis_client.hget(f"agent-api:run:{first.json()['run_id']}", "worker")
             assert ran_on is not None and int(str(ran_on).rsplit(":", 1)[1]) in workers
+            # The request waited for the run's end on its process's list of notices (EndNotices): the
+            # record names the list, and the API process has read the notice off it.
+            notify = redis_client.hget(f"agent-api:run:{first.json()['run_id']}", "notify")
+            assert notify is not None and str(notify).startswith("agent-api:runs:ends:")
+            assert redis_client.llen(str(notify)) == 0
 
             # Turns one after another go to the worker processes in turn, not all to the first one.
             ran_on_each = set()
