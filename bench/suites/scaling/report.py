@@ -301,7 +301,8 @@ def _methodology(data: dict[str, Any], revisions: dict[str, str]) -> list[str]:
         "stretch divided by its conversations.",
         f"- Burst: {size('burst', 'burst')} `POST /chat` at once, a {BURST_MODEL_DELAY * 1000:.0f} ms model: "
         "the wall time from the first sent to the last answered, errors, latency; the CPU of the service and, "
-        "beside it, of the load generator (httpx in the benchmark's process, on the same two cores).",
+        "beside it, of the load generator (aiohttp's client in the benchmark's process, on the same two cores; "
+        "httpx's until 2026-12-04, about five times the CPU per request).",
         f"- Streams: {size('streams', 'streams')} `POST /chat/stream` at once; the model sends its first token "
         f"{STREAM_FIRST_TOKEN * 1000:.0f} ms after a request arrives, then {STREAM_TOKENS} tokens "
         f"{STREAM_TOKEN_DELAY * 1000:.0f} ms apart. Per stream: the arrival of the first token of the answer at "
