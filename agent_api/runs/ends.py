@@ -103,6 +103,10 @@ class EndNotices:
                 log.warning("reading the ends of runs failed (%s); waiters read their runs themselves", exc)
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
+            except Exception:  # never leave the waiters to their fallback for the process's lifetime
+                log.exception("reading the ends of runs failed; waiters read their runs themselves")
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
             for notice in notices:
                 run_id, record = parse_notice(notice)
                 future = self._waiters.get(run_id)

@@ -62,8 +62,9 @@ def create_sync_redis(settings: Settings) -> sync_redis.Redis:
 
 
 def create_follow_redis(settings: Settings) -> redis.Redis:
-    """The client of blocking reads (XREAD BLOCK: a /chat waiting for its run's end; a stream's
-    follower while pub/sub is down) and of the pub/sub connection that carries streams' events.
+    """The client of blocking reads (an API process's reader of run ends, BLPOP; XREAD BLOCK: other
+    waits for a run's end, a stream's follower while pub/sub is down) and of the pub/sub
+    connection that carries streams' events.
 
     Its own pool, so that requests held open by clients never take the connections that turns
     and sessions need. Its read timeout outlasts the longest block.

@@ -11,7 +11,9 @@ from dataclasses import replace
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from agent_api.runs import ends
 from agent_api.runs.ends import NOTICE_TTL, parse_notice, record_of
 from agent_api.runs.model import IfBusy, Run, RunStatus
 from agent_api.runs.store import RunStore
@@ -130,3 +132,22 @@ def test_a_notice_is_the_run_id_and_its_record() -> None:
     run = queued_run("run_y")
     flat = [part for item in run.to_fields().items() for part in item]
     assert record_of(json.dumps(flat)) == run
+
+
+async def test_the_reader_goes_on_after_a_failed_read(store: RunStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert store.ends is not None
+    monkeypatch.setattr(ends, "RETRY_SECONDS", 0.01)
+    read = store.ends._read
+    failures = [RedisConnectionError("lost"), ValueError("a bug")]
+
+    async def failing_first() -> list[str]:
+        if failures:
+            raise failures.pop(0)
+        return await read()
+
+    monkeypatch.setattr(store.ends, "_read", failing_first)
+    async with reading(store):
+        await _create(store, "run_n8", notify=True)
+        await store.finish(_run("run_n8"), RunStatus.CANCELLED, [("done", "{}")])
+        ended, run = await asyncio.wait_for(store.wait_end("run_n8", block=30), 10)
+    assert not failures and ended and run is not None and run.status is RunStatus.CANCELLED
