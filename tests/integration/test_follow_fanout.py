@@ -11,7 +11,6 @@ from typing import Any, cast
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from agent_api.runs.model import IfBusy, Run, RunStatus
@@ -19,17 +18,14 @@ from agent_api.runs.service import RunService
 from agent_api.runs.store import APPEND_LUA, RunStore
 from agent_api.services import pubsub
 from tests.utils.redis_server import RedisServer
-from tests.utils.runs import queued_run
+from tests.utils.runs import queued_run, redis_run_store
 from tests.utils.waiting import until
 
 
 @pytest.fixture
 async def store(redis_server: RedisServer, redis_client: redis.Redis) -> AsyncIterator[RunStore]:
-    client = aioredis.Redis(port=redis_server.port, decode_responses=True)
-    follow = aioredis.Redis(port=redis_server.port, decode_responses=True)
-    yield RunStore(client, follow_client=follow, run_ttl=60)
-    await follow.aclose()
-    await client.aclose()
+    async with redis_run_store(redis_server.port) as store:
+        yield store
 
 
 @pytest.fixture

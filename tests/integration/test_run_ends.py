@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from agent_api.runs import ends
@@ -18,16 +17,13 @@ from agent_api.runs.ends import NOTICE_TTL, parse_notice, record_of
 from agent_api.runs.model import IfBusy, Run, RunStatus
 from agent_api.runs.store import RunStore
 from tests.utils.redis_server import RedisServer
-from tests.utils.runs import queued_run
+from tests.utils.runs import queued_run, redis_run_store
 
 
 @pytest.fixture
 async def store(redis_server: RedisServer) -> AsyncIterator[RunStore]:
-    client = aioredis.Redis(port=redis_server.port, decode_responses=True)
-    follow = aioredis.Redis(port=redis_server.port, decode_responses=True)
-    yield RunStore(client, follow_client=follow, run_ttl=60)
-    await follow.aclose()
-    await client.aclose()
+    async with redis_run_store(redis_server.port) as store:
+        yield store
 
 
 @contextlib.asynccontextmanager

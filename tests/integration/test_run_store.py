@@ -9,7 +9,6 @@ from dataclasses import replace
 import fakeredis
 import pytest
 import redis
-import redis.asyncio as aioredis
 
 from agent_api.errors import RateLimited, SessionNotFound
 from agent_api.runs.model import IfBusy, RunStatus
@@ -18,23 +17,20 @@ from agent_api.services.sessions import SessionManager
 from agent_api.services.usage import Counters
 from tests.services.test_sessions import msg
 from tests.utils.redis_server import RedisServer
-from tests.utils.runs import queued_run
+from tests.utils.runs import queued_run, redis_run_store
 
 
 @pytest.fixture(params=["redis-server", "embedded"])
 async def store(
     request: pytest.FixtureRequest, redis_server: RedisServer, redis_client: redis.Redis
 ) -> AsyncIterator[RunStore]:
-    client: aioredis.Redis
     if request.param == "embedded":
         client = fakeredis.FakeAsyncRedis(decode_responses=True)
         yield RunStore(client, follow_client=None, run_ttl=60)
+        await client.aclose()
     else:
-        client = aioredis.Redis(port=redis_server.port, decode_responses=True)
-        follow = aioredis.Redis(port=redis_server.port, decode_responses=True)
-        yield RunStore(client, follow_client=follow, run_ttl=60)
-        await follow.aclose()
-    await client.aclose()
+        async with redis_run_store(redis_server.port) as store:
+            yield store
 
 
 async def test_wait_end_answers_only_the_end_and_gives_the_record(store: RunStore) -> None:

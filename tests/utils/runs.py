@@ -3,15 +3,31 @@ wait for its end."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 from httpx_sse import EventSource
 
 from agent_api.runs.model import Run, RunStatus, utcnow
+from agent_api.runs.store import RunStore
 from tests.utils.sse import Frame
+
+
+@contextlib.asynccontextmanager
+async def redis_run_store(port: int) -> AsyncIterator[RunStore]:
+    """A RunStore on the redis-server at ``port``, with its client for blocking reads, as an API process has."""
+    client = aioredis.Redis(port=port, decode_responses=True)
+    follow = aioredis.Redis(port=port, decode_responses=True)
+    try:
+        yield RunStore(client, follow_client=follow, run_ttl=60)
+    finally:
+        await follow.aclose()
+        await client.aclose()
 
 
 def queued_run(run_id: str) -> Run:
