@@ -9,7 +9,6 @@ it would load AutoGen and what it imports (about 65 MB per process) for nothing.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
@@ -38,9 +37,6 @@ from agent_api.runs.queue import MemoryDispatcher
 from agent_api.runtime import Runtime, worker_id
 
 log = logging.getLogger(__name__)
-
-# Allocations between two collections of the youngest generation, once a worker has started (CPython: 700).
-YOUNG_COLLECTION_EVERY = 10_000
 
 
 async def open_engine(
@@ -83,27 +79,6 @@ async def open_engine(
     runner = TeamRunner(llm, executor, max_history=settings.max_history_messages, cache=response_cache)
     await runner.warm_up(list(teams))
     return llm, runner
-
-
-def settle_heap() -> None:
-    """Keep the garbage collector off what a worker process built to start, once it has started.
-
-    A worker process holds about 300,000 objects once started (AutoGen, the OpenAI SDK and what
-    they import, the teams warmed up), nearly all for its whole life, and CPython's collector went
-    through every one of them at each full collection: about 0.2 s of CPU, and as long a pause of
-    the process's event loop and run threads, every 500 conversations or so; under load a tenth
-    of a worker's CPU went to collections. Frozen (``gc.freeze``), they are left out of every
-    collection; and collecting the youngest generation every 10,000 allocations instead of 700
-    lets most of a run's objects die of their own before a collection looks at them. Measured
-    (1000 one-turn ``/chat``, 50 at once, two worker processes): the collector's share of a
-    worker's CPU went from 9.4-10.1% to 3.7-4.5%, and its longest collection from 0.22 s to
-    0.07 s (freezing alone: 5.7-6.0%, 0.07 s). Garbage in reference cycles waits for at most
-    10,000 allocations. Called by ``agent-api worker`` once it has started (its engine open, its
-    teams warmed up).
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])
 
 
 @dataclass

@@ -16,7 +16,8 @@ from agent_api import __version__
 from agent_api.agents.loader import load_teams
 from agent_api.agents.registry import TeamRegistry
 from agent_api.config import Settings
-from agent_api.engine import open_engine, settle_heap, start_workers
+from agent_api.engine import open_engine, start_workers
+from agent_api.heap import settle_heap
 from agent_api.runtime import open_runtime, worker_id
 from agent_api.supervisor import orphaned
 

@@ -50,7 +50,8 @@ from suites.scaling.measure import CPU_MODEL_DELAY, service
 from agent_api.agents.loader import load_teams
 from agent_api.agents.registry import TeamRegistry
 from agent_api.config import Settings
-from agent_api.engine import open_engine, settle_heap
+from agent_api.engine import open_engine
+from agent_api.heap import settle_heap
 from agent_api.models.chat import AgentRequest
 
 QUICK = {"conversations": 30, "repeat": 1}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,9 +20,10 @@ import redis
 from httpx_sse import EventSource
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent_api.heap import YOUNG_COLLECTION_EVERY
 from agent_api.offline_llm import OfflineServer
-from tests.utils.process import serve_process
-from tests.utils.redis_server import RedisServer
+from tests.utils.process import clean_environment, serve_process
+from tests.utils.redis_server import RedisServer, free_port
 from tests.utils.sse import read_frames
 
 Serve = Callable[..., AbstractContextManager[httpx.Client]]
@@ -299,3 +302,49 @@ def test_dockerfile_runs_a_slim_non_root_image_with_a_healthcheck() -> None:
 def test_operations_routes_need_no_key(serve: Serve, path: str) -> None:
     with serve(api_keys="k1") as client:
         assert client.get(path).status_code == 200
+
+
+# uvicorn serving the app in this interpreter's main thread, as `agent-api serve` and `uvicorn
+# agent_api.main:app` do; a thread reports the collector's state once the app answers, then stops it.
+SERVED_APP_PROBE = """
+import gc, os, signal, sys, threading, time
+import httpx, uvicorn
+
+url = "http://127.0.0.1:%(port)d"
+
+def probe():
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            answer = httpx.post(url + "/chat", json={"message": "settled?"}, timeout=30)
+            print("answered", answer.status_code, gc.get_freeze_count(), gc.get_threshold()[0], flush=True)
+            break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=probe, daemon=True).start()
+uvicorn.run("agent_api.main:app", host="127.0.0.1", port=%(port)d, log_config=None)
+"""
+
+
+@pytest.mark.slow(seconds=8)
+def test_an_app_served_in_a_process_of_its_own_settles_its_heap(tmp_path: Path) -> None:
+    """Once started, what the process built is frozen out of the collector's way (agent_api.heap)."""
+    code = SERVED_APP_PROBE % {"port": free_port()}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=clean_environment(), capture_output=True, text=True, timeout=120
+    )
+    assert "answered" in done.stdout, done.stderr[-2000:]
+    _, status, frozen, young = done.stdout.split()
+    assert status == "200"
+    assert int(frozen) > 100_000  # FastAPI, pydantic's models, the SDKs (the embedded default: AutoGen too)
+    assert int(young) == YOUNG_COLLECTION_EVERY
+
+
+def test_an_app_in_a_test_process_leaves_its_collector_alone(serve: Serve) -> None:
+    """An app under a test client or in a server thread is not its process's: nothing is frozen."""
+    frozen, thresholds = gc.get_freeze_count(), gc.get_threshold()
+    with serve() as client:
+        assert client.post("/chat", json={"message": "hello"}).status_code == 200
+        assert (gc.get_freeze_count(), gc.get_threshold()) == (frozen, thresholds)

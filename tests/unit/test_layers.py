@@ -106,7 +106,7 @@ def test_the_api_side_never_reaches_an_agent_engine(module: str) -> None:
 def test_settling_a_worker_heap_freezes_it_and_collects_the_young_less_often() -> None:
     """settle_heap, run in a fresh interpreter (it changes the collector of the whole process)."""
     code = (
-        "import gc; from agent_api.engine import YOUNG_COLLECTION_EVERY, settle_heap; "
+        "import gc, agent_api.engine; from agent_api.heap import YOUNG_COLLECTION_EVERY, settle_heap; "
         "before = gc.get_freeze_count(); settle_heap(); "
         "print(before, gc.get_freeze_count(), gc.get_threshold()[0] == YOUNG_COLLECTION_EVERY)"
     )

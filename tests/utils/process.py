@@ -49,6 +49,11 @@ _SCRUBBED = (
 )
 
 
+def clean_environment() -> dict[str, str]:
+    """This process's environment without the service's settings (a developer's shell may have some)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED)}
+
+
 @dataclass
 class ServeProcess:
     process: subprocess.Popen[bytes]
@@ -68,7 +73,7 @@ class ServeProcess:
 def serve_process(tmp_path: Path, env: Mapping[str, str | None], *args: str) -> Iterator[ServeProcess]:
     """`agent-api serve` with ``env`` on top of a scrubbed environment (a None value leaves a setting unset)."""
     port = free_port()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED)}
+    clean = clean_environment()
     out, err = tmp_path / "stdout.log", tmp_path / "stderr.log"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         # from an empty directory, so that no .env is read
@@ -129,7 +134,7 @@ class WorkerProcess:
 @contextmanager
 def worker_process(tmp_path: Path, env: Mapping[str, str], name: str = "worker") -> Iterator[WorkerProcess]:
     """`agent-api worker` as a real subprocess, once it says it is ready."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED)}
+    clean = clean_environment()
     workdir = tmp_path / name
     workdir.mkdir(exist_ok=True)
     err = workdir / "stderr.log"
