@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -101,11 +102,19 @@ def _serve(args: argparse.Namespace) -> None:
         # The worker processes run the agents; the API processes serve HTTP only.
         os.environ["WORKERS_IN_PROCESS"] = "0"
         get_settings.cache_clear()
-    if (api_processes > 1 or run_workers) and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Every process writes its metrics here and /metrics on any API process sums them all.
-        # prometheus_client reads it when it is imported, so before anything imports it: this
-        # process serves the API itself when there is one.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="agent-api-metrics-")
+    with contextlib.ExitStack() as cleanup:
+        if (api_processes > 1 or run_workers) and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # Every process writes its metrics here and /metrics on any API process sums them all.
+            # prometheus_client reads it when it is imported, so before anything imports it: this
+            # process serves the API itself when there is one. Removed when `serve` exits, after
+            # its processes have stopped.
+            metrics = tempfile.TemporaryDirectory(prefix="agent-api-metrics-", ignore_cleanup_errors=True)
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = cleanup.enter_context(metrics)
+        _serve_processes(args, settings, api_processes, run_workers)
+
+
+def _serve_processes(args: argparse.Namespace, settings: Settings, api_processes: int, run_workers: int) -> None:
+    """The API processes (uvicorn) and the worker processes, until the API stops."""
     # This process runs agents itself when it is the one API process and has run workers of its own
     # (the embedded default): it loads AutoGen anyway, and checks the teams without a process apart.
     runs_agents = api_processes == 1 and get_settings().workers_in_process > 0

@@ -187,8 +187,10 @@ def test_json_logs_carry_the_request_id(tmp_path: Path, offline: OfflineServer, 
 def test_two_workers_share_sessions_and_metrics(
     tmp_path: Path, offline: OfflineServer, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
+    temp = tmp_path / "tmp"  # where `serve` makes the metrics' directory
+    temp.mkdir()
     env = {"OPENAI_BASE_URL": offline.base_url, "OPENAI_API_KEY": "k", "REDIS_URL": redis_server.url}
-    with serve_process(tmp_path, env, "--workers", "2") as server:
+    with serve_process(tmp_path, env | {"TMPDIR": str(temp)}, "--workers", "2") as server:
         # serve_process waits for the first worker's "ready"; the second may start a moment later
         # (on a loaded machine): ask until both have answered, a bounded number of times.
         workers: set[int] = set()
@@ -212,7 +214,10 @@ def test_two_workers_share_sessions_and_metrics(
         assert value(metrics, "agent_api_http_requests_total", route="/chat", status="200") == 12
         assert value(metrics, "agent_api_model_tokens_total", kind="completion") == completion
         assert value(metrics, "agent_api_http_requests_total", route="/health") >= 2  # and the start-up probe
+        (metrics_dir,) = temp.glob("agent-api-metrics-*")
+        assert list(metrics_dir.glob("*.db"))  # each process's metrics
         server.terminate()
+    assert not list(temp.iterdir()), "serve leaves its metrics' directory behind"
 
 
 @pytest.mark.slow(seconds=5)
