@@ -46,8 +46,8 @@ class Settings(BaseSettings):
         default=1000,
         ge=1,
         description="Connections for blocking reads: one per open stream while the pub/sub connection that "
-        "carries streams' events is down, and one per wait for a run's end other than a /chat's or "
-        "/v1/chat/completions' (an A2A message/send, a cancel).",
+        "carries streams' events is down, and one per wait for a run's end other than a /chat's, "
+        "a /v1/chat/completions' or an A2A message/send's (a cancel waiting for its run to stop).",
     )
     redis_pool_timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for a free pooled connection.")
     session_ttl: int = Field(default=3600, ge=1, description="Seconds a session lives after its last turn.")

@@ -108,7 +108,7 @@ class TeamRequestHandler(RequestHandler):
             raise TaskNotFoundError()
         return run
 
-    async def _start(self, params: SendMessageRequest, context: ServerCallContext) -> Run:
+    async def _start(self, params: SendMessageRequest, context: ServerCallContext, *, wait: bool = False) -> Run:
         owner = self._owner(context)
         message: Message = params.message
         if message.task_id:
@@ -129,15 +129,16 @@ class TeamRequestHandler(RequestHandler):
                 if team != self.team:
                     raise InvalidParamsError(message=f"This context belongs to the agent {team!r}.")
             request = AgentRequest(message=text, agent=self.team, session_id=session_id, stream=True)
-            run = await self.state.runs.create(request, owner, RunOptions(stream=True))
+            run = await self.state.runs.create(request, owner, RunOptions(stream=True, wait=wait))
         except AgentAPIError as exc:
             raise _a2a_error(exc) from None
         note(team=run.team, session_id=run.session_id, run_id=run.id, protocol="a2a")
         return run
 
     async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> Task | Message:
-        run = await self._start(params, context)
         configuration = params.configuration
+        # A blocking send waits here for its run's end: the run's end step tells this process.
+        run = await self._start(params, context, wait=not configuration.return_immediately)
         if configuration.return_immediately:
             return a2a.task(run)
         try:

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
 from a2a.client.client import Client
 from a2a.types.a2a_pb2 import (
@@ -65,13 +66,19 @@ async def test_cards_describe_the_teams(client: httpx.Client) -> None:
         assert [skill.id for skill in card.skills] == ["research_team"]
 
 
-async def test_send_returns_the_completed_task_and_continues_the_context(client: httpx.Client) -> None:
+async def test_send_returns_the_completed_task_and_continues_the_context(
+    client: httpx.Client, redis_client: redis.Redis
+) -> None:
     async with a2a_client(client, "research", streaming=False) as (agent, _):
         responses = await collect(agent, ask("What is a tide?"))
         task = responses[-1].task
         assert task.status.state == TaskState.TASK_STATE_COMPLETED
         answer = task.artifacts[0].parts[0].text
         assert answer == 'Offline answer: you asked "What is a tide?". I can see 0 earlier messages.'
+        # the send waited for the run's end notice (runs/ends.py), and took it
+        notify = redis_client.hget(f"agent-api:run:{task.id}", "notify")
+        assert notify is not None and str(notify).startswith("agent-api:runs:ends:")
+        assert redis_client.llen(str(notify)) == 0
         # the task is the run, the context the session
         run = client.get(f"/runs/{task.id}").json()
         assert run["status"] == "succeeded" and run["session_id"] == task.context_id
@@ -96,10 +103,11 @@ async def test_stream_sends_status_and_answer_chunks(client: httpx.Client) -> No
     assert text == statuses[-1].status.message.parts[0].text and text.startswith("Offline answer")
 
 
-async def test_cancel_stops_the_run(client: httpx.Client) -> None:
+async def test_cancel_stops_the_run(client: httpx.Client, redis_client: redis.Redis) -> None:
     async with a2a_client(client, "research", streaming=False) as (agent, _):
         started = (await collect(agent, ask(f"slow {SLOW}", return_immediately=True)))[-1].task
         assert started.status.state in (TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING)
+        assert redis_client.hget(f"agent-api:run:{started.id}", "notify") is None  # nobody waits for its end here
         await asyncio.sleep(1)  # the team is at work
         cancelled = await agent.cancel_task(CancelTaskRequest(id=started.id))
         assert cancelled.status.state == TaskState.TASK_STATE_CANCELED
