@@ -130,6 +130,8 @@ def test_serve_runs_its_turns_on_worker_processes_it_keeps_alive_and_stops(
         assert api.process.returncode == 0, api.stderr.read_text()[-2000:]
         for pid in workers:
             assert _gone(pid)
+        # ... quietly: the job queue's own stop has nothing to warn about (runs/queue.py).
+        assert '"level": "WARNING", "logger": "saq"' not in api.stderr.read_text()
 
 
 def test_nothing_outlives_a_killed_serve(
