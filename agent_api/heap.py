@@ -26,7 +26,7 @@ def settle_heap() -> None:
     lets most of a run's objects die of their own before a collection looks at them. Measured
     (1000 one-turn ``/chat``, 50 at once, two worker processes): the collector's share of a
     worker's CPU went from 9.4-10.1% to 3.7-4.5%, and its longest collection from 0.22 s to
-    0.07 s (freezing alone: 5.7-6.0%, 0.07 s). An API process holds about 240,000 (FastAPI,
+    0.07 s (freezing alone: 5.7-6.0%, 0.07 s). An API process holds about 240,000 objects (FastAPI,
     pydantic's models, the protocol SDKs): a burst of 1000 ``/chat`` on one API process cost it
     two full collections of 0.15-0.2 s each, a third of its CPU for the burst, and 0.06-0.13 s
     once settled (measured 2026-12-04). Garbage in reference cycles waits for at most 10,000

@@ -29,22 +29,6 @@ from agent_api.services import pubsub
 
 log = logging.getLogger(__name__)
 
-
-class _ZeroGraceNotice(logging.Filter):
-    """Drops saq's warning that its tasks outlived its shutdown grace period, which is 0 here.
-
-    A worker's runs get their grace period from :meth:`SaqDispatcher.stop_gracefully`; saq's own
-    ``stop()`` then cancels its job slots and upkeep tasks at once, and its zero grace period always
-    "runs out" on them: the warning came at every stop and meant nothing. saq's warning that tasks
-    did not finish their cancellation in time still comes through.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Some tasks did not finish within the shutdown grace period")
-
-
-_ZERO_GRACE_NOTICE = _ZeroGraceNotice()
-
 JOB_FUNCTION = "execute_run"
 Execute = Callable[[str], Coroutine[Any, Any, None]]
 LostHandler = Callable[[str], Awaitable[None]]
@@ -168,6 +152,22 @@ class RunJobQueue(RedisQueue):
             if self.on_lost is not None:
                 await self.on_lost(job.key)
         return [job.id for job in dead]
+
+
+class _ZeroGraceNotice(logging.Filter):
+    """Drops saq's warning that its tasks outlived its shutdown grace period, which is 0 here.
+
+    A worker's runs get their grace period from :meth:`SaqDispatcher.stop_gracefully`; saq's own
+    ``stop()`` then cancels its job slots and upkeep tasks at once, and its zero grace period always
+    "runs out" on them: the warning came at every stop and meant nothing. saq's warning that tasks
+    did not finish their cancellation in time still comes through.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Some tasks did not finish within the shutdown grace period")
+
+
+_ZERO_GRACE_NOTICE = _ZeroGraceNotice()
 
 
 class SaqDispatcher:
