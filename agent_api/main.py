@@ -6,7 +6,7 @@ import asyncio
 import logging
 import multiprocessing
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -108,6 +108,12 @@ async def _stop_when_orphaned(parent_pid: int, server: QuietServer | None) -> No
         server.should_exit = True  # as its SIGTERM handler does
 
 
+def _in_background(stack: AsyncExitStack, work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` as a task of this loop until ``stack`` closes (then it is cancelled)."""
+    task = asyncio.get_running_loop().create_task(work)
+    stack.callback(task.cancel)
+
+
 async def _stop_on_drain(shutdown: Shutdown, workers: Workers) -> None:
     await shutdown.draining.wait()
     await workers.stop(shutdown.grace)
@@ -123,12 +129,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         shutdown = Shutdown(settings.shutdown_grace_seconds)
         # Before the server's main loop starts (it starts once the app has), so that it is quiet.
         server = _uvicorn_server()
-        watcher = asyncio.get_running_loop().create_task(_watch_server_exit(shutdown, server))
-        stack.callback(watcher.cancel)
+        _in_background(stack, _watch_server_exit(shutdown, server))
         parent = multiprocessing.parent_process()  # uvicorn's supervisor, when there are several API processes
         if parent is not None and parent.pid is not None:
-            orphan_watch = asyncio.get_running_loop().create_task(_stop_when_orphaned(parent.pid, server))
-            stack.callback(orphan_watch.cancel)
+            _in_background(stack, _stop_when_orphaned(parent.pid, server))
 
         model, backend = settings.openai_model, "openai-compatible"
         if settings.workers_in_process:
@@ -142,19 +146,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             model, backend = llm.model, llm.backend
             # On SIGTERM the in-process workers let their runs finish for the grace period, then
             # fail the rest: followers get the ending, and the server can close its connections.
-            stopping = asyncio.get_running_loop().create_task(_stop_on_drain(shutdown, workers))
-            stack.callback(stopping.cancel)
+            _in_background(stack, _stop_on_drain(shutdown, workers))
         elif settings.uses_offline_model:
             model, backend = "offline-model", "offline"
         if isinstance(runtime.dispatcher, SaqDispatcher):
-            upkeep = asyncio.get_running_loop().create_task(runtime.dispatcher.sweep_forever())
-            stack.callback(upkeep.cancel)
+            _in_background(stack, runtime.dispatcher.sweep_forever())
         if runtime.store.fanout is not None:  # followers' events over one pub/sub connection
-            fanout = asyncio.get_running_loop().create_task(runtime.store.fanout.run())
-            stack.callback(fanout.cancel)
+            _in_background(stack, runtime.store.fanout.run())
         if runtime.store.ends is not None:  # the ends of the runs this process's requests wait for
-            ends = asyncio.get_running_loop().create_task(runtime.store.ends.run())
-            stack.callback(ends.cancel)
+            _in_background(stack, runtime.store.ends.run())
 
         keys = KeyRing(settings.api_key_list, settings.admin_key_list)
         _announce_auth(keys)

@@ -364,9 +364,9 @@ class RunService:
         return run
 
     async def _ended(self, run_id: str) -> Run | None:
-        """The run once it has ended (None if it is gone): a blocking read of its end marker and
-        of its record in one round trip, again after each block (a run that ended unmarked ends
-        the wait by its record)."""
+        """The run once it has ended (None if it is gone): its end's notice or a blocking read of
+        its end marker (``RunStore.wait_end``), again after each block (a run that ended unmarked
+        ends the wait by its record)."""
         while True:
             ended, run = await self.store.wait_end(run_id, block=self.follow_block)
             if ended or run is None or run.status.final:

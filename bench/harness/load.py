@@ -6,7 +6,7 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from typing import Any
 
 import aiohttp  # type: ignore[import-not-found,unused-ignore]  # the `bench` extra
@@ -51,18 +51,28 @@ def _chat_error(status: int, text: str) -> tuple[str | None, str | None]:
     return None, None
 
 
-async def chat_once(client: httpx.AsyncClient, message: str) -> ChatResult:
-    """Send one ``POST /chat`` turn; return (latency ms, error kind or None, error sample or None).
+async def _timed_chat(answer: Awaitable[tuple[int, str]]) -> ChatResult:
+    """Await a ``POST /chat``'s (status, body); return (latency ms, error kind or None, error sample or None).
 
     An error is another status than 200, a 200 without a ``response``, or any exception (by its type).
     """
     start = time.perf_counter()
     try:
-        response = await client.post("/chat", json={"message": message})
-        kind, sample = _chat_error(response.status_code, response.text)
+        status, text = await answer
+        kind, sample = _chat_error(status, text)
     except Exception as exc:  # every failure of a request counts as an error, by its type
         kind, sample = type(exc).__name__, repr(exc)[:300]
     return (time.perf_counter() - start) * 1000, kind, sample
+
+
+async def chat_once(client: httpx.AsyncClient, message: str) -> ChatResult:
+    """Send one ``POST /chat`` turn through httpx (see :func:`_timed_chat`)."""
+
+    async def answer() -> tuple[int, str]:
+        response = await client.post("/chat", json={"message": message})
+        return response.status_code, response.text
+
+    return await _timed_chat(answer())
 
 
 @contextlib.asynccontextmanager
@@ -83,13 +93,12 @@ async def burst_session(url: str, timeout: float) -> AsyncIterator[aiohttp.Clien
 
 async def chat_once_burst(session: aiohttp.ClientSession, message: str) -> ChatResult:
     """:func:`chat_once` through a :func:`burst_session`."""
-    start = time.perf_counter()
-    try:
+
+    async def answer() -> tuple[int, str]:
         async with session.post("/chat", json={"message": message}) as response:
-            kind, sample = _chat_error(response.status, await response.text())
-    except Exception as exc:  # every failure of a request counts as an error, by its type
-        kind, sample = type(exc).__name__, repr(exc)[:300]
-    return (time.perf_counter() - start) * 1000, kind, sample
+            return response.status, await response.text()
+
+    return await _timed_chat(answer())
 
 
 async def sse_frames(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
