@@ -50,7 +50,14 @@ def test_metrics_show_tokens_turns_and_errors(client: httpx.Client, offline: Off
     answers = [client.post("/chat", json={"message": f"question {i}"}).json() for i in range(3)]
     client.post("/chat", json={"message": ""})  # 422
     client.post("/chat", json={"message": "x [[fail:500]]"})  # 502
-    after = samples(client)
+    # A run's own metrics (its duration, its count by status) are recorded just after its end
+    # step, which may already have answered its request: read them once all four runs' are in.
+    for _ in range(100):
+        after = samples(client)
+        runs = "agent_api_run_duration_seconds_count"
+        if value(after, runs, team="research") - value(before, runs, team="research") >= 4:
+            break
+        time.sleep(0.05)
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
@@ -78,8 +85,11 @@ def test_metrics_count_live_workers_and_cancelled_runs(serve: Serve) -> None:
     with serve() as client:
         run = client.post("/runs", json={"message": "long [[latency:0:0.2]] [[tokens:40]]"}).json()
         client.post(f"/runs/{run['run_id']}/cancel")
-        metrics = samples(client)
-        assert value(metrics, "agent_api_runs_total", status="cancelled") >= 1
+        # counted just after the run's end step, which may already have answered the cancel
+        deadline = time.monotonic() + 5
+        while value(samples(client), "agent_api_runs_total", status="cancelled") < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert value(samples(client), "agent_api_runs_total", status="cancelled") >= 1
         # the in-process worker reports to the queue; the API's upkeep counts it (every 5 s)
         deadline = time.monotonic() + 15
         while value(samples(client), "agent_api_run_workers") < 1 and time.monotonic() < deadline:
