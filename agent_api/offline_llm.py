@@ -25,7 +25,9 @@ directives in double brackets that change the answer for that one request:
     [[malformed]]           answer 200 with a body (or, streaming, an event) that is not JSON
 
 Server-wide behaviour (latency, failure rate, reply length) is set at start-up or through
-``PUT /_offline/config``; every request is recorded and listed at ``GET /_offline/requests``.
+``PUT /_offline/config``; every request is recorded and listed at ``GET /_offline/requests``,
+marked ``abandoned`` if its client went away before the answer was whole (as a model server
+does, the answer is then no longer worked on).
 """
 
 from __future__ import annotations
@@ -121,6 +123,14 @@ class OfflineModel:
             self._counter += 1
             self._requests.append({"n": self._counter, "time": time.time(), "peer": peer, **body})
             return self._counter
+
+    def abandoned(self, n: int) -> None:
+        """Note that request ``n``'s client went away before its answer was whole (``abandoned``: true)."""
+        with self._lock:
+            for request in reversed(self._requests):
+                if request["n"] == n:
+                    request["abandoned"] = True
+                    return
 
     @property
     def requests(self) -> list[dict[str, Any]]:
@@ -259,6 +269,21 @@ def _error(status: int) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+async def _wait_unless_gone(request: Request, seconds: float) -> bool:
+    """Wait ``seconds``, unless the client disconnects first: then False."""
+    if seconds <= 0:
+        return True
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    gone = asyncio.ensure_future(disconnected())
+    done, _ = await asyncio.wait([gone], timeout=seconds)
+    gone.cancel()
+    return not done
+
+
 def create_offline_app(model: OfflineModel | None = None) -> Starlette:
     """Build the ASGI app of an offline model (``app.state.model`` is the :class:`OfflineModel`)."""
     model = model or OfflineModel()
@@ -280,8 +305,13 @@ def create_offline_app(model: OfflineModel | None = None) -> Starlette:
         name = body.get("model") or model.config.model
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return StreamingResponse(_stream(rid, name, body, reply, include_usage), media_type="text/event-stream")
-        await asyncio.sleep(reply.first_token_delay + reply.token_delay * max(len(reply.words) - 1, 0))
+            return StreamingResponse(_stream(rid, name, body, reply, include_usage, n), media_type="text/event-stream")
+        # As a model server does, the answer is not worked on for a client that went away.
+        if not await _wait_unless_gone(
+            request, reply.first_token_delay + reply.token_delay * max(len(reply.words) - 1, 0)
+        ):
+            model.abandoned(n)
+            return Response(status_code=499)
         if reply.cut_after is not None:
             return _error(500)
         message: dict[str, Any] = {"role": "assistant", "content": reply.text if reply.words else None}
@@ -301,6 +331,16 @@ def create_offline_app(model: OfflineModel | None = None) -> Starlette:
         )
 
     async def _stream(
+        rid: str, name: str, body: dict[str, Any], reply: Reply, include_usage: bool, n: int
+    ) -> AsyncIterator[str]:
+        try:
+            async for piece in _pieces(rid, name, body, reply, include_usage):
+                yield piece
+        except (asyncio.CancelledError, GeneratorExit):  # the client went away: Starlette stops the stream
+            model.abandoned(n)
+            raise
+
+    async def _pieces(
         rid: str, name: str, body: dict[str, Any], reply: Reply, include_usage: bool
     ) -> AsyncIterator[str]:
         await asyncio.sleep(reply.first_token_delay)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +76,38 @@ class SharedHTTPClient(SharedAcrossAgents, httpx.Client):
             with self._pools_lock:
                 self._pools.append(client)
         return client
+
+    @contextmanager
+    def abortable(self) -> Iterator[Callable[[], None]]:
+        """An abort of the calling thread's model requests, callable from any thread until the block ends.
+
+        For a run's cancel: the run's thread waits on the model (a whole answer, or a stream's
+        next token) and would see the cancel only when the model answers; the abort makes that
+        wait fail at once, and the thread's next requests too, until the block ends (see
+        ``Urllib3Transport.abort_requests``: a ``RequestAborted`` comes out of the model call).
+        Once the block has ended the abort does nothing: the thread may be running another run by
+        then. Through httpx's own pools (a proxy in the environment) there is nothing to abort
+        with, and a request ends when the model answers, as before.
+        """
+        transport = self._thread_client()._transport if self._through_urllib3 else None
+        if not isinstance(transport, Urllib3Transport):
+            yield lambda: None
+            return
+        abort_requests = transport.abort_requests
+        lock = threading.Lock()
+        running = True
+
+        def abort() -> None:
+            with lock:
+                if running:
+                    abort_requests()
+
+        try:
+            yield abort
+        finally:
+            with lock:
+                running = False
+                transport.resume()
 
     def drop_thread_pool(self) -> None:
         """Close the calling thread's pool, connections in use included.

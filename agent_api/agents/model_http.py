@@ -13,19 +13,26 @@ as the httpx errors httpcore would raise for the same failure. A streamed answer
 after its ``[DONE]`` event finishes its HTTP message, within the same small budget as
 :mod:`agent_api.agents.model_streams`, so that its connection is reused.
 
+A run's cancel reaches a request in flight: :meth:`Urllib3Transport.abort_requests`, called from
+any thread, shuts down the connections the transport's requests hold, so that a request waiting
+for its answer (a whole answer, or a stream's next token) fails at once instead of when the model
+answers, and refuses the transport's next requests (the SDK's retries among them) with
+:class:`RequestAborted` until :meth:`Urllib3Transport.resume`.
+
 httpx ignores the proxy environment variables for a client given a transport, so the model's
 client takes this transport only when none is set (:func:`proxies_from_environment`).
 """
 
 from __future__ import annotations
 
+import socket
 import ssl
 import threading
 import time
 import urllib.request
 import weakref
 from collections.abc import Generator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import urllib3
@@ -39,10 +46,21 @@ from urllib3.exceptions import (
     SSLError,
 )
 
+if TYPE_CHECKING:
+    from urllib3._base_connection import BaseHTTPConnection
+
 from agent_api.agents.model_streams import DRAIN_BYTES, DRAIN_SECONDS, AfterDone
 from agent_api.tls import client_tls_context
 
 READ_SIZE = 65536  # the most a non-chunked body gives in one piece
+
+
+class RequestAborted(BaseException):  # noqa: N818 - named as what happened, as KeyboardInterrupt is
+    """A model request ended by :meth:`Urllib3Transport.abort_requests`.
+
+    A BaseException, as asyncio's CancelledError is: the OpenAI SDK retries a request that failed
+    with any Exception (after a back-off sleep), and AutoGen would report it as the model's failure.
+    """
 
 
 def proxies_from_environment() -> bool:
@@ -132,6 +150,76 @@ class _Body(AfterDone, httpx.SyncByteStream):
                 sock.settimeout(timeout)  # the connection goes back to the pool as it came out
 
 
+class _HeldConnections:
+    """A pool's connections while requests hold them (from checkout to return), for an abort."""
+
+    def __init__(self) -> None:
+        self._held: weakref.WeakSet[BaseHTTPConnection] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def add(self, conn: BaseHTTPConnection) -> None:
+        with self._lock:
+            self._held.add(conn)
+
+    def discard(self, conn: BaseHTTPConnection | None) -> None:
+        if conn is not None:
+            with self._lock:
+                self._held.discard(conn)
+
+    def shut_down(self) -> None:
+        """Shut down every held connection's socket: a read blocked on it returns at once, as at a server's close."""
+        with self._lock:
+            held = list(self._held)
+        for conn in held:
+            sock = getattr(conn, "sock", None)
+            if sock is not None:
+                try:
+                    # The plain socket's shutdown (an SSLSocket's own would drop its TLS object
+                    # under the thread reading it).
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass  # closed meanwhile
+
+
+class _Holding(urllib3.HTTPConnectionPool):
+    """A pool that notes in ``held`` the connections its requests take out, until they give them back."""
+
+    held: _HeldConnections
+
+    def _get_conn(self, timeout: float | None = None) -> BaseHTTPConnection:
+        conn = super()._get_conn(timeout)
+        self.held.add(conn)
+        return conn
+
+    def _put_conn(self, conn: BaseHTTPConnection | None) -> None:
+        self.held.discard(conn)
+        super()._put_conn(conn)
+
+
+class _HTTPPool(_Holding):
+    pass
+
+
+class _HTTPSPool(_Holding, urllib3.HTTPSConnectionPool):
+    pass
+
+
+class _Pools(urllib3.PoolManager):
+    """urllib3's PoolManager, whose pools note which connections requests hold (:class:`_HeldConnections`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.held = _HeldConnections()
+        self.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+    def _new_pool(
+        self, scheme: str, host: str, port: int, request_context: dict[str, Any] | None = None
+    ) -> urllib3.HTTPConnectionPool:
+        pool = super()._new_pool(scheme, host, port, request_context)
+        pool.held = self.held  # type: ignore[attr-defined]
+        return pool
+
+
 class Urllib3Transport(httpx.BaseTransport):
     """httpx's transport over a urllib3 pool: HTTP/1.1, ``connections`` kept per host."""
 
@@ -139,13 +227,16 @@ class Urllib3Transport(httpx.BaseTransport):
         """``ssl_context``: the certificate checks of HTTPS connections; the process's by default."""
         # block=False: a request finding every connection in use opens another one, which is
         # closed when it comes back to a full pool (httpcore would wait for one instead).
-        self._pool = urllib3.PoolManager(
+        self._pool = _Pools(
             maxsize=connections, block=False, retries=False, ssl_context=ssl_context or client_tls_context()
         )
         self._open: weakref.WeakSet[urllib3.BaseHTTPResponse] = weakref.WeakSet()
         self._open_lock = threading.Lock()  # the pool is its thread's; close() may come from another
+        self._aborted = False
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self._aborted:
+            raise RequestAborted()
         timeout = request.extensions.get("timeout", {})
         try:
             response = self._pool.urlopen(
@@ -160,6 +251,8 @@ class Urllib3Transport(httpx.BaseTransport):
                 timeout=urllib3.Timeout(connect=timeout.get("connect"), read=timeout.get("read")),
             )
         except HTTPError as exc:
+            if self._aborted:
+                raise RequestAborted() from exc
             raise as_httpx_error(exc, request) from exc
         with self._open_lock:
             self._open.add(response)
@@ -172,6 +265,20 @@ class Urllib3Transport(httpx.BaseTransport):
             stream=_Body(response, request),
             extensions=extensions,
         )
+
+    def abort_requests(self) -> None:
+        """Make the requests in flight fail now, and refuse the next ones until :meth:`resume` (from any thread).
+
+        The connections requests hold are shut down: a request waiting for its answer raises
+        :class:`RequestAborted`; a stream's body being read raises the error of a connection the
+        server closed (httpx's RemoteProtocolError). A request still connecting is not reached.
+        """
+        self._aborted = True
+        self._pool.held.shut_down()
+
+    def resume(self) -> None:
+        """Send requests again after :meth:`abort_requests`."""
+        self._aborted = False
 
     def close(self) -> None:
         """Close every connection, those of responses still being read included."""

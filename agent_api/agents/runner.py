@@ -22,6 +22,7 @@ from agent_api.agents.cache import ResponseCache, RunCache
 from agent_api.agents.events import InputReply, InputRequest, RunEvent, RunOutcome
 from agent_api.agents.llm import LLMProvider
 from agent_api.agents.messages import trim_history
+from agent_api.agents.model_http import RequestAborted
 from agent_api.agents.run import TeamRun
 from agent_api.agents.teams import Team
 from agent_api.errors import (
@@ -251,13 +252,18 @@ class TeamRunner:
         return mapped
 
     def _run_in_thread(self, team: Team, run: TeamRun) -> RunOutcome:
-        try:
-            return team.run(run)
-        except RunCancelled:
-            pass
-        except Exception as exc:
-            raise self._failure(team, exc) from exc
-        # Cancelled. The aborted model stream still holds its connection (see drop_thread_pool).
+        with self.llm.http_client.abortable() as abort:
+            # A cancel aborts the model request the run waits on, rather than waiting for its answer.
+            run.on_cancel(abort)
+            try:
+                return team.run(run)
+            except (RunCancelled, RequestAborted):
+                pass
+            except Exception as exc:
+                if not run.cancelled.is_set():
+                    raise self._failure(team, exc) from exc
+                # else: the model's stream, read when the cancel aborted it
+        # Cancelled. An aborted model stream still holds its connection (see drop_thread_pool).
         self.llm.http_client.drop_thread_pool()
         raise RunCancelled()
 

@@ -13,7 +13,8 @@ import json
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import BinaryIO
 
@@ -25,7 +26,7 @@ import urllib3
 from openai.types.chat import ChatCompletionMessageParam
 
 from agent_api.agents.llm import SharedHTTPClient
-from agent_api.agents.model_http import Urllib3Transport, as_httpx_error
+from agent_api.agents.model_http import RequestAborted, Urllib3Transport, as_httpx_error
 from agent_api.agents.runner import translate_model_error
 from agent_api.errors import ModelError
 from agent_api.offline_llm import OfflineServer
@@ -171,6 +172,86 @@ def test_closing_the_pool_closes_a_stream_being_read() -> None:
         assert server.closed.wait(PATIENCE), "the server's connection stayed open"
         http.close()
     assert first.choices[0].delta.content == "hi"
+
+
+def _abortable_asks(
+    http: SharedHTTPClient, asks: Sequence[Callable[[], object]], after: Sequence[Callable[[], object]] = ()
+) -> tuple[Callable[[], None], list[object]]:
+    """In a thread of its own: ``asks`` inside ``http.abortable()``, then its abort called, then ``after``.
+
+    Gives the abort (for the test to call meanwhile) and the outcomes, appended as they come: an
+    answer, or whatever the call raised (BaseExceptions included).
+    """
+    aborts: list[Callable[[], None]] = []
+    ready = threading.Event()
+    outcomes: list[object] = []
+
+    def outcome(call: Callable[[], object]) -> object:
+        try:
+            return call()
+        except BaseException as exc:  # noqa: BLE001 - RequestAborted is one, handed to the test
+            return exc
+
+    def run() -> None:
+        with http.abortable() as abort:
+            aborts.append(abort)
+            ready.set()
+            outcomes.extend(outcome(call) for call in asks)
+        abort()  # the block has ended: nothing to abort
+        outcomes.extend(outcome(call) for call in after)
+
+    threading.Thread(target=run, daemon=True).start()
+    assert ready.wait(PATIENCE)
+    return aborts[0], outcomes
+
+
+def _wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + PATIENCE
+    while not condition():
+        assert time.monotonic() < deadline, "not within PATIENCE"
+        time.sleep(0.01)
+
+
+def test_an_abort_ends_a_request_waiting_for_its_answer_and_refuses_retries() -> None:
+    """What a run's cancel does to the model call its thread waits on (SharedHTTPClient.abortable)."""
+
+    def answer(server: RawServer, conn: socket.socket, reader: BinaryIO, body: bytes) -> None:
+        server.stop.wait(PATIENCE)  # the model thinks, and thinks
+
+    with raw_server(answer) as server:
+        http = SharedHTTPClient(timeout=PATIENCE * 2)
+        # The SDK's retries are on: an aborted request must not be sent again.
+        client = openai.OpenAI(api_key="test", base_url=server.url, http_client=http, max_retries=2)
+        abort, outcomes = _abortable_asks(http, [lambda: ask(client, stream=False)])
+        _wait_for(lambda: len(server.heads) == 1)
+        abort()
+        _wait_for(lambda: len(outcomes) == 1)
+        http.close()
+    assert isinstance(outcomes[0], RequestAborted)
+    assert len(server.heads) == 1
+
+
+def test_an_abort_ends_a_stream_then_lasts_until_the_block_ends() -> None:
+    def answer(server: RawServer, conn: socket.socket, reader: BinaryIO, body: bytes) -> None:
+        if len(server.heads) == 1:  # the first: a token, then nothing
+            conn.sendall(STREAM_HEAD + chunked(CHUNK))
+            server.stop.wait(PATIENCE)
+        else:
+            conn.sendall(STREAM_HEAD + chunked(CHUNK) + chunked(DONE) + b"0\r\n\r\n")
+
+    with raw_server(answer) as server:
+        http = SharedHTTPClient(timeout=PATIENCE * 2)
+        client = openai.OpenAI(api_key="test", base_url=server.url, http_client=http, max_retries=0)
+        abort, outcomes = _abortable_asks(http, [lambda: ask(client), lambda: ask(client)], after=[lambda: ask(client)])
+        _wait_for(lambda: len(server.heads) == 1)
+        abort()
+        _wait_for(lambda: len(outcomes) == 3)
+        http.close()
+    assert isinstance(outcomes[0], httpx.RemoteProtocolError)  # the stream's connection, shut down
+    assert isinstance(outcomes[1], RequestAborted)  # the next call, refused before it is sent
+    # Once the block has ended the thread's requests go out again, and its abort does nothing.
+    assert outcomes[2] == "hi"
+    assert len(server.heads) == 2
 
 
 @pytest.fixture(scope="module")

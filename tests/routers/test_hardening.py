@@ -165,8 +165,30 @@ def test_a_run_past_run_timeout_fails_whole_and_saves_nothing(serve: Serve, offl
         assert run["status"] == "failed" and run["error"]["type"] == "run_timeout"
         session = client.get(f"/session/{response.headers['x-session-id']}").json()
         assert session["messages"] == []
-        # the model's stream was dropped: its request did not run to its 40 tokens
-        assert len([r for r in offline.model.requests if "slow" in str(r["messages"])]) == 1
+        # the model's request was dropped at the time-out, before its 40 tokens' answer
+        assert _abandoned(offline, "slow") == [True]
+
+
+def test_a_cancelled_run_leaves_the_model_it_waits_on_at_once(serve: Serve, offline: Any) -> None:
+    # One run thread, a model that answers /chat's run (a request without stream) after a minute:
+    # the run cancelled by its time-out must not hold the thread until then, or the next /chat
+    # waits for it and times out in its turn.
+    with serve(run_timeout=2, thread_pool_size=1, llm_timeout=120) as client:
+        response = client.post("/chat", json={"message": "thinking [[latency:60:0]]"})
+        assert response.status_code == 504, response.text
+        response = client.post("/chat", json={"message": "next"})
+        assert response.status_code == 200, response.text
+    assert _abandoned(offline, "thinking") == [True]
+
+
+def _abandoned(offline: Any, text: str) -> list[bool]:
+    """Whether the model saw each request with ``text`` left by its client (once all are, or after 10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        requests = [r for r in offline.model.requests if text in str(r["messages"])]
+        if all(r.get("abandoned") for r in requests) or time.monotonic() > deadline:
+            return [bool(r.get("abandoned")) for r in requests]
+        time.sleep(0.05)
 
 
 def test_the_default_max_turns_leaves_a_late_answerer_its_turn(serve: Serve, tmp_path: Path) -> None:
