@@ -281,9 +281,10 @@ class Urllib3Transport(httpx.BaseTransport):
         self._aborted = False
 
     def close(self) -> None:
-        """Close every connection, those of responses still being read included."""
+        """Close every connection: those of responses still being read, and of requests waiting for one, included."""
         with self._open_lock:
             responses, self._open = list(self._open), weakref.WeakSet()
         for response in responses:
             response.close()
+        self._pool.held.shut_down()  # a request waiting for its answer fails now; urllib3 then closes its connection
         self._pool.clear()

@@ -174,6 +174,31 @@ def test_closing_the_pool_closes_a_stream_being_read() -> None:
     assert first.choices[0].delta.content == "hi"
 
 
+def test_closing_the_pool_ends_a_request_waiting_for_its_answer() -> None:
+    """A run thread still waiting on the model when the service stops (SharedHTTPClient.close) is let go."""
+
+    def answer(server: RawServer, conn: socket.socket, reader: BinaryIO, body: bytes) -> None:
+        server.stop.wait(PATIENCE)
+
+    with raw_server(answer) as server:
+        http = SharedHTTPClient(timeout=PATIENCE * 2)
+        client = openai.OpenAI(api_key="test", base_url=server.url, http_client=http, max_retries=0)
+        errors: list[Exception] = []
+
+        def waiting() -> None:
+            try:
+                ask(client, stream=False)
+            except Exception as exc:  # handed to the test
+                errors.append(exc)
+
+        worker = threading.Thread(target=waiting, daemon=True)
+        worker.start()
+        _wait_for(lambda: len(server.heads) == 1)
+        http.close()
+        worker.join(PATIENCE)
+    assert isinstance(errors[0], openai.APIConnectionError)
+
+
 def _abortable_asks(
     http: SharedHTTPClient, asks: Sequence[Callable[[], object]], after: Sequence[Callable[[], object]] = ()
 ) -> tuple[Callable[[], None], list[object]]:
@@ -239,11 +264,21 @@ def test_an_abort_ends_a_stream_then_lasts_until_the_block_ends() -> None:
         else:
             conn.sendall(STREAM_HEAD + chunked(CHUNK) + chunked(DONE) + b"0\r\n\r\n")
 
+    first_token = threading.Event()
+
+    def read_on(client: openai.OpenAI) -> str:
+        messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
+        for _ in client.chat.completions.create(model="m", messages=messages, stream=True):
+            first_token.set()
+        return "read to the end"
+
     with raw_server(answer) as server:
         http = SharedHTTPClient(timeout=PATIENCE * 2)
         client = openai.OpenAI(api_key="test", base_url=server.url, http_client=http, max_retries=0)
-        abort, outcomes = _abortable_asks(http, [lambda: ask(client), lambda: ask(client)], after=[lambda: ask(client)])
-        _wait_for(lambda: len(server.heads) == 1)
+        abort, outcomes = _abortable_asks(
+            http, [lambda: read_on(client), lambda: ask(client)], after=[lambda: ask(client)]
+        )
+        assert first_token.wait(PATIENCE)
         abort()
         _wait_for(lambda: len(outcomes) == 3)
         http.close()
