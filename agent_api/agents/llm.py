@@ -33,6 +33,37 @@ from agent_api.tls import client_tls_context
 log = logging.getLogger(__name__)
 
 
+class _ResponseCookies(httpx.Cookies):
+    """httpx's cookie jar, which passes over a response that sets no cookie.
+
+    httpx hands every response to the standard library's cookie jar, through two adapter objects
+    and a ``urllib.request.Request`` built for it: about 3% of a worker process's Python time
+    with one model call per conversation. A response with ``Set-Cookie`` (or ``Set-Cookie2``)
+    is read as before.
+    """
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        headers = response.headers
+        if "set-cookie" in headers or "set-cookie2" in headers:
+            super().extract_cookies(response)
+
+
+class _ThreadClient(httpx.Client):
+    """A run thread's httpx client: its cookie jar is a :class:`_ResponseCookies`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._response_cookies = _ResponseCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._response_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:  # what httpx.Cookies takes
+        self._response_cookies = _ResponseCookies(cookies)
+
+
 class SharedHTTPClient(SharedAcrossAgents, httpx.Client):
     """The HTTP client of every agent: built once, with a small connection pool per run thread.
 
@@ -67,11 +98,11 @@ class SharedHTTPClient(SharedAcrossAgents, httpx.Client):
         if client is None:
             if self._through_urllib3:
                 transport = Urllib3Transport(connections=self._connections_per_thread)
-                client = httpx.Client(timeout=self._thread_timeout, transport=transport)
+                client = _ThreadClient(timeout=self._thread_timeout, transport=transport)
             else:
                 connections = self._connections_per_thread
                 limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-                client = httpx.Client(timeout=self._thread_timeout, limits=limits, verify=client_tls_context())
+                client = _ThreadClient(timeout=self._thread_timeout, limits=limits, verify=client_tls_context())
             self._local.client = client
             with self._pools_lock:
                 self._pools.append(client)

@@ -16,7 +16,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import BinaryIO
+from http.cookiejar import CookieJar
+from typing import Any, BinaryIO
 
 import httpx
 import openai
@@ -172,6 +173,35 @@ def test_closing_the_pool_closes_a_stream_being_read() -> None:
         assert server.closed.wait(PATIENCE), "the server's connection stayed open"
         http.close()
     assert first.choices[0].delta.content == "hi"
+
+
+def test_cookies_are_read_only_from_answers_that_set_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    read: list[object] = []
+    extract = CookieJar.extract_cookies
+
+    def counted(jar: CookieJar, *args: Any) -> None:
+        read.append(args)
+        extract(jar, *args)
+
+    monkeypatch.setattr(CookieJar, "extract_cookies", counted)
+
+    def answer(server: RawServer, conn: socket.socket, reader: BinaryIO, body: bytes) -> None:
+        cookie = b"set-cookie: session=abc; Path=/\r\n" if len(server.heads) == 2 else b""
+        data = json.dumps(COMPLETION).encode()
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n%scontent-length: %d\r\n\r\n%s"
+            % (cookie, len(data), data)
+        )
+
+    def ask_twice_in_a_thread() -> dict[str, str]:
+        assert ask(client, stream=False) == "hello"
+        assert read == []  # no Set-Cookie: the cookie jar is not asked
+        assert ask(client, stream=False) == "hello"
+        return dict(client._client._thread_client().cookies)  # type: ignore[attr-defined]
+
+    with raw_server(answer) as server, model_client(server.url) as client:
+        assert in_thread(ask_twice_in_a_thread) == {"session": "abc"}
+    assert len(read) == 1
 
 
 def test_closing_the_pool_ends_a_request_waiting_for_its_answer() -> None:
