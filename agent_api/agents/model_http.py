@@ -181,7 +181,7 @@ class _HeldConnections:
                     pass  # closed meanwhile
 
 
-class _Holding(urllib3.HTTPConnectionPool):
+class _HTTPPool(urllib3.HTTPConnectionPool):
     """A pool that notes in ``held`` the connections its requests take out, until they give them back."""
 
     held: _HeldConnections
@@ -196,12 +196,8 @@ class _Holding(urllib3.HTTPConnectionPool):
         super()._put_conn(conn)
 
 
-class _HTTPPool(_Holding):
-    pass
-
-
-class _HTTPSPool(_Holding, urllib3.HTTPSConnectionPool):
-    pass
+class _HTTPSPool(_HTTPPool, urllib3.HTTPSConnectionPool):
+    """:class:`_HTTPPool` for HTTPS."""
 
 
 class _Pools(urllib3.PoolManager):
@@ -271,7 +267,8 @@ class Urllib3Transport(httpx.BaseTransport):
 
         The connections requests hold are shut down: a request waiting for its answer raises
         :class:`RequestAborted`; a stream's body being read raises the error of a connection the
-        server closed (httpx's RemoteProtocolError). A request still connecting is not reached.
+        server closed (httpx's RemoteProtocolError). A request still connecting, or taking its
+        connection at that very moment, is not reached: it ends when the model answers.
         """
         self._aborted = True
         self._pool.held.shut_down()

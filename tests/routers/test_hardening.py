@@ -18,6 +18,7 @@ import pytest
 
 from tests.utils.process import serve_process
 from tests.utils.sse import read_frames
+from tests.utils.waiting import abandoned
 
 Serve = Callable[..., AbstractContextManager[httpx.Client]]
 
@@ -166,7 +167,7 @@ def test_a_run_past_run_timeout_fails_whole_and_saves_nothing(serve: Serve, offl
         session = client.get(f"/session/{response.headers['x-session-id']}").json()
         assert session["messages"] == []
         # the model's request was dropped at the time-out, before its 40 tokens' answer
-        assert _abandoned(offline, "slow") == [True]
+        assert abandoned(offline, "slow") == [True]
 
 
 def test_a_cancelled_run_leaves_the_model_it_waits_on_at_once(serve: Serve, offline: Any) -> None:
@@ -178,17 +179,7 @@ def test_a_cancelled_run_leaves_the_model_it_waits_on_at_once(serve: Serve, offl
         assert response.status_code == 504, response.text
         response = client.post("/chat", json={"message": "next"})
         assert response.status_code == 200, response.text
-    assert _abandoned(offline, "thinking") == [True]
-
-
-def _abandoned(offline: Any, text: str) -> list[bool]:
-    """Whether the model saw each request with ``text`` left by its client (once all are, or after 10 s)."""
-    deadline = time.monotonic() + 10
-    while True:
-        requests = [r for r in offline.model.requests if text in str(r["messages"])]
-        if all(r.get("abandoned") for r in requests) or time.monotonic() > deadline:
-            return [bool(r.get("abandoned")) for r in requests]
-        time.sleep(0.05)
+    assert abandoned(offline, "thinking") == [True]
 
 
 def test_the_default_max_turns_leaves_a_late_answerer_its_turn(serve: Serve, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from agent_api.offline_llm import OfflineServer
 from tests.utils.sse import Frame, answer, read_frames
+from tests.utils.waiting import abandoned
 
 Serve = Callable[..., AbstractContextManager[httpx.Client]]
 LEAKS = ("Traceback", "Error(", "openai", "httpx", ".py", "InternalServerError", "RemoteProtocolError")
@@ -172,3 +173,4 @@ def test_disconnects_leak_no_model_connections(serve: Serve, offline: OfflineSer
             assert frames[-1].event == "token"
         response = client.post("/chat", json={"message": "still served?"})
         assert response.status_code == 200, response.text  # a 504 if no connection came free
+    assert abandoned(offline, "drop ") == [True] * 4  # the model's streams were dropped, not read to their end

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
+from typing import Any
 
 
 async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -13,3 +15,17 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"condition not reached in {timeout:g} s")
+
+
+def abandoned(offline: Any, text: str, timeout: float = 10.0) -> list[bool]:
+    """For each request of the offline model with ``text`` in its messages: whether its client left it.
+
+    Read once all are marked abandoned, or after ``timeout`` seconds (a client's drop reaches the
+    model a moment after the request that caused it has been answered).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        requests = [r for r in offline.model.requests if text in str(r["messages"])]
+        if all(r.get("abandoned") for r in requests) or time.monotonic() > deadline:
+            return [bool(r.get("abandoned")) for r in requests]
+        time.sleep(0.05)
