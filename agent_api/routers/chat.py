@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, get_args
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
 from agent_api.errors import AgentAPIError
@@ -13,6 +13,7 @@ from agent_api.models.stream import FrameType, StreamFrameData
 from agent_api.observability import note
 from agent_api.routers.deps import AUTH_RESPONSES, PrincipalDep, RunsDep, StateDep
 from agent_api.routers.streams import follow_response
+from agent_api.routers.waiting import client_closed, wait_for_end
 from agent_api.runs.model import IfBusy
 from agent_api.runs.service import RunOptions, raise_for_failure
 
@@ -98,13 +99,15 @@ def _options(request: AgentRequest, *, stream: bool) -> RunOptions:
         **ERRORS,
     },
 )
-async def chat(request: AgentRequest, runs: RunsDep, state: StateDep, principal: PrincipalDep) -> Any:
+async def chat(request: AgentRequest, http: Request, runs: RunsDep, state: StateDep, principal: PrincipalDep) -> Any:
     """Send a message to a team; get its answer when it has finished (or a stream if `stream`)."""
     if request.stream:
         return await chat_stream(request, runs, state, principal)
     run = await runs.create(request, principal.key_id, _options(request, stream=False))
     note(team=run.team, session_id=run.session_id, run_id=run.id)
-    ended = await runs.wait(run.id, cancel_if_abandoned=request.on_disconnect == "cancel")
+    ended = await wait_for_end(runs, run.id, http, cancel_if_abandoned=request.on_disconnect == "cancel")
+    if ended is None:
+        return client_closed()
     try:
         raise_for_failure(ended)
     except AgentAPIError as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -21,6 +21,7 @@ from agent_api.observability import note
 from agent_api.protocols import openai as oai
 from agent_api.routers.deps import PrincipalDep, RunsDep, StateDep
 from agent_api.routers.streams import encode_run, sse_response
+from agent_api.routers.waiting import client_closed, wait_for_end
 from agent_api.runs.model import Run
 from agent_api.runs.service import RunOptions, RunService, raise_for_failure
 
@@ -107,6 +108,7 @@ async def get_model(
 )
 async def chat_completions(
     body: oai.ChatCompletionRequest,
+    http: Request,
     runs: RunsDep,
     state: StateDep,
     principal: PrincipalDep,
@@ -151,7 +153,9 @@ async def chat_completions(
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         encoder = oai.ChunkEncoder(run.id, oai.timestamp(run.created_at), run.team, include_usage=include_usage)
         return sse_response(_chunks(runs, run, encoder), state.settings, headers)
-    ended = await runs.wait(run.id, cancel_if_abandoned=True)  # a client that leaves cancels its run
+    ended = await wait_for_end(runs, run.id, http, cancel_if_abandoned=True)  # a client that leaves cancels its run
+    if ended is None:
+        return client_closed()
     try:
         raise_for_failure(ended)
     except AgentAPIError as exc:

@@ -12,6 +12,8 @@ import pytest
 import redis
 
 from agent_api.offline_llm import OfflineServer
+from tests.utils.runs import ended_status
+from tests.utils.waiting import abandoned
 
 Serve = Callable[..., AbstractContextManager[httpx.Client]]
 LEAKS = ("Traceback", "Error(", "openai", "httpx", "redis://", ".py", "InternalServerError", "APIStatusError")
@@ -207,3 +209,22 @@ def test_no_autogen_output_on_stdout(
     client.post("/chat", json={"message": "two turns", "session_id": sid, "max_turns": 2}).raise_for_status()
     out = capfd.readouterr().out
     assert out == "", out
+
+
+def test_a_client_that_leaves_chat_cancels_its_run(client: httpx.Client, offline: OfflineServer) -> None:
+    # The client gives up after a second (its time-out closes the connection); the model would answer in 30.
+    with pytest.raises(httpx.ReadTimeout):
+        client.post("/chat", json={"message": "left waiting [[latency:30:0]]"}, timeout=1)
+    (run,) = client.get("/runs").json()["runs"]
+    assert ended_status(client, run["run_id"]) == "cancelled"
+    assert abandoned(offline, "left waiting") == [True]  # and the model was left at once
+    assert client.get(f"/session/{run['session_id']}").json()["messages"] == []
+
+
+def test_on_disconnect_continue_lets_chat_s_run_finish(client: httpx.Client) -> None:
+    body = {"message": "finish anyway [[latency:2:0]]", "on_disconnect": "continue"}
+    with pytest.raises(httpx.ReadTimeout):
+        client.post("/chat", json=body, timeout=0.5)
+    (run,) = client.get("/runs").json()["runs"]
+    assert ended_status(client, run["run_id"]) == "succeeded"
+    assert len(client.get(f"/session/{run['session_id']}").json()["messages"]) == 2

@@ -15,6 +15,7 @@ from openai.types.chat import ChatCompletionChunk
 
 from agent_api.offline_llm import OfflineServer
 from tests.utils.runs import ended_status
+from tests.utils.waiting import abandoned
 
 Serve = Callable[..., AbstractContextManager[httpx.Client]]
 SLOW = "[[latency:0:0.2]] [[tokens:40]]"  # about 8 s of tokens: long enough to act on mid-run
@@ -248,6 +249,16 @@ def test_leaving_the_stream_cancels_the_run(client: httpx.Client) -> None:
             if '"content":"' in line and '"content":""' not in line:
                 break  # a token arrived: the run is running; leave
     assert ended_status(client, run_id) == "cancelled"
+
+
+def test_leaving_a_completion_without_stream_cancels_the_run(client: httpx.Client, offline: OfflineServer) -> None:
+    # The SDK gives up after a second (its time-out closes the connection); the model would answer in 30.
+    impatient = openai.OpenAI(base_url=v1(client), api_key="unused", max_retries=0, timeout=1)
+    with impatient, pytest.raises(openai.APITimeoutError):
+        impatient.chat.completions.create(model="research", messages=user("gave up [[latency:30:0]]"))
+    (run,) = client.get("/runs").json()["runs"]
+    assert ended_status(client, run["run_id"]) == "cancelled"
+    assert abandoned(offline, "gave up") == [True]  # and the model was left at once
 
 
 def test_other_keys_cannot_see_completion_runs(serve: Serve) -> None:
