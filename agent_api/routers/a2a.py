@@ -58,12 +58,14 @@ from agent_api.observability import count_error, note
 from agent_api.protocols import a2a
 from agent_api.routers.deps import PRINCIPAL_STATE, AppState, KeyGate, gated_principal
 from agent_api.routers.streams import encode_run
+from agent_api.routers.waiting import wait_for_end
 from agent_api.runs.model import Run
 from agent_api.runs.service import RunOptions
 from agent_api.security import Principal
 
 PREFIX = "/a2a"
 CARD_PATH = "/.well-known/agent-card.json"
+REQUEST_STATE = "agent_api_request"  # the call context's Starlette request
 _CONTEXT_ID = re.compile(SESSION_ID_PATTERN)
 
 
@@ -142,9 +144,11 @@ class TeamRequestHandler(RequestHandler):
         if configuration.return_immediately:
             return a2a.task(run)
         try:
-            ended = await self.state.runs.wait(run.id, cancel_if_abandoned=True)
+            ended = await wait_for_end(self.state.runs, run.id, context.state[REQUEST_STATE], cancel_if_abandoned=True)
         except AgentAPIError as exc:
             raise _a2a_error(exc) from None
+        if ended is None:  # the client left: its run is cancelled, and nobody reads this
+            return a2a.task(run)
         history = configuration.history_length if configuration.HasField("history_length") else None
         return a2a.task(ended, history_length=history)
 
@@ -223,11 +227,12 @@ class TeamRequestHandler(RequestHandler):
 
 
 class _CallContext(DefaultServerCallContextBuilder):
-    """The SDK's call context (headers, extensions), plus the caller the gate authenticated."""
+    """The SDK's call context (headers, extensions), plus the caller the gate authenticated and the request."""
 
     def build(self, request: Request) -> ServerCallContext:
         context = super().build(request)
         context.state[PRINCIPAL_STATE] = gated_principal(request)
+        context.state[REQUEST_STATE] = request  # a blocking send watches it for its client leaving
         return context
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
+from a2a.client import A2ACardResolver, A2AClientTimeoutError, ClientConfig, ClientFactory
 from a2a.client.client import Client
 from a2a.types.a2a_pb2 import (
     AgentCard,
@@ -27,6 +27,10 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
 
+from agent_api.offline_llm import OfflineServer
+from tests.utils.runs import ended_status
+from tests.utils.waiting import abandoned
+
 Serve = Callable[..., AbstractContextManager[httpx.Client]]
 SLOW = "[[latency:0:0.2]] [[tokens:40]]"  # about 8 s of tokens: long enough to act on mid-run
 
@@ -37,9 +41,9 @@ def base(client: httpx.Client) -> str:
 
 @asynccontextmanager
 async def a2a_client(
-    client: httpx.Client, team: str, *, streaming: bool, headers: dict[str, str] | None = None
+    client: httpx.Client, team: str, *, streaming: bool, headers: dict[str, str] | None = None, timeout: float = 30
 ) -> AsyncIterator[tuple[Client, AgentCard]]:
-    async with httpx.AsyncClient(headers=headers or {}, timeout=30) as http:
+    async with httpx.AsyncClient(headers=headers or {}, timeout=timeout) as http:
         card = await A2ACardResolver(http, f"{base(client)}/a2a/{team}").get_agent_card()
         agent = ClientFactory(ClientConfig(httpx_client=http, streaming=streaming)).create(card)
         async with agent:
@@ -115,6 +119,18 @@ async def test_cancel_stops_the_run(client: httpx.Client, redis_client: redis.Re
         assert run["status"] == "cancelled"
         with pytest.raises(TaskNotCancelableError):  # an ended task cannot be cancelled again
             await agent.cancel_task(CancelTaskRequest(id=started.id))
+
+
+async def test_a_blocking_send_whose_client_leaves_cancels_its_run(
+    client: httpx.Client, offline: OfflineServer
+) -> None:
+    # The client gives up after a second (its time-out closes the connection); the model would answer in 30.
+    async with a2a_client(client, "research", streaming=False, timeout=1) as (agent, _):
+        with pytest.raises(A2AClientTimeoutError):
+            await collect(agent, ask("walked away [[latency:30:0]]"))
+    (run,) = client.get("/runs").json()["runs"]
+    assert ended_status(client, run["run_id"]) == "cancelled"
+    assert abandoned(offline, "walked away") == [True]  # and the model was left at once
 
 
 async def test_unknown_and_other_keys_tasks_are_not_found(serve: Serve) -> None:
