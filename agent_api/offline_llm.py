@@ -51,7 +51,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from agent_api.serving import QuietServer
+from agent_api.serving import QuietServer, until_disconnected
 
 DIRECTIVE = re.compile(r"\[\[(\w+)(?::([^\]]*))?\]\]")
 FILLER = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
@@ -273,12 +273,7 @@ async def _wait_unless_gone(request: Request, seconds: float) -> bool:
     """Wait ``seconds``, unless the client disconnects first: then False."""
     if seconds <= 0:
         return True
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    gone = asyncio.ensure_future(disconnected())
+    gone = asyncio.ensure_future(until_disconnected(request))
     done, _ = await asyncio.wait([gone], timeout=seconds)
     gone.cancel()
     return not done

@@ -11,6 +11,9 @@ once, and whoever needs to act on the exit awaits :meth:`QuietServer.exiting`.
 uvicorn builds its server itself when it runs several processes, so an app can also
 :meth:`QuietServer.adopt` the server it runs in, before the server's main loop starts (during
 the app's startup).
+
+:func:`until_disconnected` is for a request that waits before answering: uvicorn does not cancel
+its handler when the client goes away.
 """
 
 from __future__ import annotations
@@ -19,8 +22,15 @@ import asyncio
 import contextlib
 
 import uvicorn
+from starlette.requests import Request
 
 TICK_SECONDS = 1.0  # the Date header's resolution, and how often the loop checks its limits
+
+
+async def until_disconnected(request: Request) -> None:
+    """Return once the client has closed its connection (its body read: nothing else comes before)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 class QuietServer(uvicorn.Server):

@@ -120,8 +120,8 @@ class SharedHTTPClient(SharedAcrossAgents, httpx.Client):
         then. Through httpx's own pools (a proxy in the environment) there is nothing to abort
         with, and a request ends when the model answers, as before.
         """
-        transport = self._thread_client()._transport if self._through_urllib3 else None
-        if not isinstance(transport, Urllib3Transport):
+        transport = self._thread_client()._transport
+        if not isinstance(transport, Urllib3Transport):  # httpx's own (a proxy in the environment)
             yield lambda: None
             return
         abort_requests = transport.abort_requests

@@ -10,16 +10,11 @@ from starlette.responses import Response
 
 from agent_api.runs.model import Run
 from agent_api.runs.service import RunService
+from agent_api.serving import until_disconnected
 
 # What the access log and metrics record for a request whose client left before its answer
 # (nginx's code for it); the client is gone and never sees it.
 CLIENT_CLOSED_REQUEST = 499
-
-
-async def _disconnected(request: Request) -> None:
-    """Return once the client has closed its connection (the body has been read: nothing else comes)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
 
 
 async def wait_for_end(runs: RunService, run_id: str, request: Request, *, cancel_if_abandoned: bool) -> Run | None:
@@ -31,7 +26,7 @@ async def wait_for_end(runs: RunService, run_id: str, request: Request, *, cance
     the run is cancelled (``RunService.wait``) before this returns.
     """
     waiting = asyncio.ensure_future(runs.wait(run_id, cancel_if_abandoned=cancel_if_abandoned))
-    gone = asyncio.ensure_future(_disconnected(request))
+    gone = asyncio.ensure_future(until_disconnected(request))
     try:
         await asyncio.wait((waiting, gone), return_when=asyncio.FIRST_COMPLETED)
     finally:

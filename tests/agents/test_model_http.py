@@ -13,7 +13,6 @@ import json
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from http.cookiejar import CookieJar
@@ -32,6 +31,7 @@ from agent_api.agents.runner import translate_model_error
 from agent_api.errors import ModelError
 from agent_api.offline_llm import OfflineServer
 from tests.utils.raw_http import CHUNK, DONE, LOOPBACK, STREAM_HEAD, RawServer, chunked, raw_server
+from tests.utils.waiting import wait_until
 
 PATIENCE = 20.0  # how long a test waits for anything, far past what each step needs
 COMPLETION = {
@@ -223,7 +223,7 @@ def test_closing_the_pool_ends_a_request_waiting_for_its_answer() -> None:
 
         worker = threading.Thread(target=waiting, daemon=True)
         worker.start()
-        _wait_for(lambda: len(server.heads) == 1)
+        wait_until(lambda: len(server.heads) == 1)
         http.close()
         worker.join(PATIENCE)
     assert isinstance(errors[0], openai.APIConnectionError)
@@ -260,13 +260,6 @@ def _abortable_asks(
     return aborts[0], outcomes
 
 
-def _wait_for(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + PATIENCE
-    while not condition():
-        assert time.monotonic() < deadline, "not within PATIENCE"
-        time.sleep(0.01)
-
-
 def test_an_abort_ends_a_request_waiting_for_its_answer_and_refuses_retries() -> None:
     """What a run's cancel does to the model call its thread waits on (SharedHTTPClient.abortable)."""
 
@@ -278,9 +271,9 @@ def test_an_abort_ends_a_request_waiting_for_its_answer_and_refuses_retries() ->
         # The SDK's retries are on: an aborted request must not be sent again.
         client = openai.OpenAI(api_key="test", base_url=server.url, http_client=http, max_retries=2)
         abort, outcomes = _abortable_asks(http, [lambda: ask(client, stream=False)])
-        _wait_for(lambda: len(server.heads) == 1)
+        wait_until(lambda: len(server.heads) == 1)
         abort()
-        _wait_for(lambda: len(outcomes) == 1)
+        wait_until(lambda: len(outcomes) == 1)
         http.close()
     assert isinstance(outcomes[0], RequestAborted)
     assert len(server.heads) == 1
@@ -310,7 +303,7 @@ def test_an_abort_ends_a_stream_then_lasts_until_the_block_ends() -> None:
         )
         assert first_token.wait(PATIENCE)
         abort()
-        _wait_for(lambda: len(outcomes) == 3)
+        wait_until(lambda: len(outcomes) == 3)
         http.close()
     assert isinstance(outcomes[0], httpx.RemoteProtocolError)  # the stream's connection, shut down
     assert isinstance(outcomes[1], RequestAborted)  # the next call, refused before it is sent

@@ -17,6 +17,14 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     raise AssertionError(f"condition not reached in {timeout:g} s")
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """:func:`until` outside an event loop: return once ``condition()`` holds, or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"condition not reached in {timeout:g} s"
+        time.sleep(0.01)
+
+
 def abandoned(offline: Any, text: str, timeout: float = 10.0) -> list[bool]:
     """For each request of the offline model with ``text`` in its messages: whether its client left it.
 
