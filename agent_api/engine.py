@@ -26,6 +26,7 @@ from agent_api.agents.llm import (
     fast_trigger_matching,
     light_stream_events,
     quiet_autogen_logging,
+    share_openai_clients,
     skip_chat_request_transforms,
     validate_chat_responses,
 )
@@ -46,6 +47,7 @@ async def open_engine(
     quiet_autogen_logging()
     cache_openai_kwargs()
     cache_import_checks()
+    share_openai_clients()
     fast_trigger_matching()
     fast_protocol_checks()
     light_stream_events()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -86,6 +87,59 @@ def cache_import_checks() -> None:
     import_utils.get_missing_imports = cached
 
 
+def share_openai_clients() -> None:
+    """Build one OpenAI SDK client per distinct set of arguments, shared by every agent built with it.
+
+    AutoGen's model client (``OpenAIWrapper``) builds an ``openai.OpenAI`` for each agent it
+    serves (``_register_default_client``, through the module's name ``OpenAI``), and the SDK's
+    constructor parses and rebuilds its base URL and headers each time: about a third of the CPU
+    of building an agent, two agents per one-turn conversation. An SDK client holds nothing but
+    that configuration and the HTTP client it sends through (the service's shared one), and the
+    SDK supports sharing one across threads; so agents built with the same arguments share one.
+    Arguments that cannot be compared by value (a dict of headers, say) get a client of their
+    own, as before, and so does everything past :data:`SHARED_OPENAI_CLIENTS` distinct sets.
+    The name is replaced by a subclass, so ``isinstance`` and the constructor's signature (which
+    ``OpenAIWrapper.openai_kwargs`` reads) are the SDK's. Called once at startup
+    (``engine.open_engine``).
+    """
+    import autogen.oai.client as client_module
+
+    sdk_client = getattr(client_module, "OpenAI", None)
+    if not isinstance(sdk_client, type) or isinstance(sdk_client, _SharedInstances):
+        return  # changed upstream, or installed already
+    shared = _SharedInstances("SharedOpenAI", (sdk_client,), {"__module__": __name__})
+    client_module.OpenAI = shared  # type: ignore[attr-defined,assignment]
+
+
+SHARED_OPENAI_CLIENTS = 64  # distinct argument sets kept; past that, each agent builds its own
+
+
+class _SharedInstances(type):
+    """A metaclass: a class's instances made once per set of keyword arguments equal by value."""
+
+    def __init__(cls, *args: Any) -> None:
+        super().__init__(*args)
+        cls._shared: dict[tuple[tuple[str, Any], ...], Any] = {}
+        cls._sharing = threading.Lock()
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        key: tuple[tuple[str, Any], ...] | None = tuple(sorted(kwargs.items()))
+        try:
+            hash(key)
+        except TypeError:  # an argument compared by identity only, or not at all
+            key = None
+        if args or key is None:
+            return super().__call__(*args, **kwargs)
+        with cls._sharing:
+            instance = cls._shared.get(key)
+        if instance is None:
+            instance = super().__call__(**kwargs)
+            with cls._sharing:
+                if len(cls._shared) < SHARED_OPENAI_CLIENTS:
+                    instance = cls._shared.setdefault(key, instance)
+        return instance
+
+
 def fast_trigger_matching() -> None:
     """Match the reply functions' ``Agent`` trigger nominally for AutoGen's own agents.
 
@@ -121,26 +175,37 @@ def fast_protocol_checks() -> None:
     ``(type, str, Agent, Callable, list)``, and a list trigger (every agent registers about ten
     with ``[Agent, None]``) reaches the protocol. On Python 3.11 each such check collects the
     protocol's members again by walking its classes (``typing._get_protocol_attrs``): about
-    30 µs, a tenth of a worker's CPU for a one-turn conversation. Python 3.12 collects them once
-    per protocol; here they are remembered per class (weakly: a protocol class can be collected).
-    On Python 3.12 and later nothing is patched. Called once at startup (``engine.open_engine``).
+    30 µs, a tenth of a worker's CPU for a one-turn conversation; then whether they are all
+    methods (``typing._is_callable_members_only``), a look-up of each. Python 3.12 works both out
+    once per protocol; here they are remembered per class (weakly: a protocol class can be
+    collected). On Python 3.12 and later nothing is patched. Called once at startup
+    (``engine.open_engine``).
     """
     import typing
+
+    if sys.version_info >= (3, 12):
+        return
+    for name in ("_get_protocol_attrs", "_is_callable_members_only"):
+        found = getattr(typing, name, None)
+        if found is not None and not hasattr(found, "__wrapped__"):
+            setattr(typing, name, _remembered_per_class(found))
+
+
+def _remembered_per_class(function: Callable[[type], Any]) -> Callable[[type], Any]:
+    """``function`` of a class, computed once per class (kept while the class lives)."""
     import weakref
 
-    collect = getattr(typing, "_get_protocol_attrs", None)
-    if sys.version_info >= (3, 12) or collect is None or hasattr(collect, "__wrapped__"):
-        return
-    members: weakref.WeakKeyDictionary[type, list[str]] = weakref.WeakKeyDictionary()
+    known: weakref.WeakKeyDictionary[type, Any] = weakref.WeakKeyDictionary()
 
-    def cached(cls: type) -> list[str]:
-        found = members.get(cls)
-        if found is None:
-            found = members[cls] = collect(cls)
-        return found
+    def remembered(cls: type) -> Any:
+        try:
+            return known[cls]
+        except KeyError:
+            value = known[cls] = function(cls)
+            return value
 
-    cached.__wrapped__ = collect  # type: ignore[attr-defined]  # the original, for the contract test
-    typing._get_protocol_attrs = cached  # type: ignore[attr-defined]
+    remembered.__wrapped__ = function  # type: ignore[attr-defined]  # the original, for the contract test
+    return remembered
 
 
 class _DropCostWarnings(logging.Filter):

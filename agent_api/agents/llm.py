@@ -21,6 +21,7 @@ from agent_api.agents.autogen_compat import fast_protocol_checks as fast_protoco
 from agent_api.agents.autogen_compat import fast_trigger_matching as fast_trigger_matching
 from agent_api.agents.autogen_compat import light_stream_events as light_stream_events
 from agent_api.agents.autogen_compat import quiet_autogen_logging as quiet_autogen_logging
+from agent_api.agents.autogen_compat import share_openai_clients as share_openai_clients
 from agent_api.agents.model_http import Urllib3Transport, proxies_from_environment
 from agent_api.agents.model_streams import ModelAsyncClient, reusable
 from agent_api.agents.openai_compat import chunks_from_json as chunks_from_json

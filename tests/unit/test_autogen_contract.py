@@ -177,6 +177,52 @@ def test_openai_kwargs_is_a_property_that_never_reads_self() -> None:
     assert OpenAIWrapper.__dict__["openai_kwargs"] is cached
 
 
+def test_agents_built_with_the_same_arguments_share_one_openai_client(io: ScriptedIO) -> None:
+    """share_openai_clients (startup, engine.open_engine) replaces the name ``OpenAI`` in
+    autogen.oai.client, which AutoGen's model client calls to build an SDK client for each agent
+    (OpenAIWrapper._register_default_client), by a subclass that builds one per distinct set of
+    arguments. Agents built from one llm_config share one, which calls the model for each as
+    before; other arguments, or arguments not comparable by value, get a client of their own;
+    the constructor's signature (OpenAIWrapper.openai_kwargs) is the SDK's."""
+    import inspect
+
+    import autogen.oai.client as client_module
+
+    register = OpenAIWrapper._register_default_client
+    nested = [c for c in register.__code__.co_consts if inspect.iscode(c) and c.co_name == "create_openai_client"]
+    assert nested and "OpenAI" in nested[0].co_names  # the name AutoGen builds its SDK clients by
+    getter = OpenAIWrapper.__dict__["openai_kwargs"].fget
+    openai_kwargs = getattr(getter, "__wrapped__", getter)  # uncached: it reads the constructor's signature
+    kwargs_before = openai_kwargs(None)
+    compat.share_openai_clients()
+    shared = vars(client_module)["OpenAI"]
+    assert issubclass(shared, openai.OpenAI) and shared is not openai.OpenAI
+    assert inspect.getfullargspec(shared.__init__) == inspect.getfullargspec(openai.OpenAI.__init__)
+    assert openai_kwargs(None) == kwargs_before
+
+    def sdk_client(agent: autogen.ConversableAgent) -> Any:
+        return cast(Any, agent.client)._clients[0]._oai_client
+
+    model = FakeModel("one", "two", "three")
+    config = llm_config(model)
+    first = autogen.AssistantAgent("first", llm_config=config)
+    second = autogen.AssistantAgent("second", llm_config=config)
+    assert sdk_client(first) is sdk_client(second) and isinstance(sdk_client(first), openai.OpenAI)
+    for agent, answer in ((first, "one"), (second, "two")):
+        assert agent.generate_reply([{"role": "user", "content": "q"}]) == answer
+    entry = config["config_list"][0]
+    other_key = {**config, "config_list": [{**entry, "api_key": "another"}]}
+    third = autogen.AssistantAgent("third", llm_config=other_key)
+    assert sdk_client(third) is not sdk_client(first) and sdk_client(third).api_key == "another"
+    headers = {**config, "config_list": [{**entry, "default_headers": {"x-team": "a"}}]}
+    fourth, fifth = (autogen.AssistantAgent(name, llm_config=headers) for name in ("fourth", "fifth"))
+    assert sdk_client(fourth) is not sdk_client(fifth)  # a dict of headers: a client each, as before
+    assert sdk_client(fourth).default_headers["x-team"] == "a"
+    assert fourth.generate_reply([{"role": "user", "content": "q"}]) == "three"
+    compat.share_openai_clients()
+    assert vars(client_module)["OpenAI"] is shared
+
+
 def test_optional_import_checks_are_a_module_function_of_what_is_installed() -> None:
     """cache_import_checks (startup, engine.open_engine) replaces
     autogen.import_utils.get_missing_imports, which require_optional_import looks up as a module
@@ -229,10 +275,11 @@ def test_reply_triggers_match_autogens_agents_as_autogen_matches_them() -> None:
 
 
 def test_protocol_checks_give_the_answers_typing_gives() -> None:
-    """fast_protocol_checks (startup, engine.open_engine) remembers, on Python 3.11, the members
-    typing collects for a runtime-checkable protocol on every isinstance (AutoGen's Agent in
-    register_reply and reply matching): every answer is the one typing gives, and a protocol
-    class that is gone is not kept alive. On 3.12 and later nothing is patched."""
+    """fast_protocol_checks (startup, engine.open_engine) remembers, on Python 3.11, what typing
+    works out for a runtime-checkable protocol on every isinstance (AutoGen's Agent in
+    register_reply and reply matching): its members, and whether they are all methods. Every
+    answer is the one typing gives, and a protocol class that is gone is not kept alive. On 3.12
+    and later nothing is patched."""
     import gc
     import sys
     import typing
@@ -240,14 +287,15 @@ def test_protocol_checks_give_the_answers_typing_gives() -> None:
 
     from autogen.agentchat.agent import Agent
 
-    original = getattr(typing, "_get_protocol_attrs", None)
+    names = ("_get_protocol_attrs", "_is_callable_members_only")
+    before = {name: getattr(typing, name, None) for name in names}
     compat.fast_protocol_checks()
     if sys.version_info >= (3, 12):
-        assert getattr(typing, "_get_protocol_attrs", None) is original
+        assert {name: getattr(typing, name, None) for name in names} == before
         return
-    patched = typing._get_protocol_attrs  # type: ignore[attr-defined]
-    collect = patched.__wrapped__
-    assert "_get_protocol_attrs" in type(Agent).__instancecheck__.__code__.co_names  # what is patched is used
+    patched = {name: getattr(typing, name) for name in names}
+    originals = {name: function.__wrapped__ for name, function in patched.items()}
+    assert set(names) <= set(type(Agent).__instancecheck__.__code__.co_names)  # what is patched is used
 
     @typing.runtime_checkable
     class Named(typing.Protocol):
@@ -262,8 +310,9 @@ def test_protocol_checks_give_the_answers_typing_gives() -> None:
             return self.name
 
     for protocol in (Agent, Named, typing.SupportsInt):
-        assert patched(protocol) == collect(protocol)
-        assert patched(protocol) is patched(protocol)  # remembered
+        for name in names:
+            assert patched[name](protocol) == originals[name](protocol)
+        assert patched["_get_protocol_attrs"](protocol) is patched["_get_protocol_attrs"](protocol)  # remembered
     samples: list[Any] = [proxy(), Described(), [Agent, None], "user", 3, None, autogen.AssistantAgent]
 
     protocols = (Agent, Named, typing.SupportsInt)
@@ -271,11 +320,13 @@ def test_protocol_checks_give_the_answers_typing_gives() -> None:
     def answers(protocols: tuple[type, ...]) -> list[list[bool]]:
         return [[isinstance(x, protocol) for x in samples] for protocol in protocols]
 
-    typing._get_protocol_attrs = collect  # type: ignore[attr-defined]
+    for name in names:
+        setattr(typing, name, originals[name])
     try:
         expected = answers(protocols)
     finally:
-        typing._get_protocol_attrs = patched  # type: ignore[attr-defined]
+        for name in names:
+            setattr(typing, name, patched[name])
     assert answers(protocols) == expected
     assert expected[0][:3] == [True, False, False] and expected[1][:3] == [False, True, False]
 
@@ -284,7 +335,7 @@ def test_protocol_checks_give_the_answers_typing_gives() -> None:
     gc.collect()
     assert gone() is None
     compat.fast_protocol_checks()
-    assert typing._get_protocol_attrs is patched  # type: ignore[attr-defined]
+    assert {name: getattr(typing, name) for name in names} == patched
 
 
 def test_autogens_console_loggers_and_its_cost_warning(io: ScriptedIO) -> None:
