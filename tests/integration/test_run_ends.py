@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from agent_api.runs import ends
 from agent_api.runs.ends import NOTICE_TTL, parse_notice, record_of
@@ -84,6 +85,40 @@ async def test_many_ends_at_once_each_reach_their_waiter(store: RunStore) -> Non
     assert [(ended, run.id if run else None, run.error if run else None) for ended, run in results] == [
         (True, run_id, {"n": i}) for i, run_id in enumerate(ids)
     ]
+
+
+@pytest.mark.parametrize("blmpop", [True, False], ids=["redis-7", "without-blmpop"])
+async def test_the_notices_on_the_list_come_in_one_read(
+    store: RunStore, monkeypatch: pytest.MonkeyPatch, blmpop: bool
+) -> None:
+    # One BLMPOP takes them all; a Redis without it (before 7.0) is read with a pipeline instead.
+    assert store.ends is not None
+    if not blmpop:
+
+        async def unknown(*args: object, **kwargs: object) -> None:
+            raise ResponseError("unknown command 'BLMPOP', with args beginning with: '5' '1' ")
+
+        monkeypatch.setattr(store.ends.client, "blmpop", unknown)
+    reads: list[int] = []
+    read = store.ends._read
+
+    async def counted() -> list[str]:
+        notices = await read()
+        reads.append(len(notices))
+        return notices
+
+    monkeypatch.setattr(store.ends, "_read", counted)
+    ids = [f"run_b{int(blmpop)}{i:02d}" for i in range(50)]
+    for run_id in ids:
+        await _create(store, run_id, notify=True)
+    waiting = [asyncio.create_task(store.wait_end(run_id, block=30)) for run_id in ids]
+    for run_id in ids:
+        await store.finish(_run(run_id), RunStatus.CANCELLED, [("done", "{}")])
+    async with reading(store):  # every notice is on the list before the first read
+        results = await asyncio.wait_for(asyncio.gather(*waiting), 10)
+    assert [(ended, run.id if run else None) for ended, run in results] == [(True, run_id) for run_id in ids]
+    assert reads[0] == len(ids)
+    assert store.ends._blmpop is blmpop
 
 
 async def test_without_its_notice_a_waiter_reads_the_record_after_its_block(store: RunStore) -> None:
