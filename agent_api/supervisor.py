@@ -28,13 +28,37 @@ MAX_BACKOFF = 30.0  # seconds between restarts of a worker that keeps exiting at
 
 
 async def orphaned(parent_pid: int, poll: float = 1.0) -> None:
-    """Return once the process ``parent_pid`` that started this one is gone (checked every ``poll`` s).
+    """Return once the process ``parent_pid`` that started this one is gone.
 
     For the processes ``serve`` starts (its worker processes, and its API processes when there
-    are several), so that none outlives a ``serve`` killed without a chance to stop them.
+    are several), so that none outlives a ``serve`` killed without a chance to stop them. On
+    Linux the event loop watches a pidfd of the parent, readable once it has exited: nothing
+    wakes the process meanwhile. Where there is none, the parent is checked every ``poll`` s.
     """
-    while os.getppid() == parent_pid:
-        await asyncio.sleep(poll)
+    try:
+        pidfd = os.pidfd_open(parent_pid)
+    except (AttributeError, OSError):  # not Linux (5.3 or later), or the parent is gone already
+        while os.getppid() == parent_pid:
+            await asyncio.sleep(poll)
+        return
+    loop = asyncio.get_running_loop()
+    gone: asyncio.Future[None] = loop.create_future()
+
+    def exited() -> None:
+        if not gone.done():
+            gone.set_result(None)
+
+    try:
+        loop.add_reader(pidfd, exited)
+        try:
+            # Still this process's parent once its pidfd is held: then the pidfd is the parent's
+            # (had it exited before, its pid might have been another process's by then).
+            if os.getppid() == parent_pid:
+                await gone
+        finally:
+            loop.remove_reader(pidfd)
+    finally:
+        os.close(pidfd)
 
 
 class WorkerProcesses:
