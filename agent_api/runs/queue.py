@@ -76,17 +76,21 @@ class RunJobQueue(RedisQueue):
         self._dequeuing = asyncio.Lock()
         self._ended_by_runs: set[str] = set()  # jobs whose completion the run's end step wrote
 
-    async def _update(self, job: Job, status: Status | None = None, **kwargs: Any) -> None:
-        """saq's write of a job's change, except its start where the run's start step writes it.
+    async def update(self, job: Job, **kwargs: Any) -> None:
+        """saq's update of a job, except its start, where the run's start step writes the record.
 
-        saq's worker marks a job active (a write and a publish nobody hears) just before it calls
-        the job's function, whose first step is the run's start, which writes the same record
-        (``SaqDispatcher.job_write``): one round trip per run fewer.
+        saq's worker marks a job active (a copy of the job, a write and a publish nobody hears)
+        just before it calls the job's function, whose first step is the run's start, which
+        writes the same record (``SaqDispatcher.job_write``): one round trip per run fewer. The
+        job itself changes as saq's update changes it.
         """
-        if status == Status.ACTIVE and self.starts_written_by_runs:
-            job.status = status
+        if kwargs.get("status") == Status.ACTIVE and self.starts_written_by_runs:
+            job.touched = saq_now()
+            for name, value in kwargs.items():
+                if hasattr(job, name):
+                    setattr(job, name, value)
             return
-        await super()._update(job, status, **kwargs)
+        await super().update(job, **kwargs)
 
     async def _finish(self, job: Job, status: Status, *, result: Any = None, error: str | None = None) -> None:
         """saq's end of a job, unless the run's end step wrote it completed (one round trip fewer)."""
