@@ -17,6 +17,7 @@ import logging
 import sys
 import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Literal, Self
@@ -97,7 +98,7 @@ def share_openai_clients() -> None:
     that configuration and the HTTP client it sends through (the service's shared one), and the
     SDK supports sharing one across threads; so agents built with the same arguments share one.
     Arguments that cannot be compared by value (a dict of headers, say) get a client of their
-    own, as before, and so does everything past :data:`SHARED_OPENAI_CLIENTS` distinct sets.
+    own, as before; the :data:`SHARED_OPENAI_CLIENTS` sets used last are kept.
     The name is replaced by a subclass, so ``isinstance`` and the constructor's signature (which
     ``OpenAIWrapper.openai_kwargs`` reads) are the SDK's. Called once at startup
     (``engine.open_engine``).
@@ -111,7 +112,7 @@ def share_openai_clients() -> None:
     client_module.OpenAI = shared  # type: ignore[attr-defined,assignment]
 
 
-SHARED_OPENAI_CLIENTS = 64  # distinct argument sets kept; past that, each agent builds its own
+SHARED_OPENAI_CLIENTS = 64  # distinct argument sets kept, the least recently used dropped first
 
 
 class _SharedInstances(type):
@@ -119,24 +120,27 @@ class _SharedInstances(type):
 
     def __init__(cls, *args: Any) -> None:
         super().__init__(*args)
-        cls._shared: dict[tuple[tuple[str, Any], ...], Any] = {}
+        cls._shared: OrderedDict[tuple[tuple[str, Any], ...], Any] = OrderedDict()
         cls._sharing = threading.Lock()
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        key: tuple[tuple[str, Any], ...] | None = tuple(sorted(kwargs.items()))
+        key = tuple(sorted(kwargs.items()))
         try:
             hash(key)
         except TypeError:  # an argument compared by identity only, or not at all
-            key = None
-        if args or key is None:
+            return super().__call__(*args, **kwargs)
+        if args:
             return super().__call__(*args, **kwargs)
         with cls._sharing:
             instance = cls._shared.get(key)
-        if instance is None:
-            instance = super().__call__(**kwargs)
-            with cls._sharing:
-                if len(cls._shared) < SHARED_OPENAI_CLIENTS:
-                    instance = cls._shared.setdefault(key, instance)
+            if instance is not None:
+                cls._shared.move_to_end(key)
+                return instance
+        instance = super().__call__(**kwargs)
+        with cls._sharing:
+            instance = cls._shared.setdefault(key, instance)
+            while len(cls._shared) > SHARED_OPENAI_CLIENTS:
+                cls._shared.popitem(last=False)
         return instance
 
 

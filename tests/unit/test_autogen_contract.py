@@ -223,6 +223,28 @@ def test_agents_built_with_the_same_arguments_share_one_openai_client(io: Script
     assert vars(client_module)["OpenAI"] is shared
 
 
+def test_the_openai_clients_used_last_are_the_ones_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """share_openai_clients keeps SHARED_OPENAI_CLIENTS argument sets, the least recently used
+    dropped first: a new set is always shared, whatever came before it."""
+    import autogen.oai.client as client_module
+
+    compat.share_openai_clients()
+    monkeypatch.setattr(compat, "SHARED_OPENAI_CLIENTS", 2)
+    config = llm_config(FakeModel())
+    entry = config["config_list"][0]
+
+    def sdk_client(key: str) -> Any:
+        agent = autogen.AssistantAgent("a", llm_config={**config, "config_list": [{**entry, "api_key": key}]})
+        return cast(Any, agent.client)._clients[0]._oai_client
+
+    first = sdk_client("key-1")
+    assert sdk_client("key-2") is sdk_client("key-2")
+    assert sdk_client("key-1") is first  # used again: now the most recent
+    third = sdk_client("key-3")  # key-2, the least recently used, is dropped
+    assert sdk_client("key-3") is third and sdk_client("key-1") is first
+    assert len(vars(client_module)["OpenAI"]._shared) == 2
+
+
 def test_optional_import_checks_are_a_module_function_of_what_is_installed() -> None:
     """cache_import_checks (startup, engine.open_engine) replaces
     autogen.import_utils.get_missing_imports, which require_optional_import looks up as a module
