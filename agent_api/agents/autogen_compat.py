@@ -124,13 +124,13 @@ class _SharedInstances(type):
         cls._sharing = threading.Lock()
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if args:
+            return super().__call__(*args, **kwargs)
         key = tuple(sorted(kwargs.items()))
         try:
             hash(key)
-        except TypeError:  # an argument compared by identity only, or not at all
-            return super().__call__(*args, **kwargs)
-        if args:
-            return super().__call__(*args, **kwargs)
+        except TypeError:  # an argument not comparable by value
+            return super().__call__(**kwargs)
         with cls._sharing:
             instance = cls._shared.get(key)
             if instance is not None:

@@ -54,7 +54,7 @@ class _ThreadClient(httpx.Client):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._response_cookies = _ResponseCookies()
+        self._response_cookies = _ResponseCookies(super().cookies)  # with any cookies given
 
     @property
     def cookies(self) -> httpx.Cookies:
