@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import socket
 import threading
 import time
 
@@ -79,3 +80,15 @@ def test_exiting_returns_for_an_exit_asked_before_or_while_it_waits() -> None:
         setter.join(5)
 
     asyncio.run(scenario())
+
+
+def test_a_threaded_server_answers_without_nagle_delays() -> None:
+    """Its connections send at once (TCP_NODELAY): with Nagle's algorithm a response written in two
+    parts, head then body, waited for the client's delayed ACK, about 40 ms a request."""
+    with ThreadedServer(_app()) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get("/").text == "ok"  # the connection stays open (keep-alive)
+        connections = list(server._server.server_state.connections)
+        assert connections
+        for protocol in connections:
+            sock = protocol.transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
