@@ -11,13 +11,14 @@ import signal
 import socket
 import sys
 import tempfile
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import uvicorn
 from pydantic import ValidationError
 
 from agent_api.config import Settings, get_settings
 from agent_api.security import hash_key, key_id_of
+from agent_api.serving import QuietSupervisor
 from agent_api.supervisor import worker_processes
 
 EXIT_CONFIG = 2  # a setting, a team file or the port is wrong: fix it, restarting will not help
@@ -132,21 +133,27 @@ def _serve_processes(args: argparse.Namespace, settings: Settings, api_processes
         # default handlers that would end this process before it stops its workers.
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: None)
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "workers": api_processes,
+        "log_level": settings.log_level,
+        "log_config": None,  # the app's own logging (JSON lines on stderr)
+        "access_log": False,  # the app writes one line per request itself
+        "timeout_graceful_shutdown": grace,
+        # uvicorn's default (5 s) equals many clients' pool idle time: a request sent on a
+        # connection the server is closing at that moment fails before it reaches the app.
+        "timeout_keep_alive": settings.keep_alive_timeout,
+    }
     # The workers stop after the API: requests still waiting for their runs are answered first.
     with worker_processes(run_workers, stop_timeout=grace + 5):
-        uvicorn.run(
-            "agent_api.main:app",
-            host=host,
-            port=port,
-            workers=api_processes,
-            log_level=settings.log_level,
-            log_config=None,  # the app's own logging (JSON lines on stderr)
-            access_log=False,  # the app writes one line per request itself
-            timeout_graceful_shutdown=grace,
-            # uvicorn's default (5 s) equals many clients' pool idle time: a request sent on a
-            # connection the server is closing at that moment fails before it reaches the app.
-            timeout_keep_alive=settings.keep_alive_timeout,
-        )
+        if api_processes > 1:
+            # What uvicorn.run does for several processes, with a supervisor that sleeps at rest.
+            config = uvicorn.Config("agent_api.main:app", **options)
+            with config.bind_socket() as sock:
+                QuietSupervisor(config, sockets=[sock]).run()
+        else:
+            uvicorn.run("agent_api.main:app", **options)
 
 
 def _worker(args: argparse.Namespace) -> None:

@@ -21,10 +21,20 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from multiprocessing.connection import wait
 
 log = logging.getLogger("agent_api.supervisor")
 
 MAX_BACKOFF = 30.0  # seconds between restarts of a worker that keeps exiting at once
+POLL_SECONDS = 0.5  # how often the workers are checked where their exits cannot be waited on
+
+
+def _pidfd(pid: int) -> int | None:
+    """A file descriptor readable once the process ``pid`` has exited; None where there are none."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux (5.3 or later)
+        return None
 
 
 async def orphaned(parent_pid: int, poll: float = 1.0) -> None:
@@ -69,6 +79,7 @@ class WorkerProcesses:
         self.stop_timeout = stop_timeout
         self._processes: list[subprocess.Popen[bytes]] = []
         self._stopping = threading.Event()
+        self._wake_read, self._wake_write = os.pipe()  # written by stop(): the watch wakes at once
         self._lock = threading.Lock()
         self._monitor: threading.Thread | None = None
 
@@ -89,37 +100,65 @@ class WorkerProcesses:
         self._monitor.start()
 
     def _watch(self) -> None:
+        """Start again each worker that exits, until :meth:`stop`.
+
+        Sleeps until a worker exits (a pidfd of each, readable once it has), :meth:`stop` is
+        called, or a restart held back is due; where there are no pidfds, every half second.
+        """
         backoff = [0.0] * self.count
         restart_at = [0.0] * self.count
-        while not self._stopping.wait(0.5):
-            for i in range(self.count):
-                with self._lock:
-                    process = self._processes[i]
-                code = process.poll()
-                if code is None:
-                    backoff[i] = 0.0  # alive: the next failure restarts at once
-                    continue
+        pidfds: dict[int, int | None] = {}  # by pid, for the processes running
+        try:
+            while not self._stopping.is_set():
                 now = time.monotonic()
-                if restart_at[i] == 0.0:
-                    log.warning("run worker process %d exited with status %s; starting another", process.pid, code)
-                    _forget_metrics_of(process.pid)
-                    restart_at[i] = now + backoff[i]
-                if now < restart_at[i] or self._stopping.is_set():
-                    continue
+                for i in range(self.count):
+                    with self._lock:
+                        process = self._processes[i]
+                    code = process.poll()
+                    if code is None:
+                        backoff[i] = 0.0  # alive: the next failure restarts at once
+                        continue
+                    if restart_at[i] == 0.0:
+                        log.warning("run worker process %d exited with status %s; starting another", process.pid, code)
+                        _forget_metrics_of(process.pid)
+                        restart_at[i] = now + backoff[i]
+                    if now < restart_at[i] or self._stopping.is_set():
+                        continue
+                    with self._lock:
+                        if self._stopping.is_set():
+                            return
+                        self._processes[i] = self._spawn()
+                    restart_at[i] = 0.0
+                    backoff[i] = min(MAX_BACKOFF, max(1.0, backoff[i] * 2))
                 with self._lock:
-                    if self._stopping.is_set():
-                        return
-                    self._processes[i] = self._spawn()
-                restart_at[i] = 0.0
-                backoff[i] = min(MAX_BACKOFF, max(1.0, backoff[i] * 2))
+                    running = {p.pid for p in self._processes if p.returncode is None}
+                for pid in set(pidfds) - running:
+                    if (fd := pidfds.pop(pid)) is not None:
+                        os.close(fd)
+                for pid in running - set(pidfds):
+                    pidfds[pid] = _pidfd(pid)
+                due = [at - now for at in restart_at if at]
+                timeout = max(0.0, min(due)) if due else None
+                if None in pidfds.values():
+                    timeout = POLL_SECONDS if timeout is None else min(timeout, POLL_SECONDS)
+                watched = [fd for fd in pidfds.values() if fd is not None]
+                wait([self._wake_read, *watched], timeout)
+        finally:
+            for fd in pidfds.values():
+                if fd is not None:
+                    os.close(fd)
 
     def stop(self) -> None:
         """SIGTERM to every worker (they finish their runs for the grace period), then wait; SIGKILL after."""
         with self._lock:
             self._stopping.set()
             processes = list(self._processes)
+        os.write(self._wake_write, b"x")
         if self._monitor is not None:
             self._monitor.join(timeout=5)
+        if self._monitor is None or not self._monitor.is_alive():
+            os.close(self._wake_read)
+            os.close(self._wake_write)
         for process in processes:
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
