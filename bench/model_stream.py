@@ -5,15 +5,16 @@ side in one run.
 The OpenAI SDK stops reading a stream at ``data: [DONE]`` and closes the response before the HTTP
 message has ended, which made httpcore close the connection: every streamed model call opened a
 new one (a TCP handshake, and over HTTPS a TLS handshake). The service's model client finishes
-the message after ``[DONE]`` so that the connection is reused; and it sends through urllib3
-rather than httpx's own transport (httpcore and h11), which reads a streamed answer for less CPU.
+the message after ``[DONE]`` so that the connection is reused; and it sends through its own
+transport (agents/model_http.py: HTTP/1.1 parsed by httptools) rather than httpx's own (httpcore
+and h11), which reads a streamed answer for less CPU.
 
 The offline model in its own process on a loopback port, over HTTP and over HTTPS (a certificate
 of a throw-away CA made with trustme, which the client trusts through SSL_CERT_FILE). In this
 process, the real OpenAI client (with the service's changes to it, as its processes run it) on
 the service's model HTTP client (``SharedHTTPClient``): over httpx's transport with the response
 closed at ``[DONE]`` (before), over httpx's transport with the message finished, and as now (over
-urllib3): ``--calls`` (default 300) streamed chat completions one after another, this process's
+its own transport): ``--calls`` (default 300) streamed chat completions one after another, this process's
 CPU (user + system) per call, the model's excluded, and the wall time per call; then the CPU per
 streamed token: ``--token-calls`` (default 40) answers of 400 tokens minus as many of 10, divided
 by the tokens between. Each is measured ``--repeat`` times (default 5), alternating; medians with
@@ -62,7 +63,7 @@ class HttpxTransport(SharedHTTPClient):
     """The service's model client over httpx's own transport (as with a proxy in the environment)."""
 
     def __init__(self, *, timeout: float) -> None:
-        super().__init__(timeout=timeout, urllib3=False)
+        super().__init__(timeout=timeout, direct=False)
 
 
 class ClosedAtDone(HttpxTransport):
@@ -75,12 +76,13 @@ class ClosedAtDone(HttpxTransport):
 CLIENTS: dict[str, type[SharedHTTPClient]] = {
     "before: httpx's transport, closed at [DONE]": ClosedAtDone,
     "httpx's transport, finished after [DONE]": HttpxTransport,
-    "now: urllib3's transport": SharedHTTPClient,
+    "now: its own transport": SharedHTTPClient,
 }
 # The clients' names in earlier runs, for the previous run's column.
 EARLIER_NAMES = {
     "before: httpx's transport, closed at [DONE]": "before: closed at [DONE]",
     "httpx's transport, finished after [DONE]": "now: finished after [DONE]",
+    "now: its own transport": "now: urllib3's transport",
 }
 
 
@@ -206,12 +208,12 @@ def report(data: dict[str, Any], previous: dict[str, Any]) -> str:
             "",
             "The OpenAI SDK closes a streamed answer at `data: [DONE]`, before its HTTP message has ended, and "
             "httpcore then closes the connection; the service's model client finishes the message so that the "
-            "connection is reused (`agent_api/agents/model_streams.py`), and sends through urllib3 rather than "
-            "httpx's own transport (`agent_api/agents/model_http.py`; httpx's transport is kept when a proxy is "
-            "set in the environment). The real OpenAI client (as the service "
+            "connection is reused (`agent_api/agents/model_streams.py`), and sends through its own transport "
+            "(HTTP/1.1 parsed by httptools, `agent_api/agents/model_http.py`) rather than httpx's own (kept when a "
+            "proxy is set in the environment). The real OpenAI client (as the service "
             "runs it) on the service's model HTTP client, over httpx's transport closed at `[DONE]` (before), "
-            "over httpx's transport with the message finished, and over urllib3 (now), against the offline model "
-            "in its own process on loopback, over HTTP and over HTTPS (a throw-away CA's certificate): "
+            "over httpx's transport with the message finished, and over its own transport (now), against the "
+            "offline model in its own process on loopback, over HTTP and over HTTPS (a throw-away CA's certificate): "
             f"{data['sizes']['calls']} streamed chat completions one after another, this process's CPU (user + "
             "system) and the wall time per call, the model's CPU excluded; the CPU per streamed token: "
             f"{data['sizes'].get('token_calls', '-')} answers of {MANY_TOKENS} tokens minus as many of "

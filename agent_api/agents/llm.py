@@ -22,7 +22,7 @@ from agent_api.agents.autogen_compat import fast_trigger_matching as fast_trigge
 from agent_api.agents.autogen_compat import light_stream_events as light_stream_events
 from agent_api.agents.autogen_compat import quiet_autogen_logging as quiet_autogen_logging
 from agent_api.agents.autogen_compat import share_openai_clients as share_openai_clients
-from agent_api.agents.model_http import Urllib3Transport, proxies_from_environment
+from agent_api.agents.model_http import ModelTransport, proxies_from_environment
 from agent_api.agents.model_streams import ModelAsyncClient, reusable
 from agent_api.agents.openai_compat import chunks_from_json as chunks_from_json
 from agent_api.agents.openai_compat import fast_stream_event_json as fast_stream_event_json
@@ -76,20 +76,21 @@ class SharedHTTPClient(SharedAcrossAgents, httpx.Client):
     Requests go out through a pool owned by the calling thread: httpx's pool is guarded by one
     lock and scans all its connections on every request, so a single pool shared by a few
     hundred run threads spends more CPU on that than on the request itself. A run thread is
-    reused for many runs, so its connections stay warm. Each pool sends through urllib3
-    (:class:`~agent_api.agents.model_http.Urllib3Transport`: the OpenAI client spends about 40%
-    less CPU per streamed token than over httpx's own transport), unless a proxy is set in the
-    environment: httpx ignores HTTPS_PROXY and NO_PROXY for a client given a transport, so then
-    the pools are httpx's own, which honour them.
+    reused for many runs, so its connections stay warm. Each pool sends through
+    :class:`~agent_api.agents.model_http.ModelTransport` (HTTP/1.1 parsed by httptools: the OpenAI
+    client spends about half the CPU per streamed token it spends over httpx's own transport),
+    unless a proxy is set in the environment: httpx ignores HTTPS_PROXY and NO_PROXY for a client
+    given a transport, so then the pools are httpx's own, which honour them.
     """
 
-    def __init__(self, *, timeout: float, connections_per_thread: int = 2, urllib3: bool | None = None) -> None:
-        """``urllib3``: whether the pools send through urllib3 (None: unless a proxy is set in the environment)."""
+    def __init__(self, *, timeout: float, connections_per_thread: int = 2, direct: bool | None = None) -> None:
+        """``direct``: whether the pools send through :class:`ModelTransport` rather than httpx's own
+        (None: unless a proxy is set in the environment)."""
         # One TLS context for all the pools: httpx builds a new one per client otherwise.
         super().__init__(timeout=timeout, verify=client_tls_context())
         self._thread_timeout = timeout
         self._connections_per_thread = connections_per_thread
-        self._through_urllib3 = not proxies_from_environment() if urllib3 is None else urllib3
+        self._direct = not proxies_from_environment() if direct is None else direct
         self._local = threading.local()
         self._pools: list[httpx.Client] = []
         self._pools_lock = threading.Lock()
@@ -97,8 +98,8 @@ class SharedHTTPClient(SharedAcrossAgents, httpx.Client):
     def _thread_client(self) -> httpx.Client:
         client: httpx.Client | None = getattr(self._local, "client", None)
         if client is None:
-            if self._through_urllib3:
-                transport = Urllib3Transport(connections=self._connections_per_thread)
+            if self._direct:
+                transport = ModelTransport(connections=self._connections_per_thread)
                 client = _ThreadClient(timeout=self._thread_timeout, transport=transport)
             else:
                 connections = self._connections_per_thread
@@ -116,13 +117,13 @@ class SharedHTTPClient(SharedAcrossAgents, httpx.Client):
         For a run's cancel: the run's thread waits on the model (a whole answer, or a stream's
         next token) and would see the cancel only when the model answers; the abort makes that
         wait fail at once, and the thread's next requests too, until the block ends (see
-        ``Urllib3Transport.abort_requests``: a ``RequestAborted`` comes out of the model call).
+        ``ModelTransport.abort_requests``: a ``RequestAborted`` comes out of the model call).
         Once the block has ended the abort does nothing: the thread may be running another run by
         then. Through httpx's own pools (a proxy in the environment) there is nothing to abort
         with, and a request ends when the model answers, as before.
         """
         transport = self._thread_client()._transport
-        if not isinstance(transport, Urllib3Transport):  # httpx's own (a proxy in the environment)
+        if not isinstance(transport, ModelTransport):  # httpx's own (a proxy in the environment)
             yield lambda: None
             return
         abort_requests = transport.abort_requests
@@ -161,8 +162,8 @@ class SharedHTTPClient(SharedAcrossAgents, httpx.Client):
     def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         response = self._thread_client().send(request, **kwargs)
         # A streamed answer finishes its HTTP message after [DONE], so its connection is reused
-        # (urllib3's transport does it in the body it gives).
-        return reusable(response) if kwargs.get("stream") and not self._through_urllib3 else response
+        # (ModelTransport does it in the body it gives).
+        return reusable(response) if kwargs.get("stream") and not self._direct else response
 
     def close(self) -> None:
         with self._pools_lock:

@@ -1,4 +1,4 @@
-"""The model's HTTP client sends through urllib3 (agents/model_http.py) and behaves as httpx's own.
+"""The model's HTTP client sends through its own transport (agents/model_http.py) and behaves as httpx's own.
 
 Through the real OpenAI client on the service's model HTTP client (llm.SharedHTTPClient): to the
 offline model, and to raw HTTP/1.1 servers on loopback ports that answer, fail or hang as a test
@@ -22,11 +22,10 @@ import httpx
 import openai
 import pytest
 import trustme
-import urllib3
 from openai.types.chat import ChatCompletionMessageParam
 
 from agent_api.agents.llm import SharedHTTPClient
-from agent_api.agents.model_http import RequestAborted, Urllib3Transport, as_httpx_error
+from agent_api.agents.model_http import ModelTransport, RequestAborted
 from agent_api.agents.runner import translate_model_error
 from agent_api.errors import ModelError
 from agent_api.offline_llm import OfflineServer
@@ -77,12 +76,12 @@ def in_thread(call: Callable[[], object]) -> object:
     return outcome[0]
 
 
-def test_the_model_client_sends_through_urllib3(offline: OfflineServer) -> None:
-    """Streamed and whole answers from the offline model, through the urllib3 transport."""
+def test_the_model_client_sends_through_its_transport(offline: OfflineServer) -> None:
+    """Streamed and whole answers from the offline model, through agents.model_http's transport."""
     with model_client(offline.base_url) as client:
         streamed, whole = ask(client), ask(client, stream=False)
         transport = client._client._thread_client()._transport  # type: ignore[attr-defined]
-    assert isinstance(transport, Urllib3Transport)
+    assert isinstance(transport, ModelTransport)
     assert streamed and whole
     assert len({request["peer"] for request in offline.model.requests}) == 1  # one connection for both
 
@@ -323,7 +322,7 @@ def _server_tls(ca: trustme.CA, hostname: str) -> ssl.SSLContext:
     return context
 
 
-def _ask_over(transport: Urllib3Transport, server: RawServer, times: int = 1) -> object:
+def _ask_over(transport: ModelTransport, server: RawServer, times: int = 1) -> object:
     """ask() ``times`` in one thread through ``transport``: the answers, or the first error."""
     http = httpx.Client(transport=transport, timeout=PATIENCE)
     client = openai.OpenAI(api_key="test", base_url=server.url, http_client=http, max_retries=0)
@@ -342,7 +341,7 @@ def test_https_with_a_trusted_certificate(ca: trustme.CA) -> None:
     ca.configure_trust(trusting)
     with raw_server(_answer_hi, _server_tls(ca, LOOPBACK)) as server:
         assert server.url.startswith("https://")
-        assert _ask_over(Urllib3Transport(connections=1, ssl_context=trusting), server, times=2) == ["hi", "hi"]
+        assert _ask_over(ModelTransport(connections=1, ssl_context=trusting), server, times=2) == ["hi", "hi"]
     assert server.connections == 1
 
 
@@ -350,12 +349,12 @@ def test_https_with_a_trusted_certificate(ca: trustme.CA) -> None:
 def test_https_checks_the_certificate(ca: trustme.CA, case: str) -> None:
     """Refused as httpx refuses it: a ConnectError, which the OpenAI client reports as a connection error."""
     if case == "unknown CA":  # the process's own context: certifi's CAs, not this test's
-        transport = Urllib3Transport(connections=1)
+        transport = ModelTransport(connections=1)
         server_tls = _server_tls(ca, LOOPBACK)
     else:
         trusting = ssl.create_default_context()
         ca.configure_trust(trusting)
-        transport = Urllib3Transport(connections=1, ssl_context=trusting)
+        transport = ModelTransport(connections=1, ssl_context=trusting)
         server_tls = _server_tls(ca, "model.example")
     with raw_server(_answer_hi, server_tls) as server:
         error = _ask_over(transport, server)
@@ -379,19 +378,46 @@ def test_with_a_proxy_in_the_environment_the_pools_are_httpx_own(monkeypatch: py
     assert proxy.heads[0].startswith(b"POST http://model.invalid/v1/chat/completions HTTP/1.1")
 
 
+def test_an_answer_that_closes_its_connection_is_not_reused() -> None:
+    def answer(server: RawServer, conn: socket.socket, reader: BinaryIO, body: bytes) -> None:
+        data = json.dumps(COMPLETION).encode()
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(data), data)
+        )
+        conn.shutdown(socket.SHUT_RDWR)
+
+    with raw_server(answer) as server, model_client(server.url) as client:
+        assert in_thread(lambda: [ask(client, stream=False), ask(client, stream=False)]) == ["hello", "hello"]
+    assert server.connections == 2
+
+
+def test_a_body_without_a_length_ends_with_its_connection() -> None:
+    def answer(server: RawServer, conn: socket.socket, reader: BinaryIO, body: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n" + json.dumps(COMPLETION).encode())
+        conn.shutdown(socket.SHUT_RDWR)
+
+    with raw_server(answer) as server, model_client(server.url) as client:
+        assert in_thread(lambda: ask(client, stream=False)) == "hello"
+
+
 @pytest.mark.parametrize(
-    ("failure", "raised"),
-    [
-        (urllib3.exceptions.NewConnectionError(None, "refused"), httpx.ConnectError),  # type: ignore[arg-type]
-        (urllib3.exceptions.SSLError("certificate verify failed"), httpx.ConnectError),
-        (urllib3.exceptions.ConnectTimeoutError("connect timed out"), httpx.ConnectTimeout),
-        (urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"), httpx.ReadTimeout),  # type: ignore[arg-type]
-        (urllib3.exceptions.LocationValueError("no host"), httpx.UnsupportedProtocol),
-        (urllib3.exceptions.ProtocolError("Connection aborted."), httpx.RemoteProtocolError),
-        (urllib3.exceptions.DecodeError("bad body"), httpx.TransportError),
-    ],
+    ("sent", "detail"),
+    [(b"", "without sending a response"), (b"HTTP/1.1 abc\r\n\r\n", "invalid answer")],
+    ids=["nothing", "not HTTP"],
 )
-def test_urllib3_errors_are_raised_as_httpx_raises_them(failure: Exception, raised: type[Exception]) -> None:
-    request = httpx.Request("POST", "http://model.test/v1/chat/completions")
-    error = as_httpx_error(failure, request)
-    assert type(error) is raised and error.request is request
+def test_a_server_that_does_not_answer_in_http_is_a_protocol_error(sent: bytes, detail: str) -> None:
+    def answer(server: RawServer, conn: socket.socket, reader: BinaryIO, body: bytes) -> None:
+        conn.sendall(sent)
+        conn.shutdown(socket.SHUT_RDWR)
+
+    with raw_server(answer) as server, model_client(server.url) as client:
+        error = in_thread(lambda: ask(client))
+    assert isinstance(error, openai.APIConnectionError)
+    assert isinstance(error.__cause__, httpx.RemoteProtocolError) and detail in str(error.__cause__)
+
+
+def test_only_http_and_https_are_sent() -> None:
+    transport = ModelTransport(connections=1)
+    with pytest.raises(httpx.UnsupportedProtocol):
+        transport.handle_request(httpx.Request("POST", "ftp://127.0.0.1/v1/chat/completions"))

@@ -38,14 +38,14 @@ async def ask_async(client: openai.AsyncOpenAI, text: str) -> str:
     return "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
 
 
-@pytest.fixture(params=[True, False], ids=["urllib3", "httpx's transport"])
-def urllib3(request: pytest.FixtureRequest) -> bool:
-    """The model client's pools: urllib3's (the default), or httpx's own (with a proxy in the environment)."""
+@pytest.fixture(params=[True, False], ids=["model transport", "httpx's transport"])
+def direct(request: pytest.FixtureRequest) -> bool:
+    """The model client's pools: agents.model_http's transport (the default), or httpx's own (a proxy is set)."""
     return bool(request.param)
 
 
-def test_streamed_answers_reuse_one_connection(offline: OfflineServer, urllib3: bool) -> None:
-    http = SharedHTTPClient(timeout=30, urllib3=urllib3)
+def test_streamed_answers_reuse_one_connection(offline: OfflineServer, direct: bool) -> None:
+    http = SharedHTTPClient(timeout=30, direct=direct)
     client = openai.OpenAI(api_key="test", base_url=offline.base_url, http_client=http, max_retries=0)
     try:
         answers = [ask(client, f"question {i}") for i in range(5)]
@@ -94,9 +94,9 @@ def ending(after_done: str) -> Answer:
 
 
 @contextmanager
-def model_client(server: RawServer, urllib3: bool) -> Iterator[openai.OpenAI]:
+def model_client(server: RawServer, direct: bool) -> Iterator[openai.OpenAI]:
     """The OpenAI client on the service's model HTTP client, to ``server``; its read timeout twice HANG."""
-    http = SharedHTTPClient(timeout=HANG * 2, urllib3=urllib3)
+    http = SharedHTTPClient(timeout=HANG * 2, direct=direct)
     try:
         yield openai.OpenAI(api_key="test", base_url=server.url, http_client=http)
     finally:
@@ -114,18 +114,18 @@ def ask_within(client: openai.OpenAI, times: int, patience: float) -> list[str]:
 
 
 @pytest.mark.parametrize("after_done", ["end", "end-later"])
-def test_a_message_ended_after_done_keeps_its_connection(after_done: str, urllib3: bool) -> None:
+def test_a_message_ended_after_done_keeps_its_connection(after_done: str, direct: bool) -> None:
     with raw_server(ending(after_done)) as server:
-        with model_client(server, urllib3) as client:
+        with model_client(server, direct) as client:
             assert ask_within(client, 3, HANG / 2) == ["hi"] * 3
         assert server.connections == 1
 
 
 @pytest.mark.parametrize("after_done", ["hang", "keep-alive"])
-def test_a_message_not_ended_after_done_costs_the_budget_and_its_connection(after_done: str, urllib3: bool) -> None:
+def test_a_message_not_ended_after_done_costs_the_budget_and_its_connection(after_done: str, direct: bool) -> None:
     """The read timeout is twice the test's patience: the answer comes back within the drain's budget."""
     with raw_server(ending(after_done)) as server:
-        with model_client(server, urllib3) as client:
+        with model_client(server, direct) as client:
             assert ask_within(client, 2, HANG / 2) == ["hi"] * 2
         assert server.connections == 2  # each given up, a new one for the next request
 
@@ -141,9 +141,9 @@ async def test_a_message_not_ended_after_done_async() -> None:
         assert answers == ["hi", "hi"] and server.connections == 2
 
 
-def test_a_stream_closed_before_done_is_closed_at_once(urllib3: bool) -> None:
+def test_a_stream_closed_before_done_is_closed_at_once(direct: bool) -> None:
     """A consumer that stops early (a cancelled run) does not wait for the rest of the answer."""
-    with raw_server(ending("hang-before-done")) as server, model_client(server, urllib3) as client:
+    with raw_server(ending("hang-before-done")) as server, model_client(server, direct) as client:
         closed = threading.Event()
 
         def first_chunk_then_close() -> None:

@@ -27,6 +27,6 @@ def test_the_model_client_and_its_thread_pools_use_it() -> None:
     try:
         assert client._transport._pool._ssl_context is client_tls_context()  # type: ignore[attr-defined]
         transport = client._thread_client()._transport
-        assert transport._pool.connection_pool_kw["ssl_context"] is client_tls_context()  # type: ignore[attr-defined]
+        assert transport._ssl_context is client_tls_context()  # type: ignore[attr-defined]
     finally:
         client.close()
