@@ -334,6 +334,8 @@ class ModelTransport(httpx.BaseTransport):
             body = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
         head = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.url.raw_path)]
         head += [b"%s: %s" % (name, value) for name, value in request.headers.raw]
+        if any(b"\r" in line or b"\n" in line for line in head):  # a header that would end the head early
+            raise httpx.LocalProtocolError("a line break in the request's head", request=request)
         conn.sock.settimeout(timeout)
         try:
             conn.sock.sendall(b"\r\n".join(head) + b"\r\n\r\n" + body)

@@ -421,3 +421,13 @@ def test_only_http_and_https_are_sent() -> None:
     transport = ModelTransport(connections=1)
     with pytest.raises(httpx.UnsupportedProtocol):
         transport.handle_request(httpx.Request("POST", "ftp://127.0.0.1/v1/chat/completions"))
+
+
+def test_a_header_with_a_line_break_is_not_sent() -> None:
+    with raw_server(_answer_hi) as server:
+        transport = ModelTransport(connections=1)
+        request = httpx.Request("POST", f"{server.url}/chat/completions", headers={"x-note": "a\r\nx-injected: 1"})
+        with pytest.raises(httpx.LocalProtocolError):
+            transport.handle_request(request)
+        transport.close()
+    assert server.heads == []

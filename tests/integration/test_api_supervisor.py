@@ -10,12 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+
+from tests.utils.waiting import wait_until
 
 pytestmark = pytest.mark.slow(seconds=8)
 
@@ -56,13 +56,6 @@ def _api_processes(pid: int) -> set[int]:
     return found
 
 
-def _wait_for(predicate: Any, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def test_an_api_process_that_exits_is_replaced_and_sigterm_stops_them_all(tmp_path: Path) -> None:
     (tmp_path / "supervised_app.py").write_text(APP)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.getcwd()])}
@@ -83,16 +76,13 @@ def _supervise(supervisor: subprocess.Popen[bytes]) -> None:
             except httpx.TransportError:
                 return False
 
-        _wait_for(lambda: len(_api_processes(supervisor.pid)) == 2 and answers(), "two API processes serving")
+        wait_until(lambda: len(_api_processes(supervisor.pid)) == 2 and answers(), timeout=30)  # two serving
         first = _api_processes(supervisor.pid)
         killed = min(first)
         os.kill(killed, signal.SIGKILL)
         # Replaced at once (its exit woke the supervisor), not at the next health check.
-        _wait_for(
-            lambda: killed not in (now := _api_processes(supervisor.pid)) and len(now) == 2,
-            "a new API process",
-        )
-        _wait_for(answers, "the API answering again")
+        wait_until(lambda: killed not in (now := _api_processes(supervisor.pid)) and len(now) == 2, timeout=30)
+        wait_until(answers, timeout=30)  # and serving
 
         children = _api_processes(supervisor.pid)
         supervisor.send_signal(signal.SIGTERM)  # woke by the signal, not by a timer
