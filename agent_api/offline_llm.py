@@ -273,10 +273,11 @@ async def _wait_unless_gone(request: Request, seconds: float) -> bool:
     """Wait ``seconds``, unless the client disconnects first: then False."""
     if seconds <= 0:
         return True
-    gone = asyncio.ensure_future(until_disconnected(request))
-    done, _ = await asyncio.wait([gone], timeout=seconds)
-    gone.cancel()
-    return not done
+    try:
+        await asyncio.wait_for(until_disconnected(request), seconds)
+    except TimeoutError:
+        return True
+    return False
 
 
 def create_offline_app(model: OfflineModel | None = None) -> Starlette:

@@ -33,7 +33,7 @@ def _pidfd(pid: int) -> int | None:
     """A file descriptor readable once the process ``pid`` has exited; None where there are none."""
     try:
         return os.pidfd_open(pid)
-    except (AttributeError, OSError):  # not Linux (5.3 or later)
+    except (AttributeError, OSError):  # not Linux (5.3 or later), or no such process
         return None
 
 
@@ -45,9 +45,8 @@ async def orphaned(parent_pid: int, poll: float = 1.0) -> None:
     Linux the event loop watches a pidfd of the parent, readable once it has exited: nothing
     wakes the process meanwhile. Where there is none, the parent is checked every ``poll`` s.
     """
-    try:
-        pidfd = os.pidfd_open(parent_pid)
-    except (AttributeError, OSError):  # not Linux (5.3 or later), or the parent is gone already
+    pidfd = _pidfd(parent_pid)
+    if pidfd is None:  # not Linux (5.3 or later), or the parent is gone already
         while os.getppid() == parent_pid:
             await asyncio.sleep(poll)
         return

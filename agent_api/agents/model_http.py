@@ -112,11 +112,13 @@ class _Answer:
 class _Connection:
     """One HTTP/1.1 connection to an origin, and the parser of the answer being read on it."""
 
-    __slots__ = ("answer", "answered", "origin", "parser", "sock")
+    __slots__ = ("answer", "answered", "origin", "parser", "poller", "sock")
 
     def __init__(self, sock: socket.socket, origin: Origin) -> None:
         self.sock = sock
         self.origin = origin
+        self.poller = select.poll()  # for the check before each reuse
+        self.poller.register(sock, select.POLLIN)
         self.expect_answer()
 
     def expect_answer(self) -> None:
@@ -147,9 +149,7 @@ class _Connection:
         """The server closed the idle connection (or sent on it unasked): it is not to be used again."""
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
             return True
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
-        return bool(poller.poll(0))
+        return bool(self.poller.poll(0))
 
     def shut_down(self) -> None:
         """End the connection under a thread blocked on it: its read returns at once, as at a server's close."""
